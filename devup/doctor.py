@@ -1,0 +1,41 @@
+"""`devup doctor`: is each outside tool there, which version, and how to fix what is missing."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from devup import compose, runner
+from devup.errors import DevupError
+
+
+def _check(fn: Any, fix: str) -> dict[str, Any]:
+    try:
+        return {"ok": True, "version": fn(), "error": None, "fix": None}
+    except DevupError as exc:
+        return {"ok": False, "version": None, "error": exc.message, "fix": exc.hint or fix}
+
+
+def _git() -> str:
+    result = runner.run(["git", "--version"], timeout=10)
+    match = re.search(r"(\d+\.\d+(\.\d+)?)", result.output)
+    if not result.ok or not match:
+        raise DevupError("git not found")
+    major, minor = (int(x) for x in match.group(1).split(".")[:2])
+    if (major, minor) < (2, 30):
+        raise DevupError(f"git {match.group(1)} is older than 2.30")
+    return match.group(1)
+
+
+def run() -> dict[str, dict[str, Any]]:
+    return {
+        "git": _check(_git, "install git 2.30 or newer (Debian: apt-get install git)"),
+        "engine": _check(
+            compose.engine_version,
+            "start a Docker engine (Debian: apt-get install docker.io; dockerd &)",
+        ),
+        "compose": _check(
+            compose.compose_version,
+            "install Compose v2 (docker compose plugin or a v2 docker-compose binary)",
+        ),
+    }

@@ -1,0 +1,27 @@
+"""Fault injection, a test facility: DEVUP_FAULT="ACTION@POINT[,ACTION@POINT...]".
+
+ACTION is `raise` (the step fails) or `kill` (devup SIGKILLs itself, as a crash would).
+POINT is `before:STEP` or `after:STEP`, STEP one of pre_up, worktree, copy, ports, env_file,
+post_create, group:NAME, pre_spawn, service:NAME, post_up, commit.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+from devup.errors import DevupError
+
+
+class InjectedFault(DevupError):
+    """Raised where DEVUP_FAULT asks for a failure."""
+
+
+def hit(point: str) -> None:
+    spec = os.environ.get("DEVUP_FAULT", "")
+    for item in filter(None, (s.strip() for s in spec.split(","))):
+        action, _, where = item.partition("@")
+        if where == point:
+            if action == "kill":
+                os.kill(os.getpid(), signal.SIGKILL)
+            raise InjectedFault(f"fault injected at {point} (DEVUP_FAULT)")

@@ -1,0 +1,176 @@
+"""The git adapter: repository discovery, worktrees and branches (gitpython only here)."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tenacity import retry, retry_if_exception, stop_after_attempt, wait_random_exponential
+
+from devup.errors import CommandFailed, DevupError, UsageError
+from devup.paths import RepoPaths
+
+
+def find_repo(start: Path) -> RepoPaths:
+    """The main checkout that `start` belongs to, from the main checkout or any worktree.
+
+    Pure file reads, no subprocess: every command starts here, and `ls` must start fast.
+    """
+    here = start.resolve()
+    for folder in (here, *here.parents):
+        dot_git = folder / ".git"
+        if dot_git.is_dir():
+            return RepoPaths(root=folder, common_dir=dot_git)
+        if dot_git.is_file():
+            text = dot_git.read_text(encoding="utf-8").strip()
+            if text.startswith("gitdir:"):
+                gitdir = (folder / text.split(":", 1)[1].strip()).resolve()
+                commondir = gitdir / "commondir"
+                common = (gitdir / commondir.read_text().strip()).resolve() if commondir.is_file() else gitdir
+                return RepoPaths(root=common.parent, common_dir=common)
+    raise UsageError(
+        f"{start} is not inside a git repository",
+        hint="run devup from the main checkout of your project or from one of its session worktrees",
+    )
+
+
+def _is_lock_contention(exc: BaseException) -> bool:
+    text = str(getattr(exc, "stderr", "")) + str(exc)
+    return ".lock" in text and (
+        "File exists" in text or "Unable to create" in text or "could not lock" in text
+    )
+
+
+@retry(
+    retry=retry_if_exception(_is_lock_contention),
+    wait=wait_random_exponential(multiplier=0.05, max=1),
+    stop=stop_after_attempt(8),
+    reraise=True,
+)
+def _git_raw(root: Path, *args: str) -> str:
+    from git.cmd import Git
+
+    return str(Git(str(root)).execute(["git", *args], with_extended_output=False))
+
+
+def git(root: Path, *args: str) -> str:
+    """Run git in `root`; retried on lock contention, any failure a CommandFailed."""
+    from git.exc import GitCommandError
+
+    try:
+        return _git_raw(root, *args)
+    except GitCommandError as exc:
+        output = (str(exc.stdout or "") + "\n" + str(exc.stderr or "")).strip()
+        raise CommandFailed(
+            command="git " + " ".join(args),
+            returncode=exc.status if isinstance(exc.status, int) else None,
+            output_tail="\n".join(line.strip() for line in output.splitlines()[-20:]),
+        ) from None
+
+
+@dataclass(frozen=True)
+class Worktree:
+    path: Path
+    branch: str | None  # short name, None when detached
+    head: str | None
+
+
+def worktrees(root: Path) -> list[Worktree]:
+    found: list[Worktree] = []
+    block: dict[str, Any] = {}
+    for line in [*git(root, "worktree", "list", "--porcelain").splitlines(), ""]:
+        if not line:
+            if "worktree" in block:
+                branch = block.get("branch")
+                found.append(
+                    Worktree(
+                        path=Path(block["worktree"]),
+                        branch=branch.removeprefix("refs/heads/") if branch else None,
+                        head=block.get("HEAD"),
+                    )
+                )
+            block = {}
+            continue
+        key, _, value = line.partition(" ")
+        block[key] = value
+    return found
+
+
+def worktree_at(root: Path, path: Path) -> Worktree | None:
+    target = path.resolve()
+    return next((w for w in worktrees(root) if w.path.resolve() == target), None)
+
+
+def rev(root: Path, ref: str) -> str | None:
+    """The commit `ref` names, or None when it names none."""
+    try:
+        return git(root, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}").strip() or None
+    except CommandFailed:
+        return None
+
+
+def branch_exists(root: Path, branch: str) -> bool:
+    return rev(root, f"refs/heads/{branch}") is not None
+
+
+def add_worktree(root: Path, path: Path, *, branch: str, new_from: str | None) -> None:
+    """Check out `branch` at `path`; with `new_from`, create the branch there first."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if new_from is None:
+        git(root, "worktree", "add", str(path), branch)
+    else:
+        git(root, "worktree", "add", "-b", branch, str(path), new_from)
+
+
+def remove_worktree(root: Path, path: Path) -> None:
+    """Remove the worktree registered at `path`; already gone is success."""
+    if worktree_at(root, path) is not None:
+        git(root, "worktree", "remove", "--force", "--force", str(path))
+    git(root, "worktree", "prune")
+
+
+def delete_branch(root: Path, branch: str, *, expected: str) -> None:
+    """Delete `branch` only while it still points where this run created it (nothing lost)."""
+    if rev(root, f"refs/heads/{branch}") == expected:
+        git(root, "branch", "-D", branch)
+
+
+def dirty_paths(worktree: Path) -> list[str]:
+    """Uncommitted changes and untracked files, as paths relative to the worktree."""
+    out = git(worktree, "status", "--porcelain", "--untracked-files=all")
+    return [line[3:] for line in out.splitlines() if line.strip()]
+
+
+def exclude(common_dir: Path, pattern: str) -> None:
+    """Keep `pattern` out of git in every worktree of the repository (info/exclude)."""
+    path = common_dir / "info" / "exclude"
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    if pattern not in text.splitlines():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text + ("" if text.endswith("\n") or not text else "\n") + pattern + "\n")
+
+
+def extract(root: Path, commit: str, paths: list[str], dest: Path) -> None:
+    """Write `paths` (files or folders) as they are at `commit` into `dest`."""
+    from git import Repo
+
+    data = io.BytesIO()
+    try:
+        Repo(str(root)).archive(data, commit, path=paths, format="tar")
+    except Exception as exc:  # gitpython raises several types here; translate at the edge
+        raise DevupError(f"cannot read {', '.join(paths)} at {commit[:12]}: {exc}") from None
+    data.seek(0)
+    with tarfile.open(fileobj=data) as tar:
+        tar.extractall(dest, filter="data")
+
+
+def runner_check_ref(root: Path, branch: str) -> bool:
+    """Whether `branch` is a valid branch name (git check-ref-format)."""
+    try:
+        git(root, "check-ref-format", "--branch", branch)
+    except CommandFailed:
+        return False
+    return True

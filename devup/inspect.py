@@ -1,0 +1,157 @@
+"""`ls`, `status` and `env`: read-only views that never wait for a running `up`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from devup import compose, journal, processes, state
+from devup.errors import DevupError
+from devup.state import ProcessRecord, SessionRecord
+from devup.workspace import Workspace
+
+
+def process_alive(record: ProcessRecord) -> bool:
+    return processes.is_alive(record.pid, record.start_time)
+
+
+@dataclass(frozen=True)
+class Unit:
+    name: str
+    kind: str  # "container" | "process"
+    state: str
+    healthy: bool
+
+
+@dataclass(frozen=True)
+class SessionView:
+    record: SessionRecord
+    status: str
+    units: list[Unit] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        r = self.record
+        return {
+            "session": r.session,
+            "status": self.status,
+            "mode": r.mode,
+            "branch": r.branch,
+            "worktree": r.worktree,
+            "ports": r.ports,
+        }
+
+
+def units(record: SessionRecord, containers: list[compose.ContainerState]) -> list[Unit]:
+    found: list[Unit] = []
+    for group in record.groups:
+        for svc in group.services:
+            mine = [c for c in containers if c.project == group.project and c.service == svc]
+            if not mine:
+                found.append(Unit(f"{group.name}/{svc}", "container", "missing", False))
+                continue
+            for c in mine:
+                label = c.state + (f" ({c.health})" if c.health else "")
+                healthy = c.state == "running" and c.health in (None, "healthy")
+                found.append(Unit(f"{group.name}/{svc}", "container", label, healthy))
+    for name, proc in record.services.items():
+        alive = process_alive(proc)
+        found.append(Unit(name, "process", f"running (pid {proc.pid})" if alive else "exited", alive))
+    return found
+
+
+def view(record: SessionRecord, containers: list[compose.ContainerState]) -> SessionView:
+    if record.status != "up":
+        return SessionView(record, record.status, units(record, containers))
+    found = units(record, containers)
+    return SessionView(record, "up" if all(u.healthy for u in found) else "degraded", found)
+
+
+def _containers(
+    ws: Workspace, records: list[SessionRecord], session: str | None = None
+) -> list[compose.ContainerState]:
+    if not any(r.groups for r in records):
+        return []  # host mode: no engine needed, none asked
+    return compose.containers(repo_id=ws.repo.repo_id, session=session)
+
+
+def is_healthy(ws: Workspace, record: SessionRecord) -> bool:
+    try:
+        return view(record, _containers(ws, [record], record.session)).status == "up"
+    except DevupError:
+        return False
+
+
+def status(ws: Workspace, name: str) -> SessionView:
+    record = ws.record(name)
+    if record is None:
+        found = journal.replay(ws.repo.journal(name))
+        if found is not None and found.outcome is None:
+            raise DevupError(
+                f"session {name} is being created, or its run was interrupted",
+                hint=f"`devup recover {name}` finishes an interrupted run",
+            )
+        raise DevupError(f"no session named {name}", hint="`devup ls` lists the sessions")
+    return view(record, _containers(ws, [record], name))
+
+
+@dataclass(frozen=True)
+class Listing:
+    sessions: list[SessionView]
+    problems: list[str]
+
+
+def ls(ws: Workspace) -> Listing:
+    """Every session of the repository: records, plus interrupted runs that left no record."""
+    records: list[SessionRecord] = []
+    problems: list[str] = []
+    for path in sorted(ws.repo.sessions_dir.glob("*.json")) if ws.repo.sessions_dir.is_dir() else []:
+        try:
+            record = state.read_record(path)
+        except DevupError as exc:
+            problems.append(exc.message)  # one corrupt file never hides the others
+            continue
+        if record is not None:
+            records.append(record)
+    try:
+        containers = _containers(ws, records)
+    except DevupError as exc:
+        problems.append(exc.message)
+        containers = []
+    views = [view(r, containers) for r in records]
+    known = {r.session for r in records}
+    for path in sorted(ws.repo.journals_dir.glob("*.jsonl")) if ws.repo.journals_dir.is_dir() else []:
+        name = path.stem
+        try:
+            found = journal.replay(path)
+        except DevupError as exc:
+            problems.append(exc.message)
+            continue
+        if found is None or found.outcome is not None or state.is_locked(ws.repo.lock(name)):
+            continue
+        begin = found.begin
+        if name in known:
+            views = [
+                SessionView(v.record, "interrupted", v.units) if v.record.session == name else v
+                for v in views
+            ]
+            continue
+        ghost = SessionRecord(
+            session=name,
+            project=ws.project,
+            repo=str(ws.repo.root),
+            repo_id=ws.repo.repo_id,
+            branch=begin.get("branch", "?"),
+            worktree=begin.get("worktree", "?"),
+            mode=begin.get("mode", "?"),
+            status="interrupted",
+            created_worktree=False,
+            ports={},
+            groups=[],
+            services={},
+            env_file="",
+            env={},
+            created_at=begin.get("at", 0),
+            updated_at=begin.get("at", 0),
+        )
+        views.append(SessionView(ghost, "interrupted"))
+    return Listing(sorted(views, key=lambda v: v.record.session), problems)

@@ -1,0 +1,148 @@
+"""Rendering: progress lines, tables and error panels (rich lives here and in cli.py only)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+err = Console(stderr=True, highlight=False)
+out = Console(highlight=False)
+
+
+class ConsoleReporter:
+    """One line per step with its duration; on a terminal, a spinner line for running steps."""
+
+    def __init__(self, *, quiet: bool = False) -> None:
+        self.quiet = quiet
+        self._lock = threading.Lock()
+        self._running: dict[str, None] = {}
+        self._status: Any = None
+        if err.is_terminal and not quiet:
+            self._status = err.status("")
+
+    def _refresh(self) -> None:
+        if self._status is None:
+            return
+        if self._running:
+            self._status.update(" · ".join(self._running))
+            self._status.start()
+        else:
+            self._status.stop()
+
+    def step_started(self, step: str) -> None:
+        with self._lock:
+            self._running[step] = None
+            self._refresh()
+
+    def step_done(self, step: str, seconds: float, detail: str = "") -> None:
+        with self._lock:
+            self._running.pop(step, None)
+            self._print(f"[green]✓[/] {step:<24} {seconds:6.2f}s {detail}")
+            self._refresh()
+
+    def step_failed(self, step: str, seconds: float, error: str) -> None:
+        with self._lock:
+            self._running.pop(step, None)
+            first = error.splitlines()[0] if error else ""
+            self._print(f"[red]✗[/] {step:<24} {seconds:6.2f}s {first}")
+            self._refresh()
+
+    def undone(self, label: str, error: str | None) -> None:
+        with self._lock:
+            if error:
+                self._print(f"  [red]could not undo[/] {label}: {error}")
+            else:
+                self._print(f"  [yellow]↶[/] undone: {label}")
+
+    def note(self, message: str) -> None:
+        with self._lock:
+            self._print(message)
+
+    def warn(self, message: str) -> None:
+        with self._lock:
+            self._print(f"[yellow]warning:[/] {message}")
+
+    def _print(self, markup: str) -> None:
+        if not self.quiet:
+            err.print(markup)
+
+    def close(self) -> None:
+        if self._status is not None:
+            self._status.stop()
+
+
+def emit_json(doc: Any) -> None:
+    sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+    sys.stdout.flush()
+
+
+def error(message: str, hint: str | None) -> None:
+    err.print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True)
+    if hint:
+        err.print(f"[cyan]hint:[/] {hint}", soft_wrap=True)
+
+
+def up_summary(doc: dict[str, Any], urls: dict[str, str], noop: bool) -> None:
+    verb = "already up (nothing to do)" if noop else ("resumed" if doc["resumed"] else "up")
+    out.print(
+        f"[bold green]session {doc['session']}[/] {verb} in {doc['duration_s']:.2f}s "
+        f"({doc['mode']} mode, branch {doc['branch']})"
+    )
+    table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+    table.add_column("port variable")
+    table.add_column("port", justify="right")
+    table.add_column("url")
+    for key, port in doc["ports"].items():
+        table.add_row(f"DEVUP_PORT_{key}", str(port), urls.get(key, ""))
+    if doc["ports"]:
+        out.print(table)
+    out.print(f"worktree  {doc['worktree']}")
+    out.print(f"env file  {doc['env_file']}")
+
+
+def sessions_table(rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        out.print("no sessions")
+        return
+    table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+    for col in ("session", "status", "mode", "branch", "worktree", "ports"):
+        table.add_column(col)
+    colour = {
+        "up": "green",
+        "degraded": "yellow",
+        "stopped": "dim",
+        "failed": "red",
+        "interrupted": "red",
+    }
+    for r in rows:
+        ports = " ".join(
+            f"{k}={v}" for k, v in r["ports"].items() if "_" not in k or k.rsplit("_", 1)[1].isalpha()
+        )
+        table.add_row(
+            r["session"],
+            f"[{colour.get(r['status'], 'white')}]{r['status']}[/]",
+            r["mode"],
+            r["branch"],
+            r["worktree"],
+            ports,
+        )
+    out.print(table)
+
+
+def status_table(name: str, status: str, units: list[dict[str, Any]]) -> None:
+    out.print(f"session [bold]{name}[/]: {status}")
+    table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+    for col in ("unit", "kind", "state", "healthy"):
+        table.add_column(col)
+    for u in units:
+        table.add_row(u["name"], u["kind"], u["state"], "[green]yes[/]" if u["healthy"] else "[red]no[/]")
+    out.print(table)
+
+
+def plain(text: str) -> None:
+    out.print(text, markup=False, highlight=False, soft_wrap=True)

@@ -1,0 +1,83 @@
+"""Where devup keeps its state: one place that every other module asks."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from devup.errors import UsageError
+
+NAME_RE = re.compile(r"^(?:[a-z0-9]|[a-z0-9][a-z0-9-]{0,38}[a-z0-9])$")
+ENV_FILE = ".env.devup"
+
+
+def check_session_name(name: str) -> str:
+    if not NAME_RE.match(name):
+        raise UsageError(
+            f"invalid session name {name!r}",
+            hint="use 1-40 lower-case letters, digits and '-', not starting or ending with '-'",
+        )
+    return name
+
+
+def state_root() -> Path:
+    """`$DEVUP_HOME`, else `$XDG_STATE_HOME/devup`, else `~/.local/state/devup`."""
+    if home := os.environ.get("DEVUP_HOME"):
+        return Path(home)
+    xdg = os.environ.get("XDG_STATE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".local" / "state") / "devup"
+
+
+def ports_file() -> Path:
+    return state_root() / "ports.json"
+
+
+def repo_id_of(common_dir: Path) -> str:
+    """A stable id of a repository: its git common dir's real path, hashed."""
+    return hashlib.sha256(str(common_dir.resolve()).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class RepoPaths:
+    """The main checkout and the state that belongs to its sessions."""
+
+    root: Path
+    common_dir: Path
+
+    @property
+    def repo_id(self) -> str:
+        return repo_id_of(self.common_dir)
+
+    @property
+    def state(self) -> Path:
+        return state_root() / "repos" / self.repo_id
+
+    @property
+    def sessions_dir(self) -> Path:
+        return self.state / "sessions"
+
+    @property
+    def journals_dir(self) -> Path:
+        return self.state / "journals"
+
+    def record(self, name: str) -> Path:
+        return self.sessions_dir / f"{name}.json"
+
+    def journal(self, name: str) -> Path:
+        return self.journals_dir / f"{name}.jsonl"
+
+    def lock(self, name: str) -> Path:
+        return self.state / "locks" / f"{name}.lock"
+
+    def session_dir(self, name: str) -> Path:
+        """Overrides and native-service logs of one session."""
+        return self.state / "data" / name
+
+    def log(self, name: str, service: str) -> Path:
+        return self.session_dir(name) / "logs" / f"{service}.log"
+
+    def override(self, name: str, group: str) -> Path:
+        return self.session_dir(name) / "compose" / f"{group}.override.yaml"

@@ -1,0 +1,103 @@
+"""Native processes: identity (pid + start time), staged stops, and tagged-process sweeps."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import psutil
+
+# Every process devup starts carries these in its environment, inherited by its children,
+# so processes a killed run left behind can be found from /proc alone.
+TAG_SESSION = "DEVUP_SESSION"
+TAG_REPO_ID = "DEVUP_REPO_ID"
+TAG_UNIT = "DEVUP_UNIT"  # "service:web" or "hook:post_up"
+
+
+def start_time(pid: int) -> float | None:
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
+
+
+def is_alive(pid: int, started: float) -> bool:
+    """True only for the very process recorded: a recycled pid has another start time."""
+    try:
+        proc = psutil.Process(pid)
+        return abs(proc.create_time() - started) < 0.01 and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def stop(pid: int, started: float, *, timeout: float) -> None:
+    """SIGTERM the process group, SIGKILL after `timeout`; a process already gone is success."""
+    if not is_alive(pid, started):
+        return
+    pgid = os.getpgid(pid)
+    members = _group(pgid)
+    _signal_group(pgid, signal.SIGTERM)
+    _, alive = psutil.wait_procs(members, timeout=timeout)
+    if alive:
+        _signal_group(pgid, signal.SIGKILL)
+        psutil.wait_procs(alive, timeout=5)
+
+
+def tagged(*, repo_id: str, session: str, unit: str | None = None) -> list[psutil.Process]:
+    """Live processes whose environment carries this session's (and unit's) tags."""
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            env = proc.environ()
+        except psutil.Error:
+            continue
+        if env.get(TAG_REPO_ID) == repo_id and env.get(TAG_SESSION) == session:
+            if unit is None or env.get(TAG_UNIT) == unit:
+                if proc.status() != psutil.STATUS_ZOMBIE:
+                    found.append(proc)
+    return found
+
+
+def kill_tagged(*, repo_id: str, session: str, unit: str | None = None, timeout: float = 5) -> None:
+    """Stop every tagged process: SIGTERM, then SIGKILL what is left after `timeout`."""
+    procs = tagged(repo_id=repo_id, session=session, unit=unit)
+    for proc in procs:
+        try:
+            proc.terminate()
+        except psutil.Error:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=timeout)
+    for proc in alive:
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(alive, timeout=5)
+
+
+def _group(pgid: int) -> list[psutil.Process]:
+    members = []
+    for proc in psutil.process_iter():
+        try:
+            if os.getpgid(proc.pid) == pgid:
+                members.append(proc)
+        except (ProcessLookupError, psutil.Error):
+            continue
+    return members
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def wait_gone(pid: int, started: float, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not is_alive(pid, started):
+            return True
+        time.sleep(0.05)
+    return not is_alive(pid, started)

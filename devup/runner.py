@@ -1,0 +1,117 @@
+"""The one door to subprocesses: run-and-wait with a result, or spawn a detached process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from devup.errors import CommandFailed
+
+_TAIL_LINES = 20
+_active: set[subprocess.Popen[bytes]] = set()
+_active_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Result:
+    args: tuple[str, ...]
+    returncode: int | None  # None: killed after its timeout
+    output: str  # stdout and stderr interleaved, as a person would have seen them
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+    def tail(self, lines: int = _TAIL_LINES) -> str:
+        return "\n".join(deque(self.output.splitlines(), maxlen=lines))
+
+    def raise_for_status(self, *, what: str = "command", shown: str | None = None) -> Result:
+        if not self.ok:
+            raise CommandFailed(
+                command=shown or " ".join(self.args),
+                returncode=self.returncode,
+                output_tail=self.tail(),
+                what=what,
+            )
+        return self
+
+
+def run(
+    args: Sequence[str],
+    *,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout: float | None = None,
+    check: bool = False,
+    what: str = "command",
+    shown: str | None = None,
+    stdin: str | None = None,
+) -> Result:
+    """Run to completion in a new session (so a terminal's Ctrl-C reaches only devup)."""
+    try:
+        proc = subprocess.Popen(
+            list(args),
+            cwd=cwd,
+            env=dict(env) if env is not None else None,
+            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        result = Result(tuple(args), 127, f"cannot run {args[0]}: {exc.strerror}")
+        return result.raise_for_status(what=what, shown=shown) if check else result
+    with _active_lock:
+        _active.add(proc)
+    try:
+        out, _ = proc.communicate(stdin.encode() if stdin is not None else None, timeout=timeout)
+        code: int | None = proc.returncode
+    except subprocess.TimeoutExpired:
+        _kill_group(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        code = None
+    finally:
+        with _active_lock:
+            _active.discard(proc)
+    result = Result(tuple(args), code, out.decode(errors="replace"))
+    return result.raise_for_status(what=what, shown=shown) if check else result
+
+
+def spawn(args: Sequence[str], *, cwd: Path, env: Mapping[str, str], log_path: Path) -> int:
+    """Start a process that outlives devup, in its own process group, output to `log_path`."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            list(args),
+            cwd=cwd,
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    # The child is re-parented when devup exits; until then a thread reaps it so a
+    # service that dies early does not linger as a zombie that looks alive.
+    threading.Thread(target=proc.wait, daemon=True).start()
+    return proc.pid
+
+
+def terminate_all() -> None:
+    """Stop every command `run` is waiting on (used when devup is interrupted)."""
+    with _active_lock:
+        procs = list(_active)
+    for proc in procs:
+        _kill_group(proc.pid, signal.SIGTERM)
+
+
+def _kill_group(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass

@@ -1,0 +1,590 @@
+"""`devup up`: preflight, then every step with its inverse on a journaled undo stack."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any, Literal
+
+from devup import compose, dag, envvars, faults, git, inspect, paths, runner, state
+from devup.config import Config, GroupCfg, Mode, ServiceCfg
+from devup.errors import DevupError, Interrupted, PreflightError, StepFailed, UsageError
+from devup.journal import Journal
+from devup.model import Identity
+from devup.report import Reporter
+from devup.steps import files, group, hooks, service, worktree
+from devup.undo import Leftover, UndoRecord, UndoStack
+from devup.workspace import Workspace, mark_failed
+
+
+@dataclass(frozen=True)
+class UpRequest:
+    name: str
+    branch: str | None = None
+    base: str | None = None
+    mode: Mode | None = None
+    on_failure: Literal["rollback", "keep"] = "rollback"
+    hooks: bool = True
+
+
+@dataclass(frozen=True)
+class UpResult:
+    session: str
+    mode: str
+    branch: str
+    worktree: str
+    projects: list[str]
+    ports: dict[str, int]
+    env_file: str
+    resumed: bool
+    duration_s: float
+    noop: bool = False
+    urls: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "session": self.session,
+            "status": "up",
+            "mode": self.mode,
+            "branch": self.branch,
+            "worktree": self.worktree,
+            "projects": self.projects,
+            "ports": self.ports,
+            "env_file": self.env_file,
+            "resumed": self.resumed,
+            "duration_s": round(self.duration_s, 3),
+        }
+
+
+class UpFailed(DevupError):
+    """`up` failed; `status` says what became of the world (SPEC §2 JSON)."""
+
+    _CODES = {"rolled_back": 1, "rollback_incomplete": 3, "kept": 5, "interrupted": 130}
+
+    def __init__(
+        self, *, session: str, status: str, step: str, cause: str, leftovers: list[Leftover]
+    ) -> None:
+        hint = None
+        if status == "rollback_incomplete":
+            hint = f"run `devup recover {session}` to finish the rollback"
+        elif status == "kept":
+            hint = f"everything is left in place for debugging; `devup down {session}` cleans up"
+        super().__init__(cause, hint=hint, step=step)
+        self.session = session
+        self.status = status
+        self.leftovers = leftovers
+        self.exit_code = self._CODES[status]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "session": self.session,
+            "status": self.status,
+            "error": {"step": self.step, "message": self.message},
+            "leftovers": [f"{lo.label}: {lo.error}" for lo in self.leftovers],
+        }
+
+
+@dataclass
+class _Plan:
+    """Everything preflight decided, before the first change."""
+
+    ident: Identity
+    branch: str
+    mode: Mode
+    resumed: bool
+    wt: worktree.WorktreePlan
+    groups: dict[str, GroupCfg]
+    services: dict[str, ServiceCfg]
+    models: dict[str, compose.GroupModel]
+    lease_keys: list[str]  # one lease each
+    aliases: dict[str, str]  # SERVICE -> SERVICE_TARGET of its first published port
+    previous: state.SessionRecord | None
+
+
+def up(ws: Workspace, req: UpRequest, reporter: Reporter) -> UpResult:
+    started = time.monotonic()
+    paths.check_session_name(req.name)
+    cfg = ws.config
+    with ws.locked(req.name), _signals() as signals:
+        ws.recover(req.name, reporter)
+        previous = ws.record(req.name)
+        if previous is not None and previous.status == "up" and req.mode in (None, previous.mode):
+            if req.branch in (None, previous.branch) and inspect.is_healthy(ws, previous):
+                return _result(previous, resumed=True, started=started, noop=True)
+        plan = _preflight(ws, cfg, req, previous)
+        return _Run(ws, cfg, req, plan, reporter, signals).execute(started)
+
+
+def _preflight(ws: Workspace, cfg: Config, req: UpRequest, previous: state.SessionRecord | None) -> _Plan:
+    name = req.name
+    if previous is not None:
+        if req.branch not in (None, previous.branch):
+            raise UsageError(f"session {name} is on branch {previous.branch}, not {req.branch}")
+        if req.mode not in (None, previous.mode):
+            raise UsageError(
+                f"session {name} runs in {previous.mode} mode",
+                hint=f"`devup down {name}` first to change its mode",
+            )
+    branch = previous.branch if previous else (req.branch or name)
+    mode: Mode = previous.mode if previous else (req.mode or cfg.project.mode)  # type: ignore[assignment]
+    ident = Identity(repo=ws.repo, session=name, project=ws.project)
+    groups, services = cfg.groups_for(mode), cfg.services_for(mode)
+    if groups:
+        compose.compose_command()
+        compose.engine_version()
+    path = Path(previous.worktree) if previous else ws.worktrees_dir / name
+    base = req.base or cfg.project.base or "HEAD"
+    wt = worktree.plan(root=ws.repo.root, path=path, branch=branch, base=base)
+    models = _compose_models(ws, cfg, ident, groups, wt, mode) if groups else {}
+    lease_keys, aliases = _port_keys(models, services)
+    return _Plan(
+        ident,
+        branch,
+        mode,
+        previous is not None,
+        wt,
+        groups,
+        services,
+        models,
+        lease_keys,
+        aliases,
+        previous,
+    )
+
+
+def _compose_models(
+    ws: Workspace,
+    cfg: Config,
+    ident: Identity,
+    groups: dict[str, GroupCfg],
+    wt: worktree.WorktreePlan,
+    mode: Mode,
+) -> dict[str, compose.GroupModel]:
+    """Validate every group's files with `docker compose config`, from the branch's own files."""
+    env = {
+        **os.environ,
+        **envvars.session_vars(
+            session=ident.session,
+            project=ident.project,
+            branch=wt.branch,
+            worktree=str(wt.path),
+            repo=str(ws.repo.root),
+            mode=mode,
+            resumed=wt.exists,
+            ports={},
+            extra=cfg.env,
+        ),
+    }
+    with contextlib.ExitStack() as cleanup:
+        if wt.exists:
+            where = wt.path
+        else:
+            # The worktree does not exist yet: read the files as they are on the branch.
+            where = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="devup-preflight-")))
+            commit = wt.new_from or git.rev(ws.repo.root, f"refs/heads/{wt.branch}") or "HEAD"
+            dirs = sorted(
+                {
+                    str(Path(f).parent) if str(Path(f).parent) != "." else f
+                    for g in groups.values()
+                    for f in g.files
+                }
+            )
+            git.extract(ws.repo.root, commit, dirs, where)
+            files.copy_into(source_root=ws.repo.root, worktree=where, patterns=cfg.worktree.copy_)
+        models: dict[str, compose.GroupModel] = {}
+        for gname, gcfg in groups.items():
+            missing = [f for f in gcfg.files if not (where / f).is_file()]
+            if missing:
+                raise PreflightError(
+                    f"group {gname}: compose file {missing[0]} not found on branch {wt.branch}"
+                )
+            try:
+                model = compose.load_model(
+                    project=ident.compose_project(gname),
+                    files=[where / f for f in gcfg.files],
+                    cwd=where,
+                    env=env,
+                )
+            except DevupError as exc:
+                raise PreflightError(f"group {gname}: invalid compose files: {exc.message}") from None
+            for svc, cname in model.container_names.items():
+                raise PreflightError(
+                    f"group {gname}: service {svc} sets container_name {cname!r}",
+                    hint="remove container_name: a fixed name cannot exist once per session",
+                )
+            models[gname] = model
+        return models
+
+
+def _port_keys(
+    models: dict[str, compose.GroupModel], services: dict[str, ServiceCfg]
+) -> tuple[list[str], dict[str, str]]:
+    lease: list[str] = []
+    aliases: dict[str, str] = {}
+    owner: dict[str, str] = {}
+
+    def claim(key: str, who: str) -> None:
+        if key in owner and owner[key] != who:
+            raise PreflightError(
+                f"port variable DEVUP_PORT_{key} would belong to both {owner[key]} and {who}"
+            )
+        owner[key] = who
+
+    for gname, model in models.items():
+        for svc, specs in model.services.items():
+            for key, target in compose.port_keys(svc, specs):
+                full = f"{svc.upper().replace('-', '_')}_{target}"
+                claim(key, f"{gname}/{svc}")
+                if key == full:
+                    if key not in lease:
+                        lease.append(key)
+                else:
+                    aliases[key] = full
+    for sname, scfg in services.items():
+        if scfg.port:
+            key = sname.upper().replace("-", "_")
+            claim(key, f"service {sname}")
+            lease.append(key)
+    return lease, aliases
+
+
+class _Run:
+    """One `up` run: the steps in order, each under its name, failures unwound."""
+
+    def __init__(
+        self,
+        ws: Workspace,
+        cfg: Config,
+        req: UpRequest,
+        plan: _Plan,
+        reporter: Reporter,
+        signals: _Signals,
+    ) -> None:
+        self.ws, self.cfg, self.req, self.plan, self.reporter, self.signals = (
+            ws,
+            cfg,
+            req,
+            plan,
+            reporter,
+            signals,
+        )
+        self.ident = plan.ident
+        self.journal = Journal(ws.repo.journal(req.name))
+        self.stack = UndoStack(self.journal)
+        self.ports: dict[str, int] = {}
+        self.env: dict[str, str] = {}
+        self.groups: dict[str, state.GroupRecord] = {}
+        self.procs: dict[str, state.ProcessRecord] = {}
+        self.created_worktree = bool(plan.previous and plan.previous.created_worktree)
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        faults.hit(f"before:{name}")
+        self.reporter.step_started(name)
+        t0 = time.monotonic()
+        try:
+            yield
+            faults.hit(f"after:{name}")
+        except (Exception, Interrupted) as exc:
+            message = exc.message if isinstance(exc, DevupError) else str(exc)
+            self.reporter.step_failed(name, time.monotonic() - t0, message)
+            if isinstance(exc, Exception) and not isinstance(exc, StepFailed):
+                raise StepFailed(name, exc) from exc
+            raise
+        self.reporter.step_done(name, time.monotonic() - t0)
+
+    def execute(self, started: float) -> UpResult:
+        plan = self.plan
+        self.journal.remove()
+        self.journal.append(
+            {
+                "op": "begin",
+                "session": self.req.name,
+                "resumed": plan.resumed,
+                "pid": os.getpid(),
+                "branch": plan.branch,
+                "mode": plan.mode,
+                "worktree": str(plan.wt.path),
+                "at": time.time(),
+            }
+        )
+        try:
+            self._steps()
+        except (Exception, Interrupted) as exc:
+            raise self._fail(exc) from None
+        return _result(self._record("up", time.time()), resumed=plan.resumed, started=started)
+
+    def _hook(self, name: str, cwd: Path) -> None:
+        hook = self.cfg.hooks.get(name)
+        if hook is None or not self.req.hooks:
+            return
+        with self.step(name):
+            hooks.run(stack=self.stack, ident=self.ident, hook=hook, cwd=cwd, env=self._process_env())
+
+    def _process_env(self) -> dict[str, str]:
+        return {**os.environ, **self.env}
+
+    def _steps(self) -> None:
+        plan, ws = self.plan, self.ws
+        wt_path = plan.wt.path
+        self.env = self._vars()
+        self._hook("pre_up", ws.repo.root)
+        with self.step("worktree"):
+            created = worktree.apply(stack=self.stack, root=ws.repo.root, plan=plan.wt)
+            self.created_worktree = self.created_worktree or created
+        if created and self.cfg.worktree.copy_:
+            with self.step("copy"):
+                files.copy_into(source_root=ws.repo.root, worktree=wt_path, patterns=self.cfg.worktree.copy_)
+        with self.step("ports"):
+            self._lease()
+        with self.step("env_file"):
+            files.make_dir(
+                stack=self.stack,
+                path=ws.repo.session_dir(self.req.name),
+                label="session state folder",
+            )
+            self.env = self._vars()
+            git.exclude(ws.repo.common_dir, paths.ENV_FILE)
+            files.write_restorable(
+                stack=self.stack,
+                path=wt_path / paths.ENV_FILE,
+                text=envvars.dotenv(self.env),
+                label=f"env file {wt_path / paths.ENV_FILE}",
+            )
+        if created:
+            self._hook("post_create", wt_path)
+        if plan.groups:
+            dag.run({n: g.depends_on for n, g in plan.groups.items()}, self._up_group)
+        self._hook("pre_spawn", wt_path)
+        if plan.services:
+            dag.run({n: s.depends_on for n, s in plan.services.items()}, self._start_service)
+        self._hook("post_up", wt_path)
+        with self.step("commit"):
+            record = self._record("up", time.time())
+            files.write_restorable(
+                stack=self.stack,
+                path=ws.repo.record(self.req.name),
+                text=record.model_dump_json(indent=2),
+                label="session record",
+            )
+        self.stack.disarm()
+        self.journal.remove()
+
+    def _vars(self) -> dict[str, str]:
+        plan = self.plan
+        return envvars.session_vars(
+            session=self.req.name,
+            project=self.ident.project,
+            branch=plan.branch,
+            worktree=str(plan.wt.path),
+            repo=str(self.ws.repo.root),
+            mode=plan.mode,
+            resumed=plan.resumed,
+            ports=self.ports,
+            extra=self.cfg.env,
+        )
+
+    def _lease(self) -> None:
+        plan = self.plan
+        prefer = dict(plan.previous.ports) if plan.previous else {}
+        if not plan.resumed:
+            # Write-ahead: a new session's leases all go with it, whatever was granted before a crash.
+            self.stack.push(
+                UndoRecord(
+                    "ports_release",
+                    {"repo_id": self.ident.repo.repo_id, "session": self.req.name, "ports": None},
+                    "port leases",
+                )
+            )
+        granted = state.lease_ports(
+            repo_id=self.ident.repo.repo_id,
+            session=self.req.name,
+            keys=plan.lease_keys,
+            prefer=prefer,
+            port_range=self.cfg.ports.range,
+        )
+        if plan.resumed and granted:
+            self.stack.push(
+                UndoRecord(
+                    "ports_release",
+                    {
+                        "repo_id": self.ident.repo.repo_id,
+                        "session": self.req.name,
+                        "ports": sorted(granted.values()),
+                    },
+                    "new port leases",
+                )
+            )
+        self.ports = {k: granted.get(k, prefer.get(k, 0)) for k in plan.lease_keys}
+        self.ports.update({alias: self.ports[full] for alias, full in plan.aliases.items()})
+
+    def _relet(self, keys: list[str], avoid: int) -> dict[str, int]:
+        with self._lock:
+            leased = [k for k in keys if k in self.plan.lease_keys]
+            granted = state.lease_ports(
+                repo_id=self.ident.repo.repo_id,
+                session=self.req.name,
+                keys=leased,
+                prefer={},
+                port_range=self.cfg.ports.range,
+                avoid=frozenset({avoid}),
+            )
+            self.stack.push(
+                UndoRecord(
+                    "ports_release",
+                    {
+                        "repo_id": self.ident.repo.repo_id,
+                        "session": self.req.name,
+                        "ports": sorted(granted.values()),
+                    },
+                    "replacement port leases",
+                )
+            )
+            state.release_ports(repo_id=self.ident.repo.repo_id, session=self.req.name, ports=[avoid])
+            moved = dict(granted)
+            moved.update({a: granted[f] for a, f in self.plan.aliases.items() if f in granted})
+            self.ports.update(moved)
+            self.env = self._vars()
+            state.write_atomic(self.plan.wt.path / paths.ENV_FILE, envvars.dotenv(self.env))
+            self.reporter.warn(
+                f"port {avoid} was taken by someone else; moved {', '.join(moved)} to {sorted(set(granted.values()))}"
+            )
+            return moved
+
+    def _up_group(self, name: str) -> None:
+        with self.step(f"group:{name}"):
+            record = group.up(
+                stack=self.stack,
+                ident=self.ident,
+                name=name,
+                cfg=self.plan.groups[name],
+                model=self.plan.models[name],
+                worktree=self.plan.wt.path,
+                env=self._process_env(),
+                ports=self.ports,
+                override=self.ws.repo.override(self.req.name, name),
+                relet=self._relet,
+            )
+            with self._lock:
+                self.groups[name] = record
+
+    def _start_service(self, name: str) -> None:
+        cfg = self.plan.services[name]
+        prev = self.plan.previous.services.get(name) if self.plan.previous else None
+        if prev is not None and inspect.process_alive(prev):
+            with self._lock:
+                self.procs[name] = prev
+            return
+        with self.step(f"service:{name}"):
+            port = self.ports.get(name.upper().replace("-", "_")) if cfg.port else None
+            record = service.start(
+                stack=self.stack,
+                ident=self.ident,
+                name=name,
+                cfg=cfg,
+                cwd=self.plan.wt.path,
+                env=self._process_env(),
+                port=port,
+                log_path=self.ws.repo.log(self.req.name, name),
+            )
+            with self._lock:
+                self.procs[name] = record
+
+    def _record(self, status: str, now: float) -> state.SessionRecord:
+        plan = self.plan
+        return state.SessionRecord(
+            session=self.req.name,
+            project=self.ident.project,
+            repo=str(self.ws.repo.root),
+            repo_id=self.ident.repo.repo_id,
+            branch=plan.branch,
+            worktree=str(plan.wt.path),
+            mode=plan.mode,
+            status=status,
+            created_worktree=self.created_worktree,
+            ports=dict(sorted(self.ports.items())),
+            groups=[self.groups[g] for g in plan.groups if g in self.groups],
+            services=dict(self.procs),
+            env_file=str(plan.wt.path / paths.ENV_FILE),
+            env=self.env,
+            created_at=plan.previous.created_at if plan.previous else now,
+            updated_at=now,
+        )
+
+    def _fail(self, exc: BaseException) -> UpFailed:
+        interrupted = isinstance(exc, Interrupted)
+        step = (
+            exc.step if isinstance(exc, DevupError) and exc.step else ("interrupt" if interrupted else "up")
+        )
+        message = (
+            exc.cause.message
+            if isinstance(exc, StepFailed) and isinstance(exc.cause, DevupError)
+            else (exc.message if isinstance(exc, DevupError) else str(exc))
+        )
+        if interrupted:
+            message = f"interrupted by {signal.Signals(exc.signum).name}"
+        if self.req.on_failure == "keep" and not interrupted:
+            self.stack.keep()
+            self._keep_record()
+            return UpFailed(session=self.req.name, status="kept", step=step, cause=message, leftovers=[])
+        self.reporter.note("rolling back what this run created")
+        self.signals.rolling_back = True
+        leftovers = self.stack.unwind(on_undo=self.reporter.undone)
+        if not leftovers:
+            if self.plan.resumed:
+                mark_failed(self.ws, self.req.name)
+            self.journal.remove()
+        status = "rollback_incomplete" if leftovers else ("interrupted" if interrupted else "rolled_back")
+        return UpFailed(session=self.req.name, status=status, step=step, cause=message, leftovers=leftovers)
+
+    def _keep_record(self) -> None:
+        record = self._record("failed", time.time())
+        state.write_record(self.ws.repo.record(self.req.name), record)
+
+
+def _result(record: state.SessionRecord, *, resumed: bool, started: float, noop: bool = False) -> UpResult:
+    return UpResult(
+        session=record.session,
+        mode=record.mode,
+        branch=record.branch,
+        worktree=record.worktree,
+        projects=[g.project for g in record.groups],
+        ports=record.ports,
+        env_file=record.env_file,
+        resumed=resumed,
+        duration_s=time.monotonic() - started,
+        noop=noop,
+    )
+
+
+class _Signals:
+    rolling_back = False
+
+
+@contextlib.contextmanager
+def _signals() -> Iterator[_Signals]:
+    """SIGINT/SIGTERM raise Interrupted in the main thread: once to roll back, again to stop it."""
+    flags = _Signals()
+    if threading.current_thread() is not threading.main_thread():
+        yield flags
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        runner.terminate_all()
+        raise Interrupted(signum)
+
+    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield flags
+    finally:
+        for sig, previous in old.items():
+            signal.signal(sig, previous)

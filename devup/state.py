@@ -1,0 +1,219 @@
+"""Session records and port leases: atomic writes under kernel-released file locks."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import socket
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from devup import paths
+from devup.errors import BusyError, DevupError
+
+
+class CorruptState(DevupError):
+    """A state file that cannot be read; reported, never allowed to block other sessions."""
+
+
+@contextlib.contextmanager
+def file_lock(path: Path, *, blocking: bool = True, busy_message: str = "") -> Iterator[None]:
+    """flock: the kernel releases it when the process dies, so a killed run never wedges us."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except OSError as exc:
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise BusyError(busy_message or f"{path.name} is locked by another devup") from None
+            raise
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor drops the lock
+
+
+def is_locked(path: Path) -> bool:
+    if not path.exists():
+        return False
+    fd = os.open(path, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def write_atomic(path: Path, text: str, *, mode: int = 0o600) -> None:
+    """Temp file in the same folder, fsync, os.replace: a reader sees the old or the new file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+class ProcessRecord(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    pid: int
+    start_time: float
+    stop_timeout: float = 10
+
+
+class GroupRecord(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    name: str
+    project: str
+    files: list[str]
+    services: list[str]
+
+
+class SessionRecord(BaseModel):
+    """What a committed `up` leaves behind, enough for `down` without the config."""
+
+    model_config = ConfigDict(frozen=True)
+    session: str
+    project: str
+    repo: str
+    repo_id: str
+    branch: str
+    worktree: str
+    mode: str
+    status: str  # up | stopped | failed
+    created_worktree: bool
+    ports: dict[str, int]
+    groups: list[GroupRecord]
+    services: dict[str, ProcessRecord]
+    env_file: str
+    env: dict[str, str]
+    created_at: float
+    updated_at: float
+
+
+def read_record(path: Path) -> SessionRecord | None:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    try:
+        return SessionRecord.model_validate_json(text)
+    except ValidationError as exc:
+        raise CorruptState(
+            f"session file {path} is corrupt: {exc.errors()[0]['msg']}",
+            hint=f"move it aside (or delete it) and run `devup gc`: {path}",
+        ) from None
+
+
+def write_record(path: Path, record: SessionRecord) -> None:
+    write_atomic(path, record.model_dump_json(indent=2))
+
+
+# --- port leases -------------------------------------------------------------------------
+
+
+def _read_leases(path: Path) -> dict[str, dict[str, Any]]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        leases = data.get("leases", {})
+        return leases if isinstance(leases, dict) else {}
+    except FileNotFoundError:
+        return {}
+    except (json.JSONDecodeError, AttributeError):
+        # A corrupt lease file must not stop every session; the engine and bind checks still
+        # keep ports disjoint, and the next write replaces it.
+        return {}
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+    return True
+
+
+def lease_ports(
+    *,
+    repo_id: str,
+    session: str,
+    keys: list[str],
+    prefer: dict[str, int],
+    port_range: tuple[int, int],
+    avoid: frozenset[int] = frozenset(),
+) -> dict[str, int]:
+    """Lease one port per key, preferring `prefer`; returns only the ports newly leased."""
+    path = paths.ports_file()
+    with file_lock(path.with_suffix(".lock")):
+        leases = _read_leases(path)
+        mine = {
+            int(p): lease["key"]
+            for p, lease in leases.items()
+            if lease.get("repo") == repo_id and lease.get("session") == session
+        }
+        taken = {int(p) for p in leases}
+        granted: dict[str, int] = {}
+        candidates = iter(range(port_range[0], port_range[1] + 1))
+        for key in keys:
+            want = prefer.get(key)
+            if want is not None and want not in avoid:
+                if mine.get(want) == key:
+                    continue  # still ours: nothing new to lease
+                if want not in taken and port_is_free(want):
+                    granted[key] = want
+                    taken.add(want)
+                    continue
+            for port in candidates:
+                if port not in taken and port not in avoid and port_is_free(port):
+                    granted[key] = port
+                    taken.add(port)
+                    break
+            else:
+                raise DevupError(
+                    f"no free port left in {port_range[0]}-{port_range[1]}",
+                    hint="widen [ports].range in devup.toml or run `devup gc`",
+                )
+        for key, port in granted.items():
+            leases[str(port)] = {"repo": repo_id, "session": session, "key": key}
+        write_atomic(path, json.dumps({"leases": leases}, indent=1, sort_keys=True))
+    return granted
+
+
+def release_ports(*, repo_id: str, session: str, ports: list[int] | None = None) -> None:
+    """Release this session's leases (all, or just `ports`); already released is fine."""
+    path = paths.ports_file()
+    with file_lock(path.with_suffix(".lock")):
+        leases = _read_leases(path)
+        keep = {
+            p: lease
+            for p, lease in leases.items()
+            if not (
+                lease.get("repo") == repo_id
+                and lease.get("session") == session
+                and (ports is None or int(p) in ports)
+            )
+        }
+        if keep != leases:
+            write_atomic(path, json.dumps({"leases": keep}, indent=1, sort_keys=True))
+
+
+def all_leases() -> dict[int, dict[str, Any]]:
+    return {int(p): lease for p, lease in _read_leases(paths.ports_file()).items()}

@@ -1,0 +1,106 @@
+"""A compose group: one compose project per session and group, with a generated override."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from devup import compose
+from devup.config import GroupCfg
+from devup.errors import CommandFailed
+from devup.model import Identity
+from devup.state import GroupRecord
+from devup.undo import UndoRecord, UndoStack, inverse
+
+_TRANSIENT = (
+    "Cannot connect to the Docker daemon",
+    "connection refused",
+    "i/o timeout",
+    "TLS handshake timeout",
+)
+_ATTEMPTS = 4
+
+# Asked to replace a port the engine could not bind: (port keys to move, port to avoid) -> new ports.
+Relet = Callable[[list[str], int], dict[str, int]]
+
+
+def up(
+    *,
+    stack: UndoStack,
+    ident: Identity,
+    name: str,
+    cfg: GroupCfg,
+    model: compose.GroupModel,
+    worktree: Path,
+    env: Mapping[str, str],
+    ports: dict[str, int],
+    override: Path,
+    relet: Relet,
+) -> GroupRecord:
+    """Bring the group up with --wait; the inverse takes down what this run made, volumes that
+    existed before (a resumed session's data) excepted."""
+    project = ident.compose_project(name)
+    before = compose.volumes(project=project)
+    stack.push(
+        UndoRecord(
+            "compose_down",
+            {
+                "project": project,
+                "session": ident.session,
+                "repo_id": ident.repo.repo_id,
+                "keep_volumes": sorted(before),
+            },
+            f"compose project {project}",
+        )
+    )
+    files = [worktree / f for f in cfg.files] + [override]
+    for attempt in range(1, _ATTEMPTS + 1):
+        compose.write_override(override, model=model, ports=ports, labels=ident.labels(name))
+        result = compose.up(
+            project=project, files=files, cwd=worktree, env=env, wait_timeout=cfg.wait_timeout
+        )
+        if result.ok:
+            break
+        taken = compose.taken_port(result.output)
+        transient = taken is not None or any(t in result.output for t in _TRANSIENT)
+        if not transient or attempt == _ATTEMPTS:
+            raise CommandFailed(
+                command=f"docker compose -p {project} up -d --wait",
+                returncode=result.returncode,
+                output_tail=result.tail(),
+                what=f"group {name}:",
+            )
+        if taken is not None:
+            # Someone bound the port between lease and bind: lease another and try again.
+            keys = [k for k, p in ports.items() if p == taken]
+            ports.update(relet(keys, taken))
+        else:
+            time.sleep(0.2 * 2**attempt)
+    exited = [
+        c
+        for c in compose.containers(repo_id=ident.repo.repo_id, session=ident.session)
+        if c.project == project and c.state == "exited" and c.exit_code != 0
+    ]
+    if exited:
+        names = ", ".join(f"{c.service} (exit {c.exit_code})" for c in exited)
+        raise CommandFailed(
+            command=f"docker compose -p {project} up -d --wait",
+            returncode=1,
+            output_tail=f"containers exited: {names}",
+            what=f"group {name}:",
+        )
+    return GroupRecord(name=name, project=project, files=list(cfg.files), services=sorted(model.services))
+
+
+@inverse("compose_down")
+def undo(args: dict[str, Any]) -> None:
+    """Remove the project's containers and networks, and the volumes this run created."""
+    compose.down(project=args["project"])
+    compose.remove_volumes(
+        project=args["project"],
+        session=args["session"],
+        repo_id=args["repo_id"],
+        keep=set(args["keep_volumes"]),
+    )

@@ -1,0 +1,84 @@
+"""Lifecycle hooks: shell commands with the session's environment and an optional undo."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from devup import processes, runner
+from devup.config import Hook
+from devup.errors import CommandFailed
+from devup.model import Identity
+from devup.undo import UndoRecord, UndoStack, inverse
+
+DEFAULT_TIMEOUT = 600.0
+
+
+def run(*, stack: UndoStack | None, ident: Identity, hook: Hook, cwd: Path, env: Mapping[str, str]) -> None:
+    """Run the hook's commands in order; the first non-zero exit fails the step at once."""
+    unit = f"hook:{hook.name}"
+    guard = None
+    if stack is not None:
+        # Write-ahead: if devup is killed mid-hook, recovery stops what the hook left running.
+        guard = stack.push(
+            UndoRecord(
+                "processes_kill",
+                {"repo_id": ident.repo.repo_id, "session": ident.session, "unit": unit},
+                f"processes of hook {hook.name}",
+            )
+        )
+    for command in hook.commands:
+        execute(
+            command=command,
+            name=hook.name,
+            cwd=cwd,
+            env={**env, **ident.tags(unit)},
+            timeout=hook.timeout,
+        )
+    if stack is not None and guard is not None:
+        stack.retire(guard)
+        if hook.undo:
+            stack.push(
+                UndoRecord(
+                    "hook_undo",
+                    {
+                        "name": hook.name,
+                        "command": hook.undo,
+                        "cwd": str(cwd),
+                        "env": {**env, **ident.tags(f"hook:{hook.name}:undo")},
+                        "timeout": hook.timeout,
+                    },
+                    f"undo of hook {hook.name} (`{hook.undo}`)",
+                )
+            )
+
+
+def execute(*, command: str, name: str, cwd: Path, env: Mapping[str, str], timeout: float | None) -> None:
+    result = runner.run(["sh", "-c", command], cwd=cwd, env=env, timeout=timeout or DEFAULT_TIMEOUT)
+    if not result.ok:
+        raise CommandFailed(
+            command=command,
+            returncode=result.returncode,
+            output_tail=result.tail(),
+            what=f"hook {name}",
+        )
+
+
+@inverse("hook_undo")
+def undo(args: dict[str, Any]) -> None:
+    """Run a hook's `undo` command; it runs even if the hook's work is already gone."""
+    cwd = Path(args["cwd"])
+    execute(
+        command=args["command"],
+        name=f"{args['name']} undo",
+        cwd=cwd if cwd.is_dir() else Path("/"),
+        env=args["env"],
+        timeout=args.get("timeout"),
+    )
+
+
+@inverse("processes_kill")
+def undo_processes(args: dict[str, Any]) -> None:
+    """Stop every process that carries this session's and unit's tags; none left is success."""
+    processes.kill_tagged(repo_id=args["repo_id"], session=args["session"], unit=args["unit"])

@@ -1,0 +1,159 @@
+"""Native services: spawned in their own process group, identity recorded, readiness probed."""
+
+from __future__ import annotations
+
+import http.client
+import re
+import socket
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from devup import processes, runner
+from devup.config import ReadyCfg, ServiceCfg
+from devup.errors import DevupError
+from devup.model import Identity
+from devup.state import ProcessRecord
+from devup.undo import UndoRecord, UndoStack, inverse
+
+
+def start(
+    *,
+    stack: UndoStack,
+    ident: Identity,
+    name: str,
+    cfg: ServiceCfg,
+    cwd: Path,
+    env: Mapping[str, str],
+    port: int | None,
+    log_path: Path,
+) -> ProcessRecord:
+    """Spawn the service and wait until it is ready; its stop is on the stack before it runs."""
+    unit = f"service:{name}"
+    args: dict[str, Any] = {
+        "repo_id": ident.repo.repo_id,
+        "session": ident.session,
+        "unit": unit,
+        "pid": None,
+        "start_time": None,
+        "stop_timeout": cfg.stop_timeout,
+    }
+    ident_no = stack.push(UndoRecord("process_stop", args, f"service {name}"))
+    child_env = {**env, **ident.tags(unit)}
+    if port is not None:
+        child_env["PORT"] = str(port)
+    pid = runner.spawn(["sh", "-c", cfg.run], cwd=cwd, env=child_env, log_path=log_path)
+    started = processes.start_time(pid) or 0.0
+    stack.update(
+        ident_no,
+        UndoRecord(
+            "process_stop",
+            {**args, "pid": pid, "start_time": started},
+            f"service {name} (pid {pid})",
+        ),
+    )
+    record = ProcessRecord(pid=pid, start_time=started, stop_timeout=cfg.stop_timeout)
+    wait_ready(name=name, cfg=cfg, record=record, port=port, cwd=cwd, env=child_env, log_path=log_path)
+    return record
+
+
+def wait_ready(
+    *,
+    name: str,
+    cfg: ServiceCfg,
+    record: ProcessRecord,
+    port: int | None,
+    cwd: Path,
+    env: Mapping[str, str],
+    log_path: Path,
+) -> None:
+    """Poll fast at first, backing off to 0.5 s; fail at once if the process exits."""
+    deadline = time.monotonic() + cfg.ready_timeout
+    delay = 0.02
+    settled = time.monotonic() + 0.1
+    while True:
+        if not processes.is_alive(record.pid, record.start_time):
+            raise DevupError(
+                f"service {name} exited before it was ready; last lines of {log_path}:\n{_tail(log_path)}"
+            )
+        if cfg.ready is None:
+            if time.monotonic() >= settled:
+                return
+        elif _probe(cfg.ready, port=port, cwd=cwd, env=env, log_path=log_path):
+            return
+        if time.monotonic() > deadline:
+            raise DevupError(
+                f"service {name} not ready after {cfg.ready_timeout:g}s ({_describe(cfg.ready)}); "
+                f"last lines of {log_path}:\n{_tail(log_path)}"
+            )
+        time.sleep(delay)
+        delay = min(delay * 1.5, 0.5)
+
+
+def _probe(ready: ReadyCfg, *, port: int | None, cwd: Path, env: Mapping[str, str], log_path: Path) -> bool:
+    if ready.http is not None and port is not None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+        try:
+            conn.request("GET", ready.http)
+            return conn.getresponse().status < 400
+        except (OSError, http.client.HTTPException):
+            return False
+        finally:
+            conn.close()
+    if ready.tcp and port is not None:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+    if ready.cmd is not None:
+        return runner.run(["sh", "-c", ready.cmd], cwd=cwd, env=env, timeout=30).ok
+    if ready.log is not None:
+        try:
+            return re.search(ready.log, log_path.read_text(errors="replace"), re.MULTILINE) is not None
+        except FileNotFoundError:
+            return False
+    return False
+
+
+def _describe(ready: ReadyCfg) -> str:
+    for key in ("http", "tcp", "cmd", "log"):
+        value = getattr(ready, key)
+        if value not in (None, False):
+            return f"{key} probe {value!r}" if key != "tcp" else "tcp probe"
+    return "probe"
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return "(no log)"
+
+
+def stop(*, record: ProcessRecord, ident: Identity, name: str) -> None:
+    undo(
+        {
+            "repo_id": ident.repo.repo_id,
+            "session": ident.session,
+            "unit": f"service:{name}",
+            "pid": record.pid,
+            "start_time": record.start_time,
+            "stop_timeout": record.stop_timeout,
+        }
+    )
+
+
+@inverse("process_stop")
+def undo(args: dict[str, Any]) -> None:
+    """SIGTERM the group (if it is still the very process started), SIGKILL after the timeout;
+    then sweep any process still carrying the service's tags (started before its pid was journaled)."""
+    if args.get("pid"):
+        processes.stop(args["pid"], args["start_time"], timeout=args["stop_timeout"])
+    processes.kill_tagged(
+        repo_id=args["repo_id"],
+        session=args["session"],
+        unit=args["unit"],
+        timeout=args["stop_timeout"],
+    )

@@ -1,0 +1,204 @@
+"""`stop`, `down` and `recover`: idempotent, so a failed or interrupted one can simply be re-run."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from devup import compose, git, paths, state
+from devup.errors import DevupError
+from devup.model import Identity
+from devup.report import Reporter
+from devup.steps import hooks, service, worktree
+from devup.undo import Leftover
+from devup.workspace import Workspace
+
+
+@dataclass(frozen=True)
+class Outcome:
+    session: str
+    status: str
+    message: str
+    leftovers: list[Leftover] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "session": self.session,
+            "status": self.status,
+            "message": self.message,
+            "leftovers": [f"{lo.label}: {lo.error}" for lo in self.leftovers],
+        }
+
+
+class RecoverIncomplete(DevupError):
+    exit_code = 3
+
+
+def _ident(ws: Workspace, record: state.SessionRecord) -> Identity:
+    return Identity(repo=ws.repo, session=record.session, project=record.project)
+
+
+def stop(ws: Workspace, name: str, reporter: Reporter) -> Outcome:
+    with ws.locked(name):
+        _recover_or_fail(ws, name, reporter)
+        record = ws.record(name)
+        if record is None:
+            raise DevupError(f"no session named {name}", hint="`devup ls` lists the sessions")
+        ident = _ident(ws, record)
+        for sname, proc in record.services.items():
+            with _step(reporter, f"stop service:{sname}"):
+                service.stop(record=proc, ident=ident, name=sname)
+        for group in reversed(record.groups):
+            with _step(reporter, f"stop group:{group.name}"):
+                compose.stop(project=group.project)
+        state.write_record(
+            ws.repo.record(name), record.model_copy(update={"status": "stopped", "services": {}})
+        )
+        return Outcome(name, "stopped", f"session {name} stopped; `devup up {name}` resumes it")
+
+
+def down(
+    ws: Workspace,
+    name: str,
+    reporter: Reporter,
+    *,
+    keep_worktree: bool = False,
+    force: bool = False,
+) -> Outcome:
+    with ws.locked(name):
+        record = ws.record(name)
+        if record is not None and record.created_worktree and not keep_worktree and not force:
+            _refuse_if_dirty(ws, record)
+        leftovers = ws.recover(name, reporter, include_kept=True) or []
+        if leftovers:
+            raise RecoverIncomplete(
+                _leftover_text(name, leftovers),
+                hint=f"fix the cause, then `devup down {name}` again",
+            )
+        record = ws.record(name)
+        if record is None:
+            state.release_ports(repo_id=ws.repo.repo_id, session=name)
+            shutil.rmtree(ws.repo.session_dir(name), ignore_errors=True)
+            return Outcome(name, "absent", f"no session named {name}: nothing to do")
+        ident = _ident(ws, record)
+        wt = Path(record.worktree)
+        env = {**record.env}
+        _hook(ws, "pre_down", ident, wt if wt.is_dir() else ws.repo.root, env, reporter)
+        for sname, proc in record.services.items():
+            with _step(reporter, f"service:{sname}"):
+                service.stop(record=proc, ident=ident, name=sname)
+        for group in reversed(record.groups):
+            with _step(reporter, f"group:{group.name}"):
+                compose.down(project=group.project)
+                compose.remove_volumes(
+                    project=group.project, session=name, repo_id=ws.repo.repo_id, keep=set()
+                )
+        (wt / paths.ENV_FILE).unlink(missing_ok=True)
+        if record.created_worktree and not keep_worktree:
+            with _step(reporter, "worktree"):
+                worktree.undo(
+                    {
+                        "root": str(ws.repo.root),
+                        "path": record.worktree,
+                        "branch": record.branch,
+                        "branch_at": None,
+                    }
+                )
+        state.release_ports(repo_id=ws.repo.repo_id, session=name)
+        shutil.rmtree(ws.repo.session_dir(name), ignore_errors=True)
+        ws.repo.record(name).unlink(missing_ok=True)
+        _hook(ws, "post_down", ident, ws.repo.root, env, reporter)
+        return Outcome(name, "down", f"session {name} removed")
+
+
+def recover(ws: Workspace, name: str | None, reporter: Reporter) -> list[Outcome]:
+    names = (
+        [name]
+        if name
+        else sorted(p.stem for p in ws.repo.journals_dir.glob("*.jsonl"))
+        if ws.repo.journals_dir.is_dir()
+        else []
+    )
+    outcomes = []
+    for n in names:
+        try:
+            with ws.locked(n):
+                leftovers = ws.recover(n, reporter)
+        except DevupError as exc:
+            if name:
+                raise
+            outcomes.append(Outcome(n, "error", exc.message))
+            continue
+        if leftovers is None:
+            outcomes.append(Outcome(n, "clean", f"session {n}: nothing to recover"))
+        elif leftovers:
+            outcomes.append(Outcome(n, "rollback_incomplete", _leftover_text(n, leftovers), leftovers))
+        else:
+            outcomes.append(Outcome(n, "recovered", f"session {n}: interrupted run rolled back"))
+    return outcomes
+
+
+def _recover_or_fail(ws: Workspace, name: str, reporter: Reporter) -> None:
+    leftovers = ws.recover(name, reporter)
+    if leftovers:
+        raise RecoverIncomplete(
+            _leftover_text(name, leftovers), hint=f"`devup recover {name}` once the cause is fixed"
+        )
+
+
+def _leftover_text(name: str, leftovers: list[Leftover]) -> str:
+    return f"rollback of {name} is incomplete; left over:\n" + "\n".join(
+        f"  - {lo.label}: {lo.error}" for lo in leftovers
+    )
+
+
+def _refuse_if_dirty(ws: Workspace, record: state.SessionRecord) -> None:
+    wt = Path(record.worktree)
+    if not wt.is_dir():
+        return
+    copied = set(ws.config.worktree.copy_) if (ws.repo.root / "devup.toml").exists() else set()
+    dirty = [p for p in git.dirty_paths(wt) if p not in copied and p != paths.ENV_FILE]
+    if dirty:
+        shown = ", ".join(dirty[:5]) + (f" and {len(dirty) - 5} more" if len(dirty) > 5 else "")
+        raise DevupError(
+            f"worktree {wt} has uncommitted changes ({shown}); nothing was touched",
+            hint=f"commit or stash them, or `devup down {record.session} --keep-worktree`, or `--force` to discard them",
+        )
+
+
+def _hook(
+    ws: Workspace, name: str, ident: Identity, cwd: Path, env: dict[str, str], reporter: Reporter
+) -> None:
+    try:
+        hook = ws.config.hooks.get(name)
+    except DevupError:
+        return
+    if hook is None:
+        return
+    import os
+
+    try:
+        hooks.run(stack=None, ident=ident, hook=hook, cwd=cwd, env={**os.environ, **env})
+    except DevupError as exc:
+        reporter.warn(f"hook {name} failed (ignored): {exc.message}")
+
+
+class _step:
+    def __init__(self, reporter: Reporter, name: str) -> None:
+        self.reporter, self.name = reporter, name
+
+    def __enter__(self) -> None:
+        import time
+
+        self.t0 = time.monotonic()
+        self.reporter.step_started(self.name)
+
+    def __exit__(self, *exc: object) -> None:
+        import time
+
+        if exc[0] is None:
+            self.reporter.step_done(self.name, time.monotonic() - self.t0)
+        else:
+            self.reporter.step_failed(self.name, time.monotonic() - self.t0, str(exc[1]))

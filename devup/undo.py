@@ -1,0 +1,128 @@
+"""The undo stack: push(record) before acting, disarm() on success, unwind() on failure.
+
+ExitStack's semantics with records instead of closures: each record is a kind plus JSON
+arguments, journaled before the step acts, so another process can undo it after a crash.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from devup.errors import Interrupted
+from devup.journal import Journal
+
+UndoFn = Callable[[dict[str, Any]], None]
+_REGISTRY: dict[str, UndoFn] = {}
+
+
+def inverse(kind: str) -> Callable[[UndoFn], UndoFn]:
+    """Register the function that undoes records of `kind`; it must be idempotent."""
+
+    def register(fn: UndoFn) -> UndoFn:
+        _REGISTRY[kind] = fn
+        return fn
+
+    return register
+
+
+@dataclass(frozen=True)
+class UndoRecord:
+    kind: str
+    args: dict[str, Any]
+    label: str  # what a person reads in a leftover list: "worktree ../x-worktrees/a"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "args": self.args, "label": self.label}
+
+    @staticmethod
+    def from_json(data: dict[str, Any]) -> UndoRecord:
+        return UndoRecord(kind=data["kind"], args=data["args"], label=data.get("label", data["kind"]))
+
+
+@dataclass(frozen=True)
+class Leftover:
+    label: str
+    error: str
+
+
+def undo_one(record: UndoRecord) -> None:
+    import devup.steps  # noqa: F401  (registers every kind of inverse)
+
+    _REGISTRY[record.kind](record.args)
+
+
+class UndoStack:
+    def __init__(self, journal: Journal) -> None:
+        self._journal = journal
+        self._lock = threading.Lock()
+        self._records: list[tuple[int, UndoRecord]] = []
+        self._next = 0
+
+    def push(self, record: UndoRecord) -> int:
+        """Journal (fsync) first, then remember: the record exists before the step acts."""
+        with self._lock:
+            ident = self._next
+            self._next += 1
+            self._journal.append({"op": "push", "id": ident, "undo": record.to_json()})
+            self._records.append((ident, record))
+            return ident
+
+    def update(self, ident: int, record: UndoRecord) -> None:
+        """Refine a record once the step knows more (a process's pid and start time)."""
+        with self._lock:
+            self._journal.append({"op": "update", "id": ident, "undo": record.to_json()})
+            self._records = [(i, record if i == ident else r) for i, r in self._records]
+
+    def retire(self, ident: int) -> None:
+        """Drop a guard record whose step finished cleanly (e.g. a hook's process sweep)."""
+        with self._lock:
+            self._journal.append({"op": "undone", "id": ident})
+            self._records = [(i, r) for i, r in self._records if i != ident]
+
+    def disarm(self) -> None:
+        with self._lock:
+            self._journal.append({"op": "end", "outcome": "committed"})
+            self._records = []
+
+    def keep(self) -> None:
+        """Leave everything in place for debugging; `down` unwinds it later."""
+        with self._lock:
+            self._journal.append({"op": "end", "outcome": "kept"})
+
+    def unwind(self, *, on_undo: Callable[[str, str | None], None] | None = None) -> list[Leftover]:
+        """Undo last-in first-out, going on past failures; returns what could not be undone."""
+        with self._lock:
+            records = list(reversed(self._records))
+        leftovers = unwind_records(self._journal, records, on_undo=on_undo)
+        if not leftovers:
+            self._journal.append({"op": "end", "outcome": "rolled_back"})
+        return leftovers
+
+
+def unwind_records(
+    journal: Journal,
+    records: list[tuple[int, UndoRecord]],
+    *,
+    on_undo: Callable[[str, str | None], None] | None = None,
+) -> list[Leftover]:
+    """Undo `records` in the order given; an Interrupted stops here and leaves the journal."""
+    leftovers: list[Leftover] = []
+    for position, (ident, record) in enumerate(records):
+        try:
+            undo_one(record)
+        except Interrupted:
+            leftovers.extend(Leftover(r.label, "not undone: interrupted") for _, r in records[position:])
+            return leftovers
+        except Exception as exc:  # keep unwinding: one failed inverse must not strand the rest
+            error = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+            leftovers.append(Leftover(record.label, error))
+            if on_undo:
+                on_undo(record.label, error)
+            continue
+        journal.append({"op": "undone", "id": ident})
+        if on_undo:
+            on_undo(record.label, None)
+    return leftovers
