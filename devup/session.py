@@ -288,10 +288,10 @@ class _Run:
 
     @contextlib.contextmanager
     def step(self, name: str) -> Iterator[None]:
-        faults.hit(f"before:{name}")
         self.reporter.step_started(name)
         t0 = time.monotonic()
         try:
+            faults.hit(f"before:{name}")
             yield
             faults.hit(f"after:{name}")
         except (Exception, Interrupted) as exc:

@@ -1,0 +1,5 @@
+"""`python -m devup`."""
+
+from devup.cli import main
+
+main()

