@@ -276,6 +276,65 @@ def doctor(as_json: JsonOpt = False) -> None:
     raise typer.Exit(0 if ok else 1)
 
 
+@app.command()
+def logs(
+    name: str,
+    target: Annotated[str | None, typer.Argument(help="A group, group/service, or native service.")] = None,
+    follow: Annotated[bool, typer.Option("-f", "--follow", help="Keep printing new lines until Ctrl-C.")] = False,
+    lines: Annotated[int | None, typer.Option("-n", "--lines", help="Only the last N lines of each source.")] = None,
+) -> None:
+    """Logs of compose services and native services, each line prefixed by its source."""
+    from devup import logs as logs_mod
+    from devup import output
+
+    def run() -> None:
+        from devup.paths import check_session_name
+
+        check_session_name(name)
+        ws = _workspace()
+        record = ws.record(name)
+        if record is None:
+            raise DevupError(f"no session named {name}", hint="`devup ls` lists the sessions")
+        logs_mod.show(ws, record, target, follow=follow, lines=lines, emit=output.log_line)
+
+    try:
+        _guard(run, session=name)
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
+
+
+@app.command()
+def gc(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list what would be removed.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Remove what devup created but no session owns."""
+    from devup import gc as gc_mod
+    from devup import output
+
+    orphans = _guard(lambda: gc_mod.run(_workspace(), _reporter(as_json), dry_run=dry_run), as_json=as_json)
+    if as_json:
+        output.emit_json({"dry_run": dry_run, "orphans": [o.to_json() for o in orphans]})
+    else:
+        output.orphans(orphans, dry_run=dry_run)
+    if any(o.error for o in orphans):
+        raise typer.Exit(1)
+
+
+@app.command()
+def init(
+    with_: Annotated[list[str] | None, typer.Option("--with", help="Templates: postgres,redis,mysql,mailpit,minio.")] = None,
+) -> None:
+    """Write a starter devup.toml (and compose files from the bundled compose-templates)."""
+    from devup import init as init_mod
+    from devup import output
+
+    names = [t.strip() for item in (with_ or []) for t in item.split(",") if t.strip()]
+    written = _guard(lambda: init_mod.init(_workspace().repo.root, names))
+    for path in written:
+        output.plain(f"wrote {path}")
+
+
 def main() -> None:
     os.environ.setdefault("COMPOSE_STATUS_STDOUT", "0")
     app()

@@ -146,3 +146,34 @@ def status_table(name: str, status: str, units: list[dict[str, Any]]) -> None:
 
 def plain(text: str) -> None:
     out.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+_PALETTE = ("cyan", "magenta", "green", "yellow", "blue", "bright_cyan", "bright_magenta", "bright_green")
+_colours: dict[str, str] = {}
+_log_lock = threading.Lock()
+
+
+def log_line(source: str, line: str) -> None:
+    """One log line, prefixed by its source; coloured on a terminal, plain otherwise."""
+    with _log_lock:
+        if out.is_terminal:
+            colour = _colours.setdefault(source, _PALETTE[len(_colours) % len(_PALETTE)])
+            out.print(f"[{colour}]{source} |[/] ", end="")
+            out.print(line, markup=False, highlight=False, soft_wrap=True)
+        else:
+            sys.stdout.write(f"{source} | {line}\n")
+            sys.stdout.flush()
+
+
+def orphans(found: list[Any], *, dry_run: bool) -> None:
+    if not found:
+        out.print("nothing to collect")
+        return
+    for o in found:
+        if dry_run:
+            state = "would remove"
+        elif o.removed:
+            state = "[green]removed[/]"
+        else:
+            state = f"[red]not removed[/] ({o.error})"
+        out.print(f"{state} {o.kind} {o.name} (session {o.session})")

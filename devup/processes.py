@@ -101,3 +101,27 @@ def wait_gone(pid: int, started: float, timeout: float) -> bool:
             return True
         time.sleep(0.05)
     return not is_alive(pid, started)
+
+
+def tagged_all(*, repo_id: str) -> list[psutil.Process]:
+    """Live processes carrying this repository's tag, whatever their session."""
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.environ().get(TAG_REPO_ID) == repo_id and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found
+
+
+def kill_pid(pid: int, timeout: float = 5) -> None:
+    """SIGTERM one process, SIGKILL after `timeout`; already gone is success."""
+    try:
+        proc = psutil.Process(pid)
+        proc.terminate()
+        _, alive = psutil.wait_procs([proc], timeout=timeout)
+        for p in alive:
+            p.kill()
+    except psutil.NoSuchProcess:
+        pass

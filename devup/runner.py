@@ -7,7 +7,7 @@ import signal
 import subprocess
 import threading
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,3 +115,29 @@ def _kill_group(pid: int, sig: signal.Signals) -> None:
         os.killpg(pid, sig)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def stream(
+    args: Sequence[str], *, on_line: Callable[[str], None], env: Mapping[str, str] | None = None
+) -> int | None:
+    """Run, handing each output line to `on_line` as it comes; terminate_all() ends it."""
+    proc = subprocess.Popen(
+        list(args),
+        env=dict(env) if env is not None else None,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    with _active_lock:
+        _active.add(proc)
+    try:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            on_line(raw.decode(errors="replace").rstrip("\n"))
+        return proc.wait()
+    finally:
+        with _active_lock:
+            _active.discard(proc)
+        if proc.poll() is None:
+            _kill_group(proc.pid, signal.SIGTERM)

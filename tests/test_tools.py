@@ -1,0 +1,134 @@
+"""logs, gc, init, doctor and the JSON documents, end to end (issue: the tool people reach for)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests import world
+from tests.conftest import BUSYBOX, busybox_web
+
+pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("engine")]
+
+LOGGY = f"""
+[project]
+name = "tools"
+mode = "hybrid"
+
+[groups.infra]
+files = ["compose/infra.yaml"]
+
+[services.talker]
+run = "{sys.executable} -u -c 'import time\\nprint(\\"hello from talker\\")\\nwhile True: time.sleep(1)'"
+ready = {{ log = "hello from talker" }}
+"""
+
+
+def test_logs_show_container_and_native_lines(make):
+    repo = make(LOGGY, {"compose/infra.yaml": busybox_web("store", port=8080)})
+    doc = repo.up_json("l")
+    subprocess.run(["wget", "-q", "-O", "/dev/null", f"http://127.0.0.1:{doc['ports']['STORE']}/"], check=False)
+    container = world.labelled("container", repo_id=repo.repo_id, session="l")[0]
+    world.docker("exec", container, "sh", "-c", "echo marker-from-container > /proc/1/fd/1")
+    out = repo.devup("logs", "l").stdout
+    assert "talker | hello from talker" in out
+    assert "infra/store | marker-from-container" in out
+    only = repo.devup("logs", "l", "talker", "-n", "5").stdout
+    assert only.strip() == "talker | hello from talker"
+    assert repo.devup("logs", "l", "nope").returncode == 1
+    follower = subprocess.Popen([sys.executable, "-m", "devup", "logs", "l", "-f"], cwd=repo.path,
+                                stdout=subprocess.PIPE, text=True, start_new_session=True)
+    time.sleep(2)
+    os.killpg(follower.pid, signal.SIGINT)
+    out, _ = follower.communicate(timeout=15)
+    assert follower.returncode in (0, 130) and "hello from talker" in out
+    assert repo.devup("down", "l").returncode == 0
+
+
+def test_gc_removes_orphans_and_leaves_foreign_things(make):
+    repo = make(LOGGY, {"compose/infra.yaml": busybox_web("store", port=8080)})
+    repo.up_json("g")
+    repo.up_json("keep")
+    # Orphan "g": forget its record, as a lost state dir would.
+    state = repo.tmp / "state" / "repos" / repo.repo_id
+    (state / "sessions" / "g.json").unlink()
+    labels = ["--label", "dev.devup.session=vol-only", "--label", f"dev.devup.repo={repo.repo_id}"]
+    world.docker("volume", "create", *labels, "devup-gc-planted")
+    foreign_c = world.docker("run", "-d", "--label", "dev.devup.session=g", BUSYBOX, "sleep", "300").strip()
+    world.docker("volume", "create", "--label", "dev.devup.session=g", "devup-gc-foreign")
+    foreign_dir = repo.worktree("foreign")
+    foreign_dir.mkdir(parents=True)
+    try:
+        dry = json.loads(repo.devup("gc", "--dry-run", "--json").stdout)
+        kinds = {(o["kind"], o["session"]) for o in dry["orphans"]}
+        assert {("container", "g"), ("network", "g"), ("volume", "g"), ("volume", "vol-only"),
+                ("process", "g"), ("lease", "g"), ("worktree", "g")} <= kinds
+        assert world.labelled("container", repo_id=repo.repo_id, session="g")  # dry run touched nothing
+        done = repo.devup("gc", "--json")
+        assert done.returncode == 0, done.stderr
+        assert all(o["removed"] for o in json.loads(done.stdout)["orphans"])
+        for kind in ("container", "network", "volume"):
+            assert world.labelled(kind, repo_id=repo.repo_id, session="g") == []
+        assert world.tagged_processes(repo_id=repo.repo_id, session="g") == []
+        assert not repo.worktree("g").exists()
+        # Foreign things (no repo label, or not a worktree of ours) are untouched; the live session too.
+        assert world.docker("inspect", "-f", "{{.State.Running}}", foreign_c).strip() == "true"
+        assert "devup-gc-foreign" in world.docker("volume", "ls", "-q")
+        assert foreign_dir.is_dir()
+        assert repo.devup("status", "keep").returncode == 0
+    finally:
+        subprocess.run(["docker", "rm", "-f", foreign_c], capture_output=True)
+        subprocess.run(["docker", "volume", "rm", "-f", "devup-gc-foreign", "devup-gc-planted"], capture_output=True)
+    assert repo.devup("down", "keep").returncode == 0
+
+
+def test_init_writes_a_config_that_comes_up(make, monkeypatch):
+    repo = make("")
+    (repo.path / "devup.toml").unlink()
+    result = repo.devup("init", "--with", "postgres,redis")
+    assert result.returncode == 0, result.stderr
+    assert repo.devup("init").returncode == 2  # never overwrites
+    for t in ("postgres", "redis"):
+        subprocess.run(["docker", "compose", "-f", str(repo.path / "compose" / f"{t}.yaml"), "config", "-q"],
+                       check=True)
+    repo.commit("init")
+    env = {"DEVUP_POSTGRES_IMAGE": "devup-local/postgres:15", "DEVUP_REDIS_IMAGE": "devup-local/redis:7"}
+    doc = repo.up_json("i", "--mode", "container", env=env)
+    assert {"POSTGRES", "REDIS"} <= set(doc["ports"])
+    assert repo.devup("status", "i").returncode == 0
+    assert repo.devup("down", "i").returncode == 0
+    assert repo.devup("init", "--with", "nope").returncode == 2
+
+
+def test_doctor_json_reports_versions(make):
+    repo = make("")
+    doc = json.loads(repo.devup("doctor", "--json").stdout)
+    assert doc["ok"] is True
+    for name in ("git", "engine", "compose"):
+        assert doc["checks"][name]["ok"] and doc["checks"][name]["version"]
+    broken = repo.devup("doctor", "--json", env={"DOCKER_HOST": "tcp://127.0.0.1:1"})
+    assert broken.returncode == 1
+    assert json.loads(broken.stdout)["checks"]["engine"]["fix"]
+
+
+def test_json_documents_have_specs_fields(make):
+    repo = make(LOGGY, {"compose/infra.yaml": busybox_web("store", port=8080)})
+    up = repo.up_json("j")
+    assert set(up) >= {"session", "status", "mode", "branch", "worktree", "projects", "ports", "env_file",
+                       "resumed", "duration_s"}
+    [row] = json.loads(repo.devup("ls", "--json").stdout)
+    assert set(row) == {"session", "status", "mode", "branch", "worktree", "ports"} and row["status"] == "up"
+    status = json.loads(repo.devup("status", "j", "--json").stdout)
+    assert status["status"] == "up" and status["units"]
+    failed = repo.devup("up", "j2", "--json", env={"DEVUP_FAULT": "raise@after:worktree"})
+    doc = json.loads(failed.stdout)
+    assert set(doc) >= {"session", "status", "error", "leftovers"} and doc["status"] == "rolled_back"
+    assert set(doc["error"]) >= {"step", "message"} and doc["error"]["step"] == "worktree"
+    assert json.loads(repo.devup("stop", "j", "--json").stdout)["status"] == "stopped"
+    assert json.loads(repo.devup("down", "j", "--json").stdout)["status"] == "down"
