@@ -137,10 +137,10 @@ def up(
             name=name,
             branch=branch,
             base=base,
-            mode=mode.value if mode else None,  # type: ignore[arg-type]
+            mode=mode.value if mode else None,
             on_failure=on_failure.value,
             hooks=not no_hooks,
-        )  # type: ignore[arg-type]
+        )
         return session.up(ws, req, reporter)
 
     try:
@@ -280,8 +280,12 @@ def doctor(as_json: JsonOpt = False) -> None:
 def logs(
     name: str,
     target: Annotated[str | None, typer.Argument(help="A group, group/service, or native service.")] = None,
-    follow: Annotated[bool, typer.Option("-f", "--follow", help="Keep printing new lines until Ctrl-C.")] = False,
-    lines: Annotated[int | None, typer.Option("-n", "--lines", help="Only the last N lines of each source.")] = None,
+    follow: Annotated[
+        bool, typer.Option("-f", "--follow", help="Keep printing new lines until Ctrl-C.")
+    ] = False,
+    lines: Annotated[
+        int | None, typer.Option("-n", "--lines", help="Only the last N lines of each source.")
+    ] = None,
 ) -> None:
     """Logs of compose services and native services, each line prefixed by its source."""
     from devup import logs as logs_mod
@@ -323,7 +327,9 @@ def gc(
 
 @app.command()
 def init(
-    with_: Annotated[list[str] | None, typer.Option("--with", help="Templates: postgres,redis,mysql,mailpit,minio.")] = None,
+    with_: Annotated[
+        list[str] | None, typer.Option("--with", help="Templates: postgres,redis,mysql,mailpit,minio.")
+    ] = None,
 ) -> None:
     """Write a starter devup.toml (and compose files from the bundled compose-templates)."""
     from devup import init as init_mod

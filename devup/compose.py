@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -248,15 +249,11 @@ def down(*, project: str, timeout: float = 10) -> None:
     from docker.errors import NotFound
 
     for container in client().containers.list(all=True, filters={"label": f"{LABEL_PROJECT}={project}"}):
-        try:
+        with contextlib.suppress(NotFound):
             container.remove(force=True)
-        except NotFound:
-            pass
     for network in client().networks.list(filters={"label": f"{LABEL_PROJECT}={project}"}):
-        try:
+        with contextlib.suppress(NotFound):
             network.remove()
-        except NotFound:
-            pass
 
 
 def volumes(*, project: str) -> set[str]:

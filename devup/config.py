@@ -48,7 +48,7 @@ class WorktreeCfg(_Strict):
 
 class GroupCfg(_Strict):
     files: list[str] = Field(min_length=1)
-    modes: list[Mode] = Field(default_factory=lambda: ["container", "hybrid"])
+    modes: list[Mode] = Field(default_factory=lambda: list[Mode](["container", "hybrid"]))
     wait_timeout: float = Field(default=120, gt=0)
     depends_on: list[str] = Field(default_factory=list)
 
@@ -74,7 +74,7 @@ class ReadyCfg(_Strict):
 
 class ServiceCfg(_Strict):
     run: str = Field(min_length=1)
-    modes: list[Mode] = Field(default_factory=lambda: ["host", "hybrid"])
+    modes: list[Mode] = Field(default_factory=lambda: list[Mode](["host", "hybrid"]))
     port: bool = False
     depends_on: list[str] = Field(default_factory=list)
     ready: ReadyCfg | None = None

@@ -26,8 +26,13 @@ class Orphan:
     error: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "name": self.name, "session": self.session, "removed": self.removed,
-                "error": self.error}
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "session": self.session,
+            "removed": self.removed,
+            "error": self.error,
+        }
 
 
 def _owned(ws: Workspace) -> set[str]:
@@ -101,8 +106,13 @@ def _remove(ws: Workspace, orphan: Orphan) -> Orphan:
             dirty = git.dirty_paths(path) if path.is_dir() else []
             dirty = [p for p in dirty if p != ".env.devup"]
             if dirty:
-                return Orphan(orphan.kind, orphan.name, orphan.session, False,
-                              f"kept: uncommitted changes ({', '.join(dirty[:3])})")
+                return Orphan(
+                    orphan.kind,
+                    orphan.name,
+                    orphan.session,
+                    False,
+                    f"kept: uncommitted changes ({', '.join(dirty[:3])})",
+                )
             git.remove_worktree(ws.repo.root, path)
         elif orphan.kind == "lease":
             state.release_ports(repo_id=ws.repo.repo_id, session=orphan.session, ports=[int(orphan.name)])

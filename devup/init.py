@@ -34,12 +34,16 @@ def init(root: Path, templates: list[str]) -> list[Path]:
     """Write devup.toml and compose/<template>.yaml; refuses to overwrite anything."""
     unknown = [t for t in templates if t not in available()]
     if unknown:
-        raise UsageError(f"unknown template {unknown[0]!r}", hint=f"available: {', '.join(available()) or 'none found'}")
+        raise UsageError(
+            f"unknown template {unknown[0]!r}", hint=f"available: {', '.join(available()) or 'none found'}"
+        )
     targets = [root / CONFIG_NAME] + [root / "compose" / f"{t}.yaml" for t in templates]
     existing = [t for t in targets if t.exists()]
     if existing:
-        raise UsageError(f"{existing[0]} already exists; nothing was written",
-                         hint="move it away first, or edit it by hand")
+        raise UsageError(
+            f"{existing[0]} already exists; nothing was written",
+            hint="move it away first, or edit it by hand",
+        )
     (root / "compose").mkdir(exist_ok=True) if templates else None
     for t in templates:
         shutil.copyfile(templates_dir() / f"{t}.yaml", root / "compose" / f"{t}.yaml")
@@ -61,7 +65,7 @@ def _starter(name: str, templates: list[str]) -> str:
         "range = [20000, 39999]",
         "",
         "[worktree]",
-        "copy = []  # untracked files to copy into a new worktree, e.g. [\".env\"]",
+        'copy = []  # untracked files to copy into a new worktree, e.g. [".env"]',
         "",
         "[env]",
         *[_ENV_HINTS[t] for t in templates if t in _ENV_HINTS],

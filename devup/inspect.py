@@ -74,6 +74,10 @@ def _containers(
     return compose.containers(repo_id=ws.repo.repo_id, session=session)
 
 
+def containers_of(ws: Workspace, record: SessionRecord) -> list[compose.ContainerState]:
+    return _containers(ws, [record], record.session)
+
+
 def is_healthy(ws: Workspace, record: SessionRecord) -> bool:
     try:
         return view(record, _containers(ws, [record], record.session)).status == "up"

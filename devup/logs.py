@@ -46,14 +46,20 @@ def ws_services(ws: Workspace, record: SessionRecord) -> list[str]:
     return sorted(names)
 
 
-def show(ws: Workspace, record: SessionRecord, target: str | None, *, follow: bool, lines: int | None, emit: Emit) -> None:
+def show(
+    ws: Workspace, record: SessionRecord, target: str | None, *, follow: bool, lines: int | None, emit: Emit
+) -> None:
     chosen = sources(ws, record, target)
     if not follow:
         for source in chosen:
             _read(source, lines=lines, follow=False, emit=emit)
         return
-    threads = [threading.Thread(target=_read, args=(s,), kwargs={"lines": lines, "follow": True, "emit": emit},
-                                daemon=True) for s in chosen]
+    threads = [
+        threading.Thread(
+            target=_read, args=(s,), kwargs={"lines": lines, "follow": True, "emit": emit}, daemon=True
+        )
+        for s in chosen
+    ]
     for thread in threads:
         thread.start()
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -47,15 +48,11 @@ def stop(pid: int, started: float, *, timeout: float) -> None:
 def tagged(*, repo_id: str, session: str, unit: str | None = None) -> list[psutil.Process]:
     """Live processes whose environment carries this session's (and unit's) tags."""
     found = []
-    for proc in psutil.process_iter():
-        try:
+    for proc in tagged_all(repo_id=repo_id):
+        with contextlib.suppress(psutil.Error):
             env = proc.environ()
-        except psutil.Error:
-            continue
-        if env.get(TAG_REPO_ID) == repo_id and env.get(TAG_SESSION) == session:
-            if unit is None or env.get(TAG_UNIT) == unit:
-                if proc.status() != psutil.STATUS_ZOMBIE:
-                    found.append(proc)
+            if env.get(TAG_SESSION) == session and (unit is None or env.get(TAG_UNIT) == unit):
+                found.append(proc)
     return found
 
 
@@ -63,16 +60,12 @@ def kill_tagged(*, repo_id: str, session: str, unit: str | None = None, timeout:
     """Stop every tagged process: SIGTERM, then SIGKILL what is left after `timeout`."""
     procs = tagged(repo_id=repo_id, session=session, unit=unit)
     for proc in procs:
-        try:
+        with contextlib.suppress(psutil.Error):
             proc.terminate()
-        except psutil.Error:
-            pass
     _, alive = psutil.wait_procs(procs, timeout=timeout)
     for proc in alive:
-        try:
+        with contextlib.suppress(psutil.Error):
             proc.kill()
-        except psutil.Error:
-            pass
     psutil.wait_procs(alive, timeout=5)
 
 
@@ -88,10 +81,8 @@ def _group(pgid: int) -> list[psutil.Process]:
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def wait_gone(pid: int, started: float, timeout: float) -> bool:

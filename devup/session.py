@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from devup import compose, dag, envvars, faults, git, inspect, paths, runner, state
 from devup.config import Config, GroupCfg, Mode, ServiceCfg
@@ -67,7 +67,12 @@ class UpResult:
 class UpFailed(DevupError):
     """`up` failed; `status` says what became of the world (SPEC §2 JSON)."""
 
-    _CODES = {"rolled_back": 1, "rollback_incomplete": 3, "kept": 5, "interrupted": 130}
+    _CODES: ClassVar[dict[str, int]] = {
+        "rolled_back": 1,
+        "rollback_incomplete": 3,
+        "kept": 5,
+        "interrupted": 130,
+    }
 
     def __init__(
         self, *, session: str, status: str, step: str, cause: str, leftovers: list[Leftover]
@@ -116,9 +121,18 @@ def up(ws: Workspace, req: UpRequest, reporter: Reporter) -> UpResult:
     with ws.locked(req.name), _signals() as signals:
         ws.recover(req.name, reporter)
         previous = ws.record(req.name)
-        if previous is not None and previous.status == "up" and req.mode in (None, previous.mode):
-            if req.branch in (None, previous.branch) and inspect.is_healthy(ws, previous):
-                return _result(previous, resumed=True, started=started, noop=True)
+        unchanged = (
+            previous is not None
+            and req.mode in (None, previous.mode)
+            and req.branch in (None, previous.branch)
+        )
+        if (
+            previous is not None
+            and unchanged
+            and previous.status == "up"
+            and inspect.is_healthy(ws, previous)
+        ):
+            return _result(previous, resumed=True, started=started, noop=True)
         plan = _preflight(ws, cfg, req, previous)
         return _Run(ws, cfg, req, plan, reporter, signals).execute(started)
 
@@ -411,6 +425,7 @@ class _Run:
             keys=plan.lease_keys,
             prefer=prefer,
             port_range=self.cfg.ports.range,
+            held=self._held_keys(),
         )
         if plan.resumed and granted:
             self.stack.push(
@@ -426,6 +441,19 @@ class _Run:
             )
         self.ports = {k: granted.get(k, prefer.get(k, 0)) for k in plan.lease_keys}
         self.ports.update({alias: self.ports[full] for alias, full in plan.aliases.items()})
+
+    def _held_keys(self) -> frozenset[str]:
+        """Port keys a resumed session's own running units bind (so "busy" is not foreign)."""
+        previous = self.plan.previous
+        if previous is None:
+            return frozenset()
+        held = {n.upper().replace("-", "_") for n, p in previous.services.items() if inspect.process_alive(p)}
+        running = {c.project for c in inspect.containers_of(self.ws, previous) if c.state == "running"}
+        for g in previous.groups:
+            if g.project in running and g.name in self.plan.models:
+                for svc, specs in self.plan.models[g.name].services.items():
+                    held |= {key for key, _ in compose.port_keys(svc, specs)}
+        return frozenset(held)
 
     def _relet(self, keys: list[str], avoid: int) -> dict[str, int]:
         with self._lock:
@@ -485,7 +513,11 @@ class _Run:
                 self.procs[name] = prev
             return
         with self.step(f"service:{name}"):
-            port = self.ports.get(name.upper().replace("-", "_")) if cfg.port else None
+            key = name.upper().replace("-", "_")
+            port = self.ports.get(key) if cfg.port else None
+            if port is not None and not state.port_is_free(port):
+                # Checked free right before use: a foreign listener would answer our probe.
+                port = self._relet([key], port)[key]
             record = service.start(
                 stack=self.stack,
                 ident=self.ident,
@@ -530,7 +562,7 @@ class _Run:
             if isinstance(exc, StepFailed) and isinstance(exc.cause, DevupError)
             else (exc.message if isinstance(exc, DevupError) else str(exc))
         )
-        if interrupted:
+        if isinstance(exc, Interrupted):
             message = f"interrupted by {signal.Signals(exc.signum).name}"
         if self.req.on_failure == "keep" and not interrupted:
             self.stack.keep()

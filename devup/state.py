@@ -159,8 +159,13 @@ def lease_ports(
     prefer: dict[str, int],
     port_range: tuple[int, int],
     avoid: frozenset[int] = frozenset(),
+    held: frozenset[str] = frozenset(),
 ) -> dict[str, int]:
-    """Lease one port per key, preferring `prefer`; returns only the ports newly leased."""
+    """Lease one port per key, preferring `prefer`; returns only the ports newly leased.
+
+    A key this session already leases keeps its port if the port is free, or if `held`
+    says one of the session's own running units is what binds it; otherwise it moves.
+    """
     path = paths.ports_file()
     with file_lock(path.with_suffix(".lock")):
         leases = _read_leases(path)
@@ -176,8 +181,10 @@ def lease_ports(
             want = prefer.get(key)
             if want is not None and want not in avoid:
                 if mine.get(want) == key:
-                    continue  # still ours: nothing new to lease
-                if want not in taken and port_is_free(want):
+                    if key in held or port_is_free(want):
+                        continue  # still ours: nothing new to lease
+                    del leases[str(want)]  # ours, but someone else binds it now: move
+                elif want not in taken and port_is_free(want):
                     granted[key] = want
                     taken.add(want)
                     continue

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -24,8 +25,16 @@ _REAL_HOME = Path.home()
 
 def pytest_configure(config: pytest.Config) -> None:
     if SKIP_DOCKER:
-        banner = "\n".join(["", "!" * 78, "!!  DEVUP_SKIP_DOCKER_TESTS=1: the Docker end-to-end tests will NOT run.",
-                            "!!  The guarantees of SPEC §5 are NOT checked by this run.", "!" * 78, ""])
+        banner = "\n".join(
+            [
+                "",
+                "!" * 78,
+                "!!  DEVUP_SKIP_DOCKER_TESTS=1: the Docker end-to-end tests will NOT run.",
+                "!!  The guarantees of SPEC §5 are NOT checked by this run.",
+                "!" * 78,
+                "",
+            ]
+        )
         print(banner, file=sys.stderr)
 
 
@@ -71,8 +80,10 @@ def engine() -> None:
         world.docker("image", "inspect", BUSYBOX)
         subprocess.run(["docker", "compose", "version"], check=True, capture_output=True)
     except (subprocess.CalledProcessError, FileNotFoundError) as exc:
-        pytest.fail(f"docker tests need an engine, Compose v2 and {BUSYBOX}: {exc}; run scripts/test "
-                    "(or set DEVUP_SKIP_DOCKER_TESTS=1 to skip them, loudly)")
+        pytest.fail(
+            f"docker tests need an engine, Compose v2 and {BUSYBOX}: {exc}; run scripts/test "
+            "(or set DEVUP_SKIP_DOCKER_TESTS=1 to skip them, loudly)"
+        )
 
 
 @dataclass
@@ -82,14 +93,27 @@ class Repo:
     repo_id: str = ""
     runs: list[str] = field(default_factory=list)
 
-    def devup(self, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
-              timeout: float = 240) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "devup", *args], cwd=cwd or self.path, capture_output=True,
-                              text=True, env={**os.environ, **(env or {})}, timeout=timeout)
+    def devup(
+        self, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 240
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "devup", *args],
+            cwd=cwd or self.path,
+            capture_output=True,
+            text=True,
+            env={**os.environ, **(env or {})},
+            timeout=timeout,
+        )
 
     def popen(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-        return subprocess.Popen([sys.executable, "-m", "devup", *args], cwd=self.path, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
+        return subprocess.Popen(
+            [sys.executable, "-m", "devup", *args],
+            cwd=self.path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, **(env or {})},
+        )
 
     def up_json(self, *args: str, env: dict[str, str] | None = None) -> dict:
         result = self.devup("up", *args, "--json", env=env)
@@ -141,15 +165,17 @@ def _sweep(repo: Repo, test: str) -> None:
     leaks: list[str] = []
     for proc in world.tagged_processes(repo_id=repo.repo_id):
         leaks.append(f"process {proc.pid}")
-        try:
+        with contextlib.suppress(Exception):
             proc.kill()
-        except Exception:
-            pass
     if not SKIP_DOCKER:
         for kind in ("container", "network", "volume"):
             for name in world.labelled(kind, repo_id=repo.repo_id):
                 leaks.append(f"{kind} {name}")
-                rm = {"container": ["rm", "-f"], "network": ["network", "rm"], "volume": ["volume", "rm", "-f"]}[kind]
+                rm = {
+                    "container": ["rm", "-f"],
+                    "network": ["network", "rm"],
+                    "volume": ["volume", "rm", "-f"],
+                }[kind]
                 subprocess.run(["docker", *rm, name], capture_output=True)
     if leaks:
         _LEAKS.append(f"  {test}: " + ", ".join(leaks))
@@ -158,7 +184,9 @@ def _sweep(repo: Repo, test: str) -> None:
 HTTP_SERVICE = f"{sys.executable} -m http.server $PORT --bind 127.0.0.1"
 
 
-def busybox_web(name: str = "web", *, port: int = 8080, volume: str | None = "data", health: bool = True) -> str:
+def busybox_web(
+    name: str = "web", *, port: int = 8080, volume: str | None = "data", health: bool = True
+) -> str:
     """A compose file with one busybox httpd service answering on `port`."""
     lines = [
         "services:",
@@ -169,8 +197,10 @@ def busybox_web(name: str = "web", *, port: int = 8080, volume: str | None = "da
         f'    ports: ["{port}:{port}"]',
     ]
     if health:
-        lines += [f'    healthcheck: {{test: ["CMD", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:{port}/"], '
-                  'interval: 1s, timeout: 2s, retries: 30}']
+        lines += [
+            f'    healthcheck: {{test: ["CMD", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:{port}/"], '
+            "interval: 1s, timeout: 2s, retries: 30}"
+        ]
     if volume:
         lines += [f"    volumes: [{volume}:/data]", "volumes:", f"  {volume}: {{}}"]
     return "\n".join(lines) + "\n"

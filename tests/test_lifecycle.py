@@ -176,7 +176,9 @@ def test_hook_failure_names_command_exit_code_and_output(make):
 
 
 def test_keep_on_failure_exits_5_and_down_cleans_up(shop):
-    result = shop.devup("up", "k", "--on-failure", "keep", "--json", env={"DEVUP_FAULT": "raise@before:post_up"})
+    result = shop.devup(
+        "up", "k", "--on-failure", "keep", "--json", env={"DEVUP_FAULT": "raise@before:post_up"}
+    )
     assert result.returncode == 5, result.stderr
     doc = json.loads(result.stdout)
     assert doc["status"] == "kept" and doc["error"]["step"] == "post_up"
@@ -198,8 +200,10 @@ def test_container_mode_runs_only_groups(shop):
 
 
 def test_host_mode_needs_no_engine(make):
-    repo = make(f'[services.api]\nrun = "{HTTP_SERVICE}"\nport = true\nready = {{ tcp = true }}\n'
-                '[groups.never]\nfiles = ["missing.yaml"]\n')
+    repo = make(
+        f'[services.api]\nrun = "{HTTP_SERVICE}"\nport = true\nready = {{ tcp = true }}\n'
+        '[groups.never]\nfiles = ["missing.yaml"]\n'
+    )
     doc = repo.up_json("h", "--mode", "host", env={"DOCKER_HOST": "tcp://127.0.0.1:1"})
     get(doc["ports"]["API"])
     assert doc["projects"] == []
@@ -213,7 +217,9 @@ def test_env_formats(shop):
     assert as_json["DEVUP_SESSION"] == "e" and as_json["DEVUP_PORT_WEB"] == str(doc["ports"]["WEB"])
     assert as_json["DEVUP_RESUMED"] == "0" and as_json["DEVUP_WORKTREE"] == doc["worktree"]
     shell = shop.devup("env", "e", "--format", "shell").stdout
-    evaluated = subprocess.run(["sh", "-c", shell + 'echo "$STORE_URL"'], capture_output=True, text=True).stdout
+    evaluated = subprocess.run(
+        ["sh", "-c", shell + 'echo "$STORE_URL"'], capture_output=True, text=True
+    ).stdout
     assert evaluated.strip() == f"http://127.0.0.1:{doc['ports']['STORE']}/"
     dotenv = shop.devup("env", "e").stdout
     assert f"DEVUP_PORT_STORE={doc['ports']['STORE']}" in dotenv.splitlines()
@@ -226,3 +232,24 @@ def test_commands_work_from_inside_a_worktree(shop):
     assert [s["session"] for s in json.loads(listing.stdout)] == ["w"]
     assert json.loads(listing.stdout)[0]["ports"] == doc["ports"]
     assert shop.devup("down", "w", cwd=shop.path).returncode == 0
+
+
+def test_resume_moves_off_a_port_a_foreign_listener_took(make):
+    import socket
+
+    repo = make(f'[project]\nmode = "host"\n[services.web]\nrun = "{HTTP_SERVICE}"\nport = true\nready = {{ http = "/" }}\n')
+    first = repo.up_json("r")
+    assert repo.devup("stop", "r").returncode == 0
+    foreign = socket.socket()
+    foreign.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    foreign.bind(("127.0.0.1", first["ports"]["WEB"]))
+    foreign.listen()
+    try:
+        again = repo.up_json("r")
+        assert again["ports"]["WEB"] != first["ports"]["WEB"]
+        get(again["ports"]["WEB"])  # the session's own server answers on its new port
+        assert repo.devup("status", "r").returncode == 0
+        assert foreign.fileno() != -1 and foreign.getsockname()[1] == first["ports"]["WEB"]
+    finally:
+        foreign.close()
+    assert repo.devup("down", "r").returncode == 0

@@ -33,7 +33,9 @@ ready = {{ log = "hello from talker" }}
 def test_logs_show_container_and_native_lines(make):
     repo = make(LOGGY, {"compose/infra.yaml": busybox_web("store", port=8080)})
     doc = repo.up_json("l")
-    subprocess.run(["wget", "-q", "-O", "/dev/null", f"http://127.0.0.1:{doc['ports']['STORE']}/"], check=False)
+    subprocess.run(
+        ["wget", "-q", "-O", "/dev/null", f"http://127.0.0.1:{doc['ports']['STORE']}/"], check=False
+    )
     container = world.labelled("container", repo_id=repo.repo_id, session="l")[0]
     world.docker("exec", container, "sh", "-c", "echo marker-from-container > /proc/1/fd/1")
     out = repo.devup("logs", "l").stdout
@@ -42,8 +44,13 @@ def test_logs_show_container_and_native_lines(make):
     only = repo.devup("logs", "l", "talker", "-n", "5").stdout
     assert only.strip() == "talker | hello from talker"
     assert repo.devup("logs", "l", "nope").returncode == 1
-    follower = subprocess.Popen([sys.executable, "-m", "devup", "logs", "l", "-f"], cwd=repo.path,
-                                stdout=subprocess.PIPE, text=True, start_new_session=True)
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "devup", "logs", "l", "-f"],
+        cwd=repo.path,
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     time.sleep(2)
     os.killpg(follower.pid, signal.SIGINT)
     out, _ = follower.communicate(timeout=15)
@@ -67,8 +74,15 @@ def test_gc_removes_orphans_and_leaves_foreign_things(make):
     try:
         dry = json.loads(repo.devup("gc", "--dry-run", "--json").stdout)
         kinds = {(o["kind"], o["session"]) for o in dry["orphans"]}
-        assert {("container", "g"), ("network", "g"), ("volume", "g"), ("volume", "vol-only"),
-                ("process", "g"), ("lease", "g"), ("worktree", "g")} <= kinds
+        assert {
+            ("container", "g"),
+            ("network", "g"),
+            ("volume", "g"),
+            ("volume", "vol-only"),
+            ("process", "g"),
+            ("lease", "g"),
+            ("worktree", "g"),
+        } <= kinds
         assert world.labelled("container", repo_id=repo.repo_id, session="g")  # dry run touched nothing
         done = repo.devup("gc", "--json")
         assert done.returncode == 0, done.stderr
@@ -84,7 +98,9 @@ def test_gc_removes_orphans_and_leaves_foreign_things(make):
         assert repo.devup("status", "keep").returncode == 0
     finally:
         subprocess.run(["docker", "rm", "-f", foreign_c], capture_output=True)
-        subprocess.run(["docker", "volume", "rm", "-f", "devup-gc-foreign", "devup-gc-planted"], capture_output=True)
+        subprocess.run(
+            ["docker", "volume", "rm", "-f", "devup-gc-foreign", "devup-gc-planted"], capture_output=True
+        )
     assert repo.devup("down", "keep").returncode == 0
 
 
@@ -95,8 +111,9 @@ def test_init_writes_a_config_that_comes_up(make, monkeypatch):
     assert result.returncode == 0, result.stderr
     assert repo.devup("init").returncode == 2  # never overwrites
     for t in ("postgres", "redis"):
-        subprocess.run(["docker", "compose", "-f", str(repo.path / "compose" / f"{t}.yaml"), "config", "-q"],
-                       check=True)
+        subprocess.run(
+            ["docker", "compose", "-f", str(repo.path / "compose" / f"{t}.yaml"), "config", "-q"], check=True
+        )
     repo.commit("init")
     env = {"DEVUP_POSTGRES_IMAGE": "devup-local/postgres:15", "DEVUP_REDIS_IMAGE": "devup-local/redis:7"}
     doc = repo.up_json("i", "--mode", "container", env=env)
@@ -120,8 +137,18 @@ def test_doctor_json_reports_versions(make):
 def test_json_documents_have_specs_fields(make):
     repo = make(LOGGY, {"compose/infra.yaml": busybox_web("store", port=8080)})
     up = repo.up_json("j")
-    assert set(up) >= {"session", "status", "mode", "branch", "worktree", "projects", "ports", "env_file",
-                       "resumed", "duration_s"}
+    assert set(up) >= {
+        "session",
+        "status",
+        "mode",
+        "branch",
+        "worktree",
+        "projects",
+        "ports",
+        "env_file",
+        "resumed",
+        "duration_s",
+    }
     [row] = json.loads(repo.devup("ls", "--json").stdout)
     assert set(row) == {"session", "status", "mode", "branch", "worktree", "ports"} and row["status"] == "up"
     status = json.loads(repo.devup("status", "j", "--json").stdout)

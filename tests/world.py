@@ -24,8 +24,15 @@ def labelled(kind: str, *, repo_id: str, session: str | None = None) -> list[str
 
 
 def running_containers(*, repo_id: str, session: str) -> list[str]:
-    out = docker("ps", "--filter", f"label=dev.devup.repo={repo_id}", "--filter", f"label=dev.devup.session={session}",
-                 "--format", "{{.Names}}")
+    out = docker(
+        "ps",
+        "--filter",
+        f"label=dev.devup.repo={repo_id}",
+        "--filter",
+        f"label=dev.devup.session={session}",
+        "--format",
+        "{{.Names}}",
+    )
     return sorted(filter(None, out.splitlines()))
 
 
@@ -34,9 +41,11 @@ def tagged_processes(*, repo_id: str, session: str | None = None) -> list[psutil
     for proc in psutil.process_iter():
         try:
             env = proc.environ()
-            if env.get("DEVUP_REPO_ID") == repo_id and (session is None or env.get("DEVUP_SESSION") == session):
-                if proc.status() != psutil.STATUS_ZOMBIE:
-                    found.append(proc)
+            mine = env.get("DEVUP_REPO_ID") == repo_id and (
+                session is None or env.get("DEVUP_SESSION") == session
+            )
+            if mine and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc)
         except psutil.Error:
             continue
     return found
@@ -51,8 +60,11 @@ def branches(repo: Path) -> list[str]:
 
 
 def worktree_paths(repo: Path) -> list[Path]:
-    return [Path(line.split(" ", 1)[1]) for line in git(repo, "worktree", "list", "--porcelain").splitlines()
-            if line.startswith("worktree ")]
+    return [
+        Path(line.split(" ", 1)[1])
+        for line in git(repo, "worktree", "list", "--porcelain").splitlines()
+        if line.startswith("worktree ")
+    ]
 
 
 def published_ports(container: str) -> dict[str, str]:
@@ -62,4 +74,7 @@ def published_ports(container: str) -> dict[str, str]:
 
 
 def port_bound(port: int) -> bool:
-    return any(c.laddr and c.laddr.port == port and c.status == psutil.CONN_LISTEN for c in psutil.net_connections("tcp"))
+    return any(
+        c.laddr and c.laddr.port == port and c.status == psutil.CONN_LISTEN
+        for c in psutil.net_connections("tcp")
+    )

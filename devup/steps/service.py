@@ -75,16 +75,17 @@ def wait_ready(
     while True:
         if not processes.is_alive(record.pid, record.start_time):
             raise DevupError(
-                f"service {name} exited before it was ready; last lines of {log_path}:\n{_tail(log_path)}"
+                f"service {name} (`{cfg.run}`) exited before it was ready; "
+                f"last lines of {log_path}:\n{_tail(log_path)}"
             )
         if cfg.ready is None:
             if time.monotonic() >= settled:
                 return
         elif _probe(cfg.ready, port=port, cwd=cwd, env=env, log_path=log_path):
             return
-        if time.monotonic() > deadline:
+        elif time.monotonic() > deadline:
             raise DevupError(
-                f"service {name} not ready after {cfg.ready_timeout:g}s ({_describe(cfg.ready)}); "
+                f"service {name} (`{cfg.run}`) not ready after {cfg.ready_timeout:g}s ({_describe(cfg.ready)}); "
                 f"last lines of {log_path}:\n{_tail(log_path)}"
             )
         time.sleep(delay)

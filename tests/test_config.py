@@ -1,0 +1,103 @@
+"""devup.toml validation: exit 2 with file, key path and line; nothing changed (SPEC §3)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from devup import config
+from devup.errors import ConfigError
+
+
+def load(tmp_path: Path, text: str) -> config.Config:
+    (tmp_path / "devup.toml").write_text(textwrap.dedent(text).lstrip())
+    return config.load(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "why"),
+    [
+        ('[project]\nname = "x"\nmoed = "host"\n', ":3: project.moed", "Extra inputs"),
+        ('[groups.a]\nfiles = "a.yaml"\n', ":2: groups.a.files", "valid list"),
+        ('[groups.a]\nfiles = ["a.yaml"]\ndepends_on = ["b"]\n', ":3: groups.a.depends_on", "unknown group"),
+        (
+            '[groups.a]\nfiles=["a"]\ndepends_on=["b"]\n[groups.b]\nfiles=["b"]\ndepends_on=["a"]\n',
+            ": groups.",
+            "cycle",
+        ),
+        (
+            '[groups.web]\nfiles=["a"]\n[services.web]\nrun="x"\n',
+            ":3: services.web",
+            "both a group and a service",
+        ),
+        ('[services.web]\nrun = "x"\nready = { http = "/" }\n', ":3: services.web.ready", "port = true"),
+        (
+            '[services.web]\nrun = "x"\nready = { http = "/", tcp = true }\nport = true\n',
+            ":3: services.web.ready",
+            "exactly one",
+        ),
+        ('[project]\nmode = "cloud"\n', ":2: project.mode", "container"),
+        ("[hooks]\npost_up = 3\n", ":2: hooks.post_up", ""),
+        ('[env]\nA = "${B}"\nB = "${A}"\n', ": env.", "cycle"),
+        ("[ports]\nrange = [30000, 20000]\n", ": ports", "low <= high"),
+        ("[project\n", "devup.toml", "not valid TOML"),
+    ],
+)
+def test_invalid_config_names_file_key_and_line(tmp_path, text, where, why):
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, text)
+    assert where in info.value.message and why in info.value.message
+    assert info.value.exit_code == 2
+
+
+def test_defaults_and_hook_forms(tmp_path):
+    cfg = load(
+        tmp_path,
+        """
+        [groups.infra]
+        files = ["a.yaml"]
+        [services.web]
+        run = "x"
+        [hooks]
+        pre_up = "a"
+        pre_spawn = ["a", "b"]
+        post_up = { run = "seed", undo = "unseed", timeout = 30 }
+    """,
+    )
+    assert cfg.project.mode == "container" and cfg.ports.range == (20000, 39999)
+    assert cfg.groups["infra"].modes == ["container", "hybrid"] and cfg.groups["infra"].wait_timeout == 120
+    assert cfg.services["web"].modes == ["host", "hybrid"] and cfg.services["web"].stop_timeout == 10
+    assert cfg.hooks.get("pre_spawn").commands == ("a", "b")
+    post_up = cfg.hooks.get("post_up")
+    assert (post_up.commands, post_up.undo, post_up.timeout) == (("seed",), "unseed", 30)
+    assert list(cfg.groups_for("host")) == [] and list(cfg.services_for("container")) == []
+
+
+def test_cli_exits_2_and_changes_nothing(tmp_path):
+    repo = tmp_path / "r"
+    repo.mkdir()
+    subprocess.run(["git", "init", "-q", "-b", "main"], cwd=repo, check=True)
+    (repo / "devup.toml").write_text('[project]\nmoed = "host"\n')
+    result = subprocess.run(
+        [sys.executable, "-m", "devup", "up", "x"], cwd=repo, capture_output=True, text=True
+    )
+    assert result.returncode == 2
+    assert "devup.toml:2: project.moed" in result.stderr
+    assert not (tmp_path / "r-worktrees").exists()
+    assert not (tmp_path / "state").exists()  # not even a lock file was written
+
+
+@pytest.mark.parametrize("name", ["Bad", "-x", "x-", "a_b", "a" * 41, ""])
+def test_bad_session_names_exit_2(tmp_path, name):
+    repo = tmp_path / "r"
+    repo.mkdir()
+    subprocess.run(["git", "init", "-q", "-b", "main"], cwd=repo, check=True)
+    (repo / "devup.toml").write_text("")
+    result = subprocess.run(
+        [sys.executable, "-m", "devup", "up", name], cwd=repo, capture_output=True, text=True
+    )
+    assert result.returncode == 2, result.stderr
