@@ -100,11 +100,21 @@ def _context_host() -> str | None:
     return None
 
 
-def engine_version() -> str:
+def engine_version(*, attempts: int = 3) -> str:
+    """The engine's version; a briefly unreachable engine is retried with backoff."""
     from docker.errors import DockerException
+    from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
     try:
-        return str(client().version().get("Version", "?"))
+        for attempt in Retrying(
+            retry=retry_if_exception_type(DockerException),
+            wait=wait_exponential(multiplier=0.25, max=2),
+            stop=stop_after_attempt(attempts),
+            reraise=True,
+        ):
+            with attempt:
+                return str(client().version().get("Version", "?"))
+        raise AssertionError("unreachable")
     except DockerException as exc:
         raise EngineUnavailable(
             f"the Docker engine does not answer: {exc}",
@@ -254,6 +264,38 @@ def down(*, project: str, timeout: float = 10) -> None:
     for network in client().networks.list(filters={"label": f"{LABEL_PROJECT}={project}"}):
         with contextlib.suppress(NotFound):
             network.remove()
+
+
+def foreign_objects(*, project: str, volume_names: list[str], session: str, repo_id: str) -> list[str]:
+    """Containers or volumes of `project` (or at the volume names it will use) that do not
+    carry this session's identity: devup adopts only what is its own (SPEC §5.6)."""
+    from docker.errors import NotFound
+
+    mine = {LABEL_SESSION: session, LABEL_REPO: repo_id}
+
+    def foreign(labels: dict[str, str] | None) -> bool:
+        return any((labels or {}).get(k) != v for k, v in mine.items())
+
+    found = [
+        f"container {c['Names'][0].lstrip('/')}"
+        for c in client().api.containers(all=True, filters={"label": f"{LABEL_PROJECT}={project}"})
+        if foreign(c.get("Labels"))
+    ]
+    seen: set[str] = set()
+    for v in client().volumes.list(filters={"label": f"{LABEL_PROJECT}={project}"}):
+        seen.add(v.name)
+        if foreign(v.attrs.get("Labels")):
+            found.append(f"volume {v.name}")
+    for name in volume_names:
+        if name in seen:
+            continue
+        try:
+            volume = client().volumes.get(name)
+        except NotFound:
+            continue
+        if foreign(volume.attrs.get("Labels")):
+            found.append(f"volume {name}")
+    return found
 
 
 def volumes(*, project: str) -> set[str]:

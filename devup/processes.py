@@ -39,10 +39,10 @@ def stop(pid: int, started: float, *, timeout: float) -> None:
     pgid = os.getpgid(pid)
     members = _group(pgid)
     _signal_group(pgid, signal.SIGTERM)
-    _, alive = psutil.wait_procs(members, timeout=timeout)
+    alive = _wait_exited(members, timeout=timeout)
     if alive:
         _signal_group(pgid, signal.SIGKILL)
-        psutil.wait_procs(alive, timeout=5)
+        _wait_exited(alive, timeout=5)
 
 
 def tagged(*, repo_id: str, session: str, unit: str | None = None) -> list[psutil.Process]:
@@ -62,11 +62,34 @@ def kill_tagged(*, repo_id: str, session: str, unit: str | None = None, timeout:
     for proc in procs:
         with contextlib.suppress(psutil.Error):
             proc.terminate()
-    _, alive = psutil.wait_procs(procs, timeout=timeout)
+    alive = _wait_exited(procs, timeout=timeout)
     for proc in alive:
         with contextlib.suppress(psutil.Error):
             proc.kill()
-    psutil.wait_procs(alive, timeout=5)
+    _wait_exited(alive, timeout=5)
+
+
+def _wait_exited(procs: list[psutil.Process], *, timeout: float) -> list[psutil.Process]:
+    """Wait until every process has exited; returns those still running after `timeout`.
+
+    A zombie counts as exited: psutil.wait_procs waits for a non-child to be reaped, and an
+    init that reaps late (or never, as in many containers) made every stop last seconds.
+    """
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    while True:
+        alive = [p for p in procs if _running(p)]
+        if not alive or time.monotonic() >= deadline:
+            return alive
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
+
+
+def _running(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def _group(pgid: int) -> list[psutil.Process]:
@@ -111,7 +134,7 @@ def kill_pid(pid: int, timeout: float = 5) -> None:
     try:
         proc = psutil.Process(pid)
         proc.terminate()
-        _, alive = psutil.wait_procs([proc], timeout=timeout)
+        alive = _wait_exited([proc], timeout=timeout)
         for p in alive:
             p.kill()
     except psutil.NoSuchProcess:

@@ -234,6 +234,19 @@ def _compose_models(
                     f"group {gname}: service {svc} sets container_name {cname!r}",
                     hint="remove container_name: a fixed name cannot exist once per session",
                 )
+            project = ident.compose_project(gname)
+            foreign = compose.foreign_objects(
+                project=project,
+                volume_names=[f"{project}_{v}" for v in model.volumes],
+                session=ident.session,
+                repo_id=ident.repo.repo_id,
+            )
+            if foreign:
+                raise PreflightError(
+                    f"group {gname}: compose project {project} already has {', '.join(foreign)}, "
+                    "which devup did not create for this session; devup will not touch them",
+                    hint=f"remove them yourself (e.g. `docker compose -p {project} down`) or pick another session name",
+                )
             models[gname] = model
         return models
 
