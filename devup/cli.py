@@ -151,8 +151,7 @@ def up(
     if as_json:
         output.emit_json(doc)
     else:
-        urls = {k: f"http://127.0.0.1:{p}/" for k, p in result.ports.items()}
-        output.up_summary(doc, urls, result.noop)
+        output.up_summary(doc, result.units, result.noop)
 
 
 @app.command()

@@ -141,7 +141,7 @@ def ls(ws: Workspace) -> Listing:
             continue
         ghost = SessionRecord(
             session=name,
-            project=ws.project,
+            project=begin.get("project", ""),
             repo=str(ws.repo.root),
             repo_id=ws.repo.repo_id,
             branch=begin.get("branch", "?"),

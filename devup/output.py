@@ -87,22 +87,21 @@ def error(message: str, hint: str | None) -> None:
         err.print(f"[cyan]hint:[/] {hint}", soft_wrap=True)
 
 
-def up_summary(doc: dict[str, Any], urls: dict[str, str], noop: bool) -> None:
+def up_summary(doc: dict[str, Any], units: list[tuple[str, str, str]], noop: bool) -> None:
     verb = "already up (nothing to do)" if noop else ("resumed" if doc["resumed"] else "up")
     out.print(
         f"[bold green]session {doc['session']}[/] {verb} in {doc['duration_s']:.2f}s "
         f"({doc['mode']} mode, branch {doc['branch']})"
     )
-    table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
-    table.add_column("port variable")
-    table.add_column("port", justify="right")
-    table.add_column("url")
-    for key, port in doc["ports"].items():
-        table.add_row(f"DEVUP_PORT_{key}", str(port), urls.get(key, ""))
-    if doc["ports"]:
+    if units:
+        table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+        for col in ("unit", "ports (DEVUP_PORT_…)", "url"):
+            table.add_column(col)
+        for unit, ports, url in units:
+            table.add_row(unit, ports, url)
         out.print(table)
     out.print(f"worktree  {doc['worktree']}")
-    out.print(f"env file  {doc['env_file']}")
+    out.print(f"env file  {doc['env_file']}   (`devup env {doc['session']} --format shell` for eval)")
 
 
 def sessions_table(rows: list[dict[str, Any]]) -> None:

@@ -47,7 +47,7 @@ class UpResult:
     resumed: bool
     duration_s: float
     noop: bool = False
-    urls: dict[str, str] = field(default_factory=dict)
+    units: list[tuple[str, str, str]] = field(default_factory=list)  # (unit, port variables, url)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -596,7 +596,31 @@ class _Run:
         state.write_record(self.ws.repo.record(self.req.name), record)
 
 
+_WEB_TARGETS = frozenset({80, 443, 3000, 4000, 5000, 5173, 8000, 8025, 8080, 8081, 8443, 8888, 9000, 9001})
+
+
 def _result(record: state.SessionRecord, *, resumed: bool, started: float, noop: bool = False) -> UpResult:
+    units: list[tuple[str, str, str]] = []
+    for g in record.groups:
+        for svc in g.services:
+            base = svc.upper().replace("-", "_")
+            keys = sorted(
+                k for k in record.ports if k.startswith(f"{base}_") and k[len(base) + 1 :].isdigit()
+            )
+            shown = ", ".join(f"{k}={record.ports[k]}" for k in keys) or "-"
+            url = next(
+                (
+                    f"http://127.0.0.1:{record.ports[k]}/"
+                    for k in keys
+                    if int(k.rsplit("_", 1)[1]) in _WEB_TARGETS
+                ),
+                "",
+            )
+            units.append((f"{g.name}/{svc}", shown, url))
+    for name in record.services:
+        key = name.upper().replace("-", "_")
+        port = record.ports.get(key)
+        units.append((name, f"{key}={port}" if port else "-", f"http://127.0.0.1:{port}/" if port else ""))
     return UpResult(
         session=record.session,
         mode=record.mode,
@@ -608,6 +632,7 @@ def _result(record: state.SessionRecord, *, resumed: bool, started: float, noop:
         resumed=resumed,
         duration_s=time.monotonic() - started,
         noop=noop,
+        units=units,
     )
 
 

@@ -158,7 +158,10 @@ def _refuse_if_dirty(ws: Workspace, record: state.SessionRecord) -> None:
     wt = Path(record.worktree)
     if not wt.is_dir():
         return
-    copied = set(ws.config.worktree.copy_) if (ws.repo.root / "devup.toml").exists() else set()
+    try:
+        copied = set(ws.config.worktree.copy_)
+    except DevupError:
+        copied = set()  # a broken or missing devup.toml must never stop a `down`
     dirty = [p for p in git.dirty_paths(wt) if p not in copied and p != paths.ENV_FILE]
     if dirty:
         shown = ", ".join(dirty[:5]) + (f" and {len(dirty) - 5} more" if len(dirty) > 5 else "")

@@ -265,3 +265,13 @@ def test_foreign_compose_objects_under_the_sessions_project_name_are_refused(sho
         assert shop.worktree("x") not in world.worktree_paths(shop.path) and "x" not in world.branches(shop.path)
     finally:
         subprocess.run(["docker", "volume", "rm", "shop_x_infra_data"], capture_output=True)
+
+
+def test_down_works_when_the_config_has_since_broken(shop):
+    shop.up_json("b")
+    (shop.path / "devup.toml").write_text("[project\n")
+    assert shop.devup("up", "other").returncode == 2
+    result = shop.devup("down", "b")
+    assert result.returncode == 0, result.stderr
+    assert world.labelled("container", repo_id=shop.repo_id, session="b") == []
+    assert not shop.worktree("b").exists()
