@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from devup import compose, git, paths, state
+from devup import compose, git, paths, processes, state
 from devup.errors import DevupError
 from devup.model import Identity
 from devup.report import Reporter
@@ -89,6 +89,8 @@ def down(
         for sname, proc in record.services.items():
             with _step(reporter, f"service:{sname}"):
                 service.stop(record=proc, ident=ident, name=sname)
+        # Whatever else carries the session's tag (a hook's background process) goes too.
+        processes.kill_tagged(repo_id=ws.repo.repo_id, session=name)
         for group in reversed(record.groups):
             with _step(reporter, f"group:{group.name}"):
                 compose.down(project=group.project)

@@ -76,12 +76,6 @@ class UndoStack:
             self._journal.append({"op": "update", "id": ident, "undo": record.to_json()})
             self._records = [(i, record if i == ident else r) for i, r in self._records]
 
-    def retire(self, ident: int) -> None:
-        """Drop a guard record whose step finished cleanly (e.g. a hook's process sweep)."""
-        with self._lock:
-            self._journal.append({"op": "undone", "id": ident})
-            self._records = [(i, r) for i, r in self._records if i != ident]
-
     def disarm(self) -> None:
         with self._lock:
             self._journal.append({"op": "end", "outcome": "committed"})

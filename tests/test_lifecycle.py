@@ -275,3 +275,11 @@ def test_down_works_when_the_config_has_since_broken(shop):
     assert result.returncode == 0, result.stderr
     assert world.labelled("container", repo_id=shop.repo_id, session="b") == []
     assert not shop.worktree("b").exists()
+
+
+def test_down_stops_a_hooks_background_process(make):
+    repo = make('[project]\nmode = "host"\n[hooks]\npost_up = "sleep 300 >/dev/null 2>&1 &"\n')
+    repo.up_json("bg")
+    assert [p.name() for p in world.tagged_processes(repo_id=repo.repo_id, session="bg")] == ["sleep"]
+    assert repo.devup("down", "bg").returncode == 0
+    assert world.tagged_processes(repo_id=repo.repo_id, session="bg") == []
