@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import traceback
 from collections.abc import Callable
@@ -66,7 +67,7 @@ def _workspace() -> Any:
     return open_workspace(Path.cwd())
 
 
-def _fail(exc: DevupError, *, as_json: bool, session: str | None = None) -> NoReturn:
+def _fail(exc: DevupError, *, as_json: bool, session: str | None = None, status: str = "error") -> NoReturn:
     from devup import output
 
     if as_json:
@@ -75,7 +76,7 @@ def _fail(exc: DevupError, *, as_json: bool, session: str | None = None) -> NoRe
             if hasattr(exc, "to_json")
             else {
                 "session": session,
-                "status": "error",
+                "status": status,
                 "error": {"step": exc.step, "message": exc.message},
                 "leftovers": [],
             }
@@ -89,12 +90,17 @@ def _fail(exc: DevupError, *, as_json: bool, session: str | None = None) -> NoRe
     raise typer.Exit(exc.exit_code)
 
 
-def _guard(fn: Callable[[], T], *, as_json: bool = False, session: str | None = None) -> T:
-    """Map errors to messages and exit codes; an unexpected one gets a crash log."""
+def _guard(
+    fn: Callable[[], T], *, as_json: bool = False, session: str | None = None, status: str = "error"
+) -> T:
+    """Map errors to messages and exit codes; an unexpected one gets a crash log.
+
+    `status` is the JSON status of a failure that changed nothing (SPEC's vocabulary for `up`).
+    """
     try:
         return fn()
     except DevupError as exc:
-        _fail(exc, as_json=as_json, session=session)
+        _fail(exc, as_json=as_json, session=session, status=status)
     except typer.Exit:
         raise
     except Exception as exc:
@@ -106,6 +112,13 @@ def _guard(fn: Callable[[], T], *, as_json: bool = False, session: str | None = 
             f.write(f"--- devup {__version__}: {' '.join(sys.argv)}\n{traceback.format_exc()}\n")
         output.error(f"unexpected error: {type(exc).__name__}: {exc}", f"details in {log}; please report it")
         raise typer.Exit(1) from None
+
+
+def _recover_idle(ws: Any, name: str) -> None:
+    """Every command on a session first finishes an interrupted run of it (SPEC §2, §5.3)."""
+    from devup.workspace import recover_if_idle
+
+    recover_if_idle(ws, name, _reporter(False))
 
 
 def _reporter(as_json: bool) -> Any:
@@ -144,7 +157,8 @@ def up(
         return session.up(ws, req, reporter)
 
     try:
-        result = _guard(run, as_json=as_json, session=name)
+        # A failure before any change (exit 2, 4) left nothing behind: "rolled_back" in SPEC's terms.
+        result = _guard(run, as_json=as_json, session=name, status="rolled_back")
     finally:
         reporter.close()
     doc = result.to_json()
@@ -204,7 +218,12 @@ def status(name: str, as_json: JsonOpt = False) -> None:
     """Per group/service health; exit 0 when all healthy, 1 otherwise."""
     from devup import inspect, output
 
-    found = _guard(lambda: inspect.status(_workspace(), name), as_json=as_json, session=name)
+    def run() -> Any:
+        ws = _workspace()
+        _recover_idle(ws, name)
+        return inspect.status(ws, name)
+
+    found = _guard(run, as_json=as_json, session=name)
     units = [{"name": u.name, "kind": u.kind, "state": u.state, "healthy": u.healthy} for u in found.units]
     if as_json:
         output.emit_json({**found.to_json(), "units": units})
@@ -225,7 +244,9 @@ def env(
         from devup.paths import check_session_name
 
         check_session_name(name)
-        record = _workspace().record(name)
+        ws = _workspace()
+        _recover_idle(ws, name)
+        record = ws.record(name)
         if record is None:
             raise DevupError(f"no session named {name}", hint="`devup ls` lists the sessions")
         return dict(record.env)
@@ -295,11 +316,17 @@ def logs(
 
         check_session_name(name)
         ws = _workspace()
+        _recover_idle(ws, name)
         record = ws.record(name)
         if record is None:
             raise DevupError(f"no session named {name}", hint="`devup ls` lists the sessions")
         logs_mod.show(ws, record, target, follow=follow, lines=lines, emit=output.log_line)
 
+    def stop_following(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, stop_following)  # ends like Ctrl-C: followers are terminated
     try:
         _guard(run, session=name)
     except KeyboardInterrupt:

@@ -152,7 +152,9 @@ def load(repo_root: Path) -> Config:
     try:
         config = Config.model_validate(raw)
     except ValidationError as exc:
-        first = exc.errors()[0]
+        # For a union (a hook is a string, a list or a table) the deepest error comes from the
+        # member that matched the kind of value written: report that one.
+        first = max(exc.errors(), key=lambda e: len(e["loc"]))
         loc = tuple(str(p) for p in first["loc"] if not _is_union_tag(p))
         raise ConfigError(_where(path, text, loc) + f": {first['msg']}") from None
     _check_names(path, text, config)

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from devup import compose, git, processes, state
+from devup import compose, git, journal, processes, state
 from devup.errors import DevupError
 from devup.report import Reporter
-from devup.workspace import Workspace
+from devup.workspace import Workspace, recover_if_idle
 
 
 @dataclass(frozen=True)
@@ -36,8 +36,17 @@ class Orphan:
 
 
 def _owned(ws: Workspace) -> set[str]:
-    """Sessions that own their resources: a record, or a run in progress (lock held)."""
+    """Sessions that own their resources: a record, a run in progress (lock held), or a run
+    kept for debugging (its journal still lists what it made; `down` removes it)."""
     owned = {p.stem for p in ws.repo.sessions_dir.glob("*.json")} if ws.repo.sessions_dir.is_dir() else set()
+    for path in sorted(ws.repo.journals_dir.glob("*.jsonl")) if ws.repo.journals_dir.is_dir() else []:
+        try:
+            found = journal.replay(path)
+        except DevupError:
+            owned.add(path.stem)  # a corrupt journal: a person must look, gc must not guess
+            continue
+        if found is not None and found.outcome in (None, "kept"):
+            owned.add(path.stem)
     locks = ws.repo.state / "locks"
     if locks.is_dir():
         owned |= {p.stem for p in locks.glob("*.lock") if state.is_locked(p)}
@@ -84,6 +93,11 @@ def run(ws: Workspace, reporter: Reporter, *, dry_run: bool) -> list[Orphan]:
     except DevupError:
         engine = False
         reporter.warn("the Docker engine does not answer: containers, networks and volumes were not checked")
+    if not dry_run:
+        # An interrupted run is undone from its journal first: that removes exactly what it
+        # made (branch included), which the sweep below could not know.
+        for journal_path in sorted(ws.repo.journals_dir.glob("*.jsonl")) if ws.repo.journals_dir.is_dir() else []:
+            recover_if_idle(ws, journal_path.stem, reporter)
     found = find(ws, engine=engine)
     if dry_run:
         return found

@@ -8,6 +8,7 @@ import threading
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 err = Console(stderr=True, highlight=False)
@@ -49,23 +50,23 @@ class ConsoleReporter:
         with self._lock:
             self._running.pop(step, None)
             first = error.splitlines()[0] if error else ""
-            self._print(f"[red]✗[/] {step:<24} {seconds:6.2f}s {first}")
+            self._print(f"[red]✗[/] {step:<24} {seconds:6.2f}s {escape(first)}")
             self._refresh()
 
     def undone(self, label: str, error: str | None) -> None:
         with self._lock:
             if error:
-                self._print(f"  [red]could not undo[/] {label}: {error}")
+                self._print(f"  [red]could not undo[/] {escape(label)}: {escape(error)}")
             else:
-                self._print(f"  [yellow]↶[/] undone: {label}")
+                self._print(f"  [yellow]↶[/] undone: {escape(label)}")
 
     def note(self, message: str) -> None:
         with self._lock:
-            self._print(message)
+            self._print(escape(message))
 
     def warn(self, message: str) -> None:
         with self._lock:
-            self._print(f"[yellow]warning:[/] {message}")
+            self._print(f"[yellow]warning:[/] {escape(message)}")
 
     def _print(self, markup: str) -> None:
         if not self.quiet:
@@ -82,9 +83,10 @@ def emit_json(doc: Any) -> None:
 
 
 def error(message: str, hint: str | None) -> None:
-    err.print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True)
+    # Messages quote config keys like [ports].range: never read them as markup.
+    err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     if hint:
-        err.print(f"[cyan]hint:[/] {hint}", soft_wrap=True)
+        err.print(f"[cyan]hint:[/] {escape(hint)}", soft_wrap=True)
 
 
 def up_summary(doc: dict[str, Any], units: list[tuple[str, str, str]], noop: bool) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from devup import compose, git, paths, processes, state
-from devup.errors import DevupError
+from devup.errors import BusyError, DevupError
 from devup.model import Identity
 from devup.report import Reporter
 from devup.steps import hooks, service, worktree
@@ -50,6 +50,7 @@ def stop(ws: Workspace, name: str, reporter: Reporter) -> Outcome:
         for sname, proc in record.services.items():
             with _step(reporter, f"stop service:{sname}"):
                 service.stop(record=proc, ident=ident, name=sname)
+        processes.kill_tagged(repo_id=ws.repo.repo_id, session=name)  # a hook's background process too
         for group in reversed(record.groups):
             with _step(reporter, f"stop group:{group.name}"):
                 compose.stop(project=group.project)
@@ -128,6 +129,11 @@ def recover(ws: Workspace, name: str | None, reporter: Reporter) -> list[Outcome
         try:
             with ws.locked(n):
                 leftovers = ws.recover(n, reporter)
+        except BusyError:
+            if name:
+                raise
+            outcomes.append(Outcome(n, "busy", f"session {n}: a devup run is in progress; left alone"))
+            continue
         except DevupError as exc:
             if name:
                 raise

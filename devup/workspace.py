@@ -12,6 +12,7 @@ from pathlib import Path
 from devup import config as config_mod
 from devup import git, journal, state
 from devup.config import Config
+from devup.errors import BusyError
 from devup.paths import RepoPaths, check_session_name
 from devup.report import Reporter
 from devup.undo import Leftover, UndoRecord, unwind_records
@@ -71,6 +72,18 @@ class Workspace:
             mark_failed(self, name)
         path.unlink(missing_ok=True)
         return []
+
+
+def recover_if_idle(ws: Workspace, name: str, reporter: Reporter) -> None:
+    """Finish an interrupted run of `name` unless a run holds it (read-only commands never wait)."""
+    found = journal.replay(ws.repo.journal(name))
+    if found is None or found.outcome is not None:
+        return
+    try:
+        with ws.locked(name):
+            ws.recover(name, reporter)
+    except BusyError:
+        pass  # a run is in progress: it is not interrupted
 
 
 def mark_failed(ws: Workspace, name: str) -> None:

@@ -101,3 +101,12 @@ def test_bad_session_names_exit_2(tmp_path, name):
         [sys.executable, "-m", "devup", "up", name], cwd=repo, capture_output=True, text=True
     )
     assert result.returncode == 2, result.stderr
+
+
+def test_error_text_keeps_brackets(tmp_path):
+    repo = tmp_path / "r"
+    repo.mkdir()
+    subprocess.run(["git", "init", "-q", "-b", "main"], cwd=repo, check=True)
+    (repo / "devup.toml").write_text("[ports]\nrange = [30000, 20000]\n")
+    result = subprocess.run([sys.executable, "-m", "devup", "up", "x"], cwd=repo, capture_output=True, text=True)
+    assert result.returncode == 2 and "[low, high]" in result.stderr

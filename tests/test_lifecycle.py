@@ -283,3 +283,16 @@ def test_down_stops_a_hooks_background_process(make):
     assert [p.name() for p in world.tagged_processes(repo_id=repo.repo_id, session="bg")] == ["sleep"]
     assert repo.devup("down", "bg").returncode == 0
     assert world.tagged_processes(repo_id=repo.repo_id, session="bg") == []
+
+
+def test_status_finishes_an_interrupted_run_first(shop):
+    killed = shop.devup("up", "z", env={"DEVUP_FAULT": "kill@after:group:infra"})
+    assert killed.returncode == -9
+    assert world.labelled("container", repo_id=shop.repo_id, session="z")  # the kill left them
+    assert [s["status"] for s in json.loads(shop.devup("ls", "--json").stdout)] == ["interrupted"]
+    result = shop.devup("status", "z")
+    assert result.returncode == 1 and "no session named z" in result.stderr
+    for kind in ("container", "network", "volume"):
+        assert world.labelled(kind, repo_id=shop.repo_id, session="z") == []
+    assert shop.worktree("z") not in world.worktree_paths(shop.path) and "z" not in world.branches(shop.path)
+    assert json.loads(shop.devup("ls", "--json").stdout) == []
