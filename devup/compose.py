@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import os
@@ -245,25 +244,20 @@ def stop(*, project: str, timeout: float = 10) -> None:
     result.raise_for_status(what="compose stop", shown=f"docker compose -p {project} stop")
 
 
-def down(*, project: str, timeout: float = 10) -> None:
-    """Remove the project's containers and networks (not volumes); already gone is fine.
+def down(*, project: str, volumes: bool, timeout: float = 10) -> None:
+    """Remove the project's containers and networks (and its volumes, with `volumes`).
 
-    Works without the compose files, which a crash may have taken with the worktree.
+    Works without the compose files, which a crash may have taken with the worktree; found
+    by the project label, so already gone is success. Preflight refuses foreign objects under
+    a session's project name, so every volume of the project is devup's.
     """
     args = [*compose_command(), "-p", project, "down", "--remove-orphans", "-t", str(int(timeout))]
+    if volumes:
+        args.append("-v")
     result = runner.run(args, timeout=300)
     result.raise_for_status(
         what="compose down", shown=" ".join(["docker compose", *args[len(compose_command()) :]])
     )
-    # Belt and braces: anything of the project compose did not take (e.g. created, never started).
-    from docker.errors import NotFound
-
-    for container in client().containers.list(all=True, filters={"label": f"{LABEL_PROJECT}={project}"}):
-        with contextlib.suppress(NotFound):
-            container.remove(force=True)
-    for network in client().networks.list(filters={"label": f"{LABEL_PROJECT}={project}"}):
-        with contextlib.suppress(NotFound):
-            network.remove()
 
 
 def foreign_objects(*, project: str, volume_names: list[str], session: str, repo_id: str) -> list[str]:

@@ -83,6 +83,7 @@ class GroupRecord(BaseModel):
     project: str
     files: list[str]
     services: list[str]
+    depends_on: list[str] = []
 
 
 class SessionRecord(BaseModel):

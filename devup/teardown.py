@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from devup import compose, git, paths, processes, state
+from devup import compose, dag, git, paths, processes, state
 from devup.errors import BusyError, DevupError
 from devup.model import Identity
 from devup.report import Reporter
@@ -51,9 +52,7 @@ def stop(ws: Workspace, name: str, reporter: Reporter) -> Outcome:
             with _step(reporter, f"stop service:{sname}"):
                 service.stop(record=proc, ident=ident, name=sname)
         processes.kill_tagged(repo_id=ws.repo.repo_id, session=name)  # a hook's background process too
-        for group in reversed(record.groups):
-            with _step(reporter, f"stop group:{group.name}"):
-                compose.stop(project=group.project)
+        _each_group_in_reverse(record, lambda g: compose.stop(project=g.project), reporter, "stop group")
         state.write_record(
             ws.repo.record(name), record.model_copy(update={"status": "stopped", "services": {}})
         )
@@ -92,12 +91,9 @@ def down(
                 service.stop(record=proc, ident=ident, name=sname)
         # Whatever else carries the session's tag (a hook's background process) goes too.
         processes.kill_tagged(repo_id=ws.repo.repo_id, session=name)
-        for group in reversed(record.groups):
-            with _step(reporter, f"group:{group.name}"):
-                compose.down(project=group.project)
-                compose.remove_volumes(
-                    project=group.project, session=name, repo_id=ws.repo.repo_id, keep=set()
-                )
+        _each_group_in_reverse(
+            record, lambda g: compose.down(project=g.project, volumes=True), reporter, "group"
+        )
         (wt / paths.ENV_FILE).unlink(missing_ok=True)
         if record.created_worktree and not keep_worktree:
             with _step(reporter, "worktree"):
@@ -114,6 +110,20 @@ def down(
         ws.repo.record(name).unlink(missing_ok=True)
         _hook(ws, "post_down", ident, ws.repo.root, env, reporter)
         return Outcome(name, "down", f"session {name} removed")
+
+
+def _each_group_in_reverse(
+    record: state.SessionRecord, work: Callable[[state.GroupRecord], None], reporter: Reporter, label: str
+) -> None:
+    """Groups in reverse dependency order, independent ones in parallel (as `up` brought them)."""
+    groups = {g.name: g for g in record.groups}
+    dependents = {name: [o.name for o in record.groups if name in o.depends_on] for name in groups}
+
+    def one(name: str) -> None:
+        with _step(reporter, f"{label}:{name}"):
+            work(groups[name])
+
+    dag.run(dependents, one)
 
 
 def recover(ws: Workspace, name: str | None, reporter: Reporter) -> list[Outcome]:

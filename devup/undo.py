@@ -96,6 +96,11 @@ class UndoStack:
         return leftovers
 
 
+# Inverses that touch independent objects and may run side by side when adjacent on the
+# stack: compose groups brought up in parallel come down in parallel.
+_PARALLEL_KINDS = frozenset({"compose_down"})
+
+
 def unwind_records(
     journal: Journal,
     records: list[tuple[int, UndoRecord]],
@@ -104,19 +109,51 @@ def unwind_records(
 ) -> list[Leftover]:
     """Undo `records` in the order given; an Interrupted stops here and leaves the journal."""
     leftovers: list[Leftover] = []
-    for position, (ident, record) in enumerate(records):
+    position = 0
+    while position < len(records):
+        batch = [records[position]]
+        while (
+            batch[0][1].kind in _PARALLEL_KINDS
+            and position + len(batch) < len(records)
+            and records[position + len(batch)][1].kind == batch[0][1].kind
+        ):
+            batch.append(records[position + len(batch)])
         try:
-            undo_one(record)
+            results = _undo_batch(batch)
         except Interrupted:
             leftovers.extend(Leftover(r.label, "not undone: interrupted") for _, r in records[position:])
             return leftovers
-        except Exception as exc:  # keep unwinding: one failed inverse must not strand the rest
-            error = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
-            leftovers.append(Leftover(record.label, error))
+        for (ident, record), error in zip(batch, results, strict=True):
+            if error is None:
+                journal.append({"op": "undone", "id": ident})
+            else:
+                leftovers.append(Leftover(record.label, error))
             if on_undo:
                 on_undo(record.label, error)
-            continue
-        journal.append({"op": "undone", "id": ident})
-        if on_undo:
-            on_undo(record.label, None)
+        position += len(batch)
     return leftovers
+
+
+def _undo_batch(batch: list[tuple[int, UndoRecord]]) -> list[str | None]:
+    """Undo each record; None for success, else the error. One failure never stops the rest."""
+
+    def attempt(record: UndoRecord) -> str | None:
+        try:
+            undo_one(record)
+        except Exception as exc:  # keep unwinding: one failed inverse must not strand the rest
+            return getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+        return None
+
+    if len(batch) == 1:
+        return [attempt(batch[0][1])]
+    from concurrent.futures import ThreadPoolExecutor
+
+    from devup import runner
+
+    with ThreadPoolExecutor(max_workers=len(batch), thread_name_prefix="devup-undo") as pool:
+        futures = [pool.submit(attempt, record) for _, record in batch]
+        try:
+            return [f.result() for f in futures]
+        except BaseException:
+            runner.terminate_all()
+            raise

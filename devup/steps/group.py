@@ -91,16 +91,21 @@ def up(
             output_tail=f"containers exited: {names}",
             what=f"group {name}:",
         )
-    return GroupRecord(name=name, project=project, files=list(cfg.files), services=sorted(model.services))
+    return GroupRecord(
+        name=name,
+        project=project,
+        files=list(cfg.files),
+        services=sorted(model.services),
+        depends_on=list(cfg.depends_on),
+    )
 
 
 @inverse("compose_down")
 def undo(args: dict[str, Any]) -> None:
     """Remove the project's containers and networks, and the volumes this run created."""
-    compose.down(project=args["project"])
-    compose.remove_volumes(
-        project=args["project"],
-        session=args["session"],
-        repo_id=args["repo_id"],
-        keep=set(args["keep_volumes"]),
-    )
+    keep = set(args["keep_volumes"])
+    compose.down(project=args["project"], volumes=not keep)
+    if keep:  # a resumed session: its data volumes stay, only new ones go
+        compose.remove_volumes(
+            project=args["project"], session=args["session"], repo_id=args["repo_id"], keep=keep
+        )
