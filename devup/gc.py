@@ -96,7 +96,9 @@ def run(ws: Workspace, reporter: Reporter, *, dry_run: bool) -> list[Orphan]:
     if not dry_run:
         # An interrupted run is undone from its journal first: that removes exactly what it
         # made (branch included), which the sweep below could not know.
-        for journal_path in sorted(ws.repo.journals_dir.glob("*.jsonl")) if ws.repo.journals_dir.is_dir() else []:
+        for journal_path in (
+            sorted(ws.repo.journals_dir.glob("*.jsonl")) if ws.repo.journals_dir.is_dir() else []
+        ):
             recover_if_idle(ws, journal_path.stem, reporter)
     found = find(ws, engine=engine)
     if dry_run:
