@@ -17,6 +17,8 @@ from devup.errors import CommandFailed
 _TAIL_LINES = 20
 _active: set[subprocess.Popen[bytes]] = set()
 _active_lock = threading.Lock()
+# Set once devup is interrupted: waits that run no command (readiness polls) stop early.
+_stopping = threading.Event()
 
 
 @dataclass(frozen=True)
@@ -105,10 +107,16 @@ def spawn(args: Sequence[str], *, cwd: Path, env: Mapping[str, str], log_path: P
 
 def terminate_all() -> None:
     """Stop every command `run` is waiting on (used when devup is interrupted)."""
+    _stopping.set()
     with _active_lock:
         procs = list(_active)
     for proc in procs:
         _kill_group(proc.pid, signal.SIGTERM)
+
+
+def stopping() -> bool:
+    """Whether devup was interrupted: a worker thread's long wait should give up now."""
+    return _stopping.is_set()
 
 
 def _kill_group(pid: int, sig: signal.Signals) -> None:

@@ -119,7 +119,16 @@ def up(ws: Workspace, req: UpRequest, reporter: Reporter) -> UpResult:
     paths.check_session_name(req.name)
     cfg = ws.config
     with ws.locked(req.name), _signals() as signals:
-        ws.recover(req.name, reporter)
+        leftovers = ws.recover(req.name, reporter)
+        if leftovers:
+            # Going on would replace the journal that still lists what is left to undo.
+            raise UpFailed(
+                session=req.name,
+                status="rollback_incomplete",
+                step="recover",
+                cause=f"the rollback of an earlier run of {req.name} is incomplete",
+                leftovers=leftovers,
+            )
         previous = ws.record(req.name)
         unchanged = (
             previous is not None

@@ -18,10 +18,11 @@ DEFAULT_TIMEOUT = 600.0
 def run(*, stack: UndoStack | None, ident: Identity, hook: Hook, cwd: Path, env: Mapping[str, str]) -> None:
     """Run the hook's commands in order; the first non-zero exit fails the step at once."""
     unit = f"hook:{hook.name}"
-    guard = None
     if stack is not None:
         # Write-ahead: if devup is killed mid-hook, recovery stops what the hook left running.
-        guard = stack.push(
+        # The guard stays on the stack after the hook succeeds: a background process it
+        # started is something this run created, which a later rollback must stop (§5.1).
+        stack.push(
             UndoRecord(
                 "processes_kill",
                 {"repo_id": ident.repo.repo_id, "session": ident.session, "unit": unit},
@@ -36,22 +37,20 @@ def run(*, stack: UndoStack | None, ident: Identity, hook: Hook, cwd: Path, env:
             env={**env, **ident.tags(unit)},
             timeout=hook.timeout,
         )
-    if stack is not None and guard is not None:
-        stack.retire(guard)
-        if hook.undo:
-            stack.push(
-                UndoRecord(
-                    "hook_undo",
-                    {
-                        "name": hook.name,
-                        "command": hook.undo,
-                        "cwd": str(cwd),
-                        "env": {**env, **ident.tags(f"hook:{hook.name}:undo")},
-                        "timeout": hook.timeout,
-                    },
-                    f"undo of hook {hook.name} (`{hook.undo}`)",
-                )
+    if stack is not None and hook.undo:
+        stack.push(
+            UndoRecord(
+                "hook_undo",
+                {
+                    "name": hook.name,
+                    "command": hook.undo,
+                    "cwd": str(cwd),
+                    "env": {**env, **ident.tags(f"hook:{hook.name}:undo")},
+                    "timeout": hook.timeout,
+                },
+                f"undo of hook {hook.name} (`{hook.undo}`)",
             )
+        )
 
 
 def execute(*, command: str, name: str, cwd: Path, env: Mapping[str, str], timeout: float | None) -> None:

@@ -73,6 +73,9 @@ def wait_ready(
     delay = 0.02
     settled = time.monotonic() + 0.1
     while True:
+        if runner.stopping():
+            # Interrupted: the main thread waits for this worker before it rolls back.
+            raise DevupError(f"service {name}: readiness wait interrupted")
         if not processes.is_alive(record.pid, record.start_time):
             raise DevupError(
                 f"service {name} (`{cfg.run}`) exited before it was ready; "
