@@ -14,7 +14,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, ClassVar, Literal
 
-from devup import compose, dag, envvars, faults, git, inspect, paths, runner, state
+from devup import compose, dag, envvars, faults, git, inspect, journal, paths, runner, state
 from devup.config import Config, GroupCfg, Mode, ServiceCfg
 from devup.errors import DevupError, Interrupted, PreflightError, StepFailed, UsageError
 from devup.journal import Journal
@@ -119,6 +119,13 @@ def up(ws: Workspace, req: UpRequest, reporter: Reporter) -> UpResult:
     paths.check_session_name(req.name)
     cfg = ws.config
     with ws.locked(req.name), _signals() as signals:
+        kept = journal.replay(ws.repo.journal(req.name))
+        if kept is not None and kept.outcome == "kept":
+            # Its journal lists what that failed run made; a new run must not overwrite it.
+            raise UsageError(
+                f"session {req.name} was kept after a failed run (--on-failure keep)",
+                hint=f"`devup down {req.name}` removes what that run made; then `devup up {req.name}`",
+            )
         leftovers = ws.recover(req.name, reporter)
         if leftovers:
             # Going on would replace the journal that still lists what is left to undo.
@@ -220,7 +227,14 @@ def _compose_models(
                     for f in g.files
                 }
             )
-            git.extract(ws.repo.root, commit, dirs, where)
+            try:
+                git.extract(ws.repo.root, commit, dirs, where)
+            except DevupError:
+                raise PreflightError(
+                    f"the compose files of {', '.join(groups)} ({', '.join(dirs)}) are not on branch {wt.branch}",
+                    hint="devup reads compose files from the session's branch, never from the main "
+                    "checkout's working tree: commit them first",
+                ) from None
             files.copy_into(source_root=ws.repo.root, worktree=where, patterns=cfg.worktree.copy_)
         models: dict[str, compose.GroupModel] = {}
         for gname, gcfg in groups.items():
@@ -345,6 +359,7 @@ class _Run:
             {
                 "op": "begin",
                 "session": self.req.name,
+                "project": self.ident.project,
                 "resumed": plan.resumed,
                 "pid": os.getpid(),
                 "branch": plan.branch,
@@ -537,19 +552,27 @@ class _Run:
         with self.step(f"service:{name}"):
             key = name.upper().replace("-", "_")
             port = self.ports.get(key) if cfg.port else None
-            if port is not None and not state.port_is_free(port):
-                # Checked free right before use: a foreign listener would answer our probe.
-                port = self._relet([key], port)[key]
-            record = service.start(
-                stack=self.stack,
-                ident=self.ident,
-                name=name,
-                cfg=cfg,
-                cwd=self.plan.wt.path,
-                env=self._process_env(),
-                port=port,
-                log_path=self.ws.repo.log(self.req.name, name),
-            )
+            for attempt in range(1, _PORT_ATTEMPTS + 1):
+                if port is not None and not state.port_is_free(port):
+                    # Checked free right before use: a foreign listener would answer our probe.
+                    port = self._relet([key], port)[key]
+                try:
+                    record = service.start(
+                        stack=self.stack,
+                        ident=self.ident,
+                        name=name,
+                        cfg=cfg,
+                        cwd=self.plan.wt.path,
+                        env=self._process_env(),
+                        port=port,
+                        log_path=self.ws.repo.log(self.req.name, name),
+                    )
+                    break
+                except service.PortConflict:
+                    # Taken between the check and the bind (a transient fault): move and retry.
+                    if attempt == _PORT_ATTEMPTS or port is None:
+                        raise
+                    port = self._relet([key], port)[key]
             with self._lock:
                 self.procs[name] = record
 
@@ -643,6 +666,9 @@ def _result(record: state.SessionRecord, *, resumed: bool, started: float, noop:
         noop=noop,
         units=units,
     )
+
+
+_PORT_ATTEMPTS = 3
 
 
 class _Signals:

@@ -296,3 +296,37 @@ def test_status_finishes_an_interrupted_run_first(shop):
         assert world.labelled(kind, repo_id=shop.repo_id, session="z") == []
     assert shop.worktree("z") not in world.worktree_paths(shop.path) and "z" not in world.branches(shop.path)
     assert json.loads(shop.devup("ls", "--json").stdout) == []
+
+
+def test_up_of_a_kept_session_is_refused_until_down(shop):
+    kept = shop.devup("up", "k2", "--on-failure", "keep", env={"DEVUP_FAULT": "raise@before:post_up"})
+    assert kept.returncode == 5
+    again = shop.devup("up", "k2")
+    assert again.returncode == 2 and "devup down k2" in again.stderr
+    assert shop.worktree("k2").exists() and world.running_containers(repo_id=shop.repo_id, session="k2")
+    assert shop.devup("down", "k2").returncode == 0
+    assert not shop.worktree("k2").exists() and "k2" not in world.branches(shop.path)
+
+
+def test_compose_files_missing_from_the_branch_are_a_preflight_error(make):
+    repo = make('[groups.new]\nfiles = ["compose/new.yaml"]\n')
+    repo.write("compose/new.yaml", busybox_web("svc"))  # written, never committed
+    result = repo.devup("up", "u")
+    assert result.returncode == 2, result.stderr
+    assert "not on branch u" in result.stderr and "commit" in result.stderr
+    assert "u" not in world.branches(repo.path) and repo.worktree("u") not in world.worktree_paths(repo.path)
+
+
+def test_native_service_that_loses_its_port_at_bind_is_retried(make):
+    # The first start fails the way a real server does when its port was taken between
+    # devup's check and its bind; devup leases another port and starts it again.
+    flaky = (
+        'test -e "$DEVUP_WORKTREE/../tried-$DEVUP_SESSION" || '
+        '{ touch "$DEVUP_WORKTREE/../tried-$DEVUP_SESSION"; echo "OSError: [Errno 98] Address already in use"; exit 1; }; '
+        f"exec {HTTP_SERVICE}"
+    )
+    repo = make(f'[project]\nmode = "host"\n[services.web]\nrun = """{flaky}"""\nport = true\nready = {{ http = "/" }}\n')
+    doc = repo.up_json("p")
+    get(doc["ports"]["WEB"])
+    assert f"DEVUP_PORT_WEB={doc['ports']['WEB']}" in (repo.worktree("p") / ".env.devup").read_text()
+    assert repo.devup("down", "p").returncode == 0

@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from devup import compose
+from devup import compose, processes
 from devup.config import GroupCfg
 from devup.errors import CommandFailed
 from devup.model import Identity
@@ -58,8 +58,14 @@ def up(
     files = [worktree / f for f in cfg.files] + [override]
     for attempt in range(1, _ATTEMPTS + 1):
         compose.write_override(override, model=model, ports=ports, labels=ident.labels(name))
+        # Tagged like every process devup starts: if devup is killed mid-`up`, recovery stops
+        # this compose too, so it cannot create containers after the rollback.
         result = compose.up(
-            project=project, files=files, cwd=worktree, env=env, wait_timeout=cfg.wait_timeout
+            project=project,
+            files=files,
+            cwd=worktree,
+            env={**env, **ident.tags(f"compose:{project}")},
+            wait_timeout=cfg.wait_timeout,
         )
         if result.ok:
             break
@@ -103,6 +109,7 @@ def up(
 @inverse("compose_down")
 def undo(args: dict[str, Any]) -> None:
     """Remove the project's containers and networks, and the volumes this run created."""
+    processes.kill_tagged(repo_id=args["repo_id"], session=args["session"], unit=f"compose:{args['project']}")
     keep = set(args["keep_volumes"])
     compose.down(project=args["project"], volumes=not keep)
     if keep:  # a resumed session: its data volumes stay, only new ones go

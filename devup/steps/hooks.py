@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,13 @@ def run(*, stack: UndoStack | None, ident: Identity, hook: Hook, cwd: Path, env:
                     "name": hook.name,
                     "command": hook.undo,
                     "cwd": str(cwd),
-                    "env": {**env, **ident.tags(f"hook:{hook.name}:undo")},
+                    # Only what devup adds to its own environment: the journal holds no more
+                    # of the user's environment than it needs (the undo runs with the recovering
+                    # process's environment plus these).
+                    "env": {
+                        **{k: v for k, v in env.items() if os.environ.get(k) != v},
+                        **ident.tags(f"hook:{hook.name}:undo"),
+                    },
                     "timeout": hook.timeout,
                 },
                 f"undo of hook {hook.name} (`{hook.undo}`)",
@@ -72,7 +79,7 @@ def undo(args: dict[str, Any]) -> None:
         command=args["command"],
         name=f"{args['name']} undo",
         cwd=cwd if cwd.is_dir() else Path("/"),
-        env=args["env"],
+        env={**os.environ, **args["env"]},
         timeout=args.get("timeout"),
     )
 

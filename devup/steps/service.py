@@ -18,6 +18,10 @@ from devup.state import ProcessRecord
 from devup.undo import UndoRecord, UndoStack, inverse
 
 
+class PortConflict(DevupError):
+    """The service could not bind its port: someone took it between the check and the bind."""
+
+
 def start(
     *,
     stack: UndoStack,
@@ -43,6 +47,8 @@ def start(
     child_env = {**env, **ident.tags(unit)}
     if port is not None:
         child_env["PORT"] = str(port)
+    # The log is appended across runs: probes and error tails read only this run's part.
+    offset = log_path.stat().st_size if log_path.exists() else 0
     pid = runner.spawn(["sh", "-c", cfg.run], cwd=cwd, env=child_env, log_path=log_path)
     started = processes.start_time(pid) or 0.0
     stack.update(
@@ -54,7 +60,9 @@ def start(
         ),
     )
     record = ProcessRecord(pid=pid, start_time=started, stop_timeout=cfg.stop_timeout)
-    wait_ready(name=name, cfg=cfg, record=record, port=port, cwd=cwd, env=child_env, log_path=log_path)
+    wait_ready(
+        name=name, cfg=cfg, record=record, port=port, cwd=cwd, env=child_env, log_path=log_path, offset=offset
+    )
     return record
 
 
@@ -67,6 +75,7 @@ def wait_ready(
     cwd: Path,
     env: Mapping[str, str],
     log_path: Path,
+    offset: int = 0,
 ) -> None:
     """Poll fast at first, backing off to 0.5 s; fail at once if the process exits."""
     deadline = time.monotonic() + cfg.ready_timeout
@@ -77,25 +86,30 @@ def wait_ready(
             # Interrupted: the main thread waits for this worker before it rolls back.
             raise DevupError(f"service {name}: readiness wait interrupted")
         if not processes.is_alive(record.pid, record.start_time):
+            tail = _tail(log_path, offset)
+            if port is not None and re.search(r"address already in use|EADDRINUSE", tail, re.IGNORECASE):
+                raise PortConflict(f"service {name} could not bind port {port}:\n{tail}")
             raise DevupError(
                 f"service {name} (`{cfg.run}`) exited before it was ready; "
-                f"last lines of {log_path}:\n{_tail(log_path)}"
+                f"last lines of {log_path}:\n{_tail(log_path, offset)}"
             )
         if cfg.ready is None:
             if time.monotonic() >= settled:
                 return
-        elif _probe(cfg.ready, port=port, cwd=cwd, env=env, log_path=log_path):
+        elif _probe(cfg.ready, port=port, cwd=cwd, env=env, log_path=log_path, offset=offset):
             return
         elif time.monotonic() > deadline:
             raise DevupError(
                 f"service {name} (`{cfg.run}`) not ready after {cfg.ready_timeout:g}s ({_describe(cfg.ready)}); "
-                f"last lines of {log_path}:\n{_tail(log_path)}"
+                f"last lines of {log_path}:\n{_tail(log_path, offset)}"
             )
         time.sleep(delay)
         delay = min(delay * 1.5, 0.5)
 
 
-def _probe(ready: ReadyCfg, *, port: int | None, cwd: Path, env: Mapping[str, str], log_path: Path) -> bool:
+def _probe(
+    ready: ReadyCfg, *, port: int | None, cwd: Path, env: Mapping[str, str], log_path: Path, offset: int
+) -> bool:
     if ready.http is not None and port is not None:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
         try:
@@ -115,7 +129,7 @@ def _probe(ready: ReadyCfg, *, port: int | None, cwd: Path, env: Mapping[str, st
         return runner.run(["sh", "-c", ready.cmd], cwd=cwd, env=env, timeout=30).ok
     if ready.log is not None:
         try:
-            return re.search(ready.log, log_path.read_text(errors="replace"), re.MULTILINE) is not None
+            return re.search(ready.log, _read_from(log_path, offset), re.MULTILINE) is not None
         except FileNotFoundError:
             return False
     return False
@@ -129,9 +143,15 @@ def _describe(ready: ReadyCfg) -> str:
     return "probe"
 
 
-def _tail(path: Path, lines: int = 20) -> str:
+def _read_from(path: Path, offset: int) -> str:
+    with open(path, "rb") as f:
+        f.seek(offset)
+        return f.read().decode(errors="replace")
+
+
+def _tail(path: Path, offset: int = 0, lines: int = 20) -> str:
     try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        return "\n".join(_read_from(path, offset).splitlines()[-lines:])
     except FileNotFoundError:
         return "(no log)"
 
