@@ -46,13 +46,10 @@ def run(*, stack: UndoStack | None, ident: Identity, hook: Hook, cwd: Path, env:
                     "name": hook.name,
                     "command": hook.undo,
                     "cwd": str(cwd),
-                    # Only what devup adds to its own environment: the journal holds no more
-                    # of the user's environment than it needs (the undo runs with the recovering
-                    # process's environment plus these).
-                    "env": {
-                        **{k: v for k, v in env.items() if os.environ.get(k) != v},
-                        **ident.tags(f"hook:{hook.name}:undo"),
-                    },
+                    # The whole environment the hook ran with: `recover` may run from another
+                    # shell (or a cron job) that lacks what the undo needs. The journal is 0600
+                    # and removed when the run ends.
+                    "env": {**env, **ident.tags(f"hook:{hook.name}:undo")},
                     "timeout": hook.timeout,
                 },
                 f"undo of hook {hook.name} (`{hook.undo}`)",
