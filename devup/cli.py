@@ -117,6 +117,8 @@ def _guard(
 
 def _recover_idle(ws: Any, name: str) -> None:
     """Every command on a session first finishes an interrupted run of it (SPEC §2, §5.3)."""
+    if not ws.repo.journal(name).exists():
+        return  # the common case: nothing to finish, no reporter (nor rich) needed
     from devup.workspace import recover_if_idle
 
     recover_if_idle(ws, name, _reporter(False))

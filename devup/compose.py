@@ -312,6 +312,47 @@ def remove_volumes(*, project: str, session: str, repo_id: str, keep: set[str]) 
             raise DevupError(f"cannot remove volume {volume.name}: {exc.explanation}") from None
 
 
+def _engine_socket() -> str | None:
+    """The engine's unix socket, or None when it is reached another way (tcp, ssh, TLS)."""
+    host = os.environ.get("DOCKER_HOST") or _context_host() or "unix:///var/run/docker.sock"
+    return host.removeprefix("unix://") if host.startswith("unix://") else None
+
+
+def _list_containers(labels: list[str]) -> list[dict[str, Any]]:
+    """`GET /containers/json` by label. On a local socket, plain http.client: `ls` and `status`
+    run this on every call, and loading the docker SDK would cost more than the whole command."""
+    path = _engine_socket()
+    if path is None:
+        return list(client().api.containers(all=True, filters={"label": labels}))
+    import http.client
+    import socket
+    import urllib.parse
+
+    class UnixHTTPConnection(http.client.HTTPConnection):
+        def connect(self) -> None:
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.settimeout(self.timeout)
+            self.sock.connect(str(path))
+
+    query = urllib.parse.urlencode({"all": "1", "filters": json.dumps({"label": labels})})
+    conn = UnixHTTPConnection("localhost", timeout=30)
+    try:
+        conn.request("GET", f"/containers/json?{query}")
+        response = conn.getresponse()
+        body = response.read()
+    except OSError as exc:
+        raise EngineUnavailable(
+            f"the Docker engine does not answer at {path}: {exc.strerror or exc}",
+            hint="start it (e.g. `sudo systemctl start docker` or `sudo dockerd &`); `devup doctor` checks",
+        ) from None
+    finally:
+        conn.close()
+    if response.status != 200:
+        raise DevupError(f"the Docker engine answered {response.status} to a container query: {body[:200]!r}")
+    data = json.loads(body)
+    return data if isinstance(data, list) else []
+
+
 @dataclass(frozen=True)
 class ContainerState:
     project: str
@@ -328,7 +369,7 @@ def containers(*, repo_id: str, session: str | None = None) -> list[ContainerSta
     if session:
         labels.append(f"{LABEL_SESSION}={session}")
     found = []
-    for c in client().api.containers(all=True, filters={"label": labels}):
+    for c in _list_containers(labels):
         lab = c.get("Labels") or {}
         status = c.get("Status", "")
         health = next((h for h in ("unhealthy", "healthy", "health: starting") if f"({h})" in status), None)

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import io
-import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-from tenacity import retry, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from devup.errors import CommandFailed, DevupError, UsageError
 from devup.paths import RepoPaths
@@ -44,16 +40,20 @@ def _is_lock_contention(exc: BaseException) -> bool:
     )
 
 
-@retry(
-    retry=retry_if_exception(_is_lock_contention),
-    wait=wait_random_exponential(multiplier=0.05, max=1),
-    stop=stop_after_attempt(8),
-    reraise=True,
-)
 def _git_raw(root: Path, *args: str) -> str:
+    """Run git; lock contention (another git in the same repository) is retried with jitter."""
     from git.cmd import Git
+    from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
-    return str(Git(str(root)).execute(["git", *args], with_extended_output=False))
+    for attempt in Retrying(
+        retry=retry_if_exception(_is_lock_contention),
+        wait=wait_random_exponential(multiplier=0.05, max=1),
+        stop=stop_after_attempt(8),
+        reraise=True,
+    ):
+        with attempt:
+            return str(Git(str(root)).execute(["git", *args], with_extended_output=False))
+    raise AssertionError("unreachable")
 
 
 def git(root: Path, *args: str) -> str:
@@ -155,6 +155,9 @@ def exclude(common_dir: Path, pattern: str) -> None:
 
 def extract(root: Path, commit: str, paths: list[str], dest: Path) -> None:
     """Write `paths` (files or folders) as they are at `commit` into `dest`."""
+    import io
+    import tarfile
+
     from git import Repo
 
     data = io.BytesIO()

@@ -5,13 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from devup import compose, journal, processes, state
+from devup import compose, journal, state
 from devup.errors import DevupError
 from devup.state import ProcessRecord, SessionRecord
 from devup.workspace import Workspace
 
 
 def process_alive(record: ProcessRecord) -> bool:
+    from devup import processes  # psutil: only when a session has native services
+
     return processes.is_alive(record.pid, record.start_time)
 
 

@@ -5,14 +5,39 @@ from __future__ import annotations
 import json
 import sys
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
+if TYPE_CHECKING:
+    from rich.console import Console
 
-err = Console(stderr=True, highlight=False)
-out = Console(highlight=False)
+_consoles: dict[str, Console] = {}
+
+
+def _console(name: str) -> Console:
+    """rich is loaded on first use: `--json` output and `--help` never pay for it."""
+    if name not in _consoles:
+        from rich.console import Console
+
+        _consoles[name] = Console(stderr=name == "err", highlight=False)
+    return _consoles[name]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("err", "out"):
+        return _console(name)
+    raise AttributeError(name)
+
+
+def escape(text: str) -> str:
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
+
+
+def _table() -> Any:
+    from rich.table import Table
+
+    return Table(show_header=True, header_style="bold", box=None, pad_edge=False)
 
 
 class ConsoleReporter:
@@ -23,8 +48,8 @@ class ConsoleReporter:
         self._lock = threading.Lock()
         self._running: dict[str, None] = {}
         self._status: Any = None
-        if err.is_terminal and not quiet:
-            self._status = err.status("")
+        if _console("err").is_terminal and not quiet:
+            self._status = _console("err").status("")
 
     def _refresh(self) -> None:
         if self._status is None:
@@ -70,7 +95,7 @@ class ConsoleReporter:
 
     def _print(self, markup: str) -> None:
         if not self.quiet:
-            err.print(markup)
+            _console("err").print(markup)
 
     def close(self) -> None:
         if self._status is not None:
@@ -84,33 +109,35 @@ def emit_json(doc: Any) -> None:
 
 def error(message: str, hint: str | None) -> None:
     # Messages quote config keys like [ports].range: never read them as markup.
-    err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
+    _console("err").print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     if hint:
-        err.print(f"[cyan]hint:[/] {escape(hint)}", soft_wrap=True)
+        _console("err").print(f"[cyan]hint:[/] {escape(hint)}", soft_wrap=True)
 
 
 def up_summary(doc: dict[str, Any], units: list[tuple[str, str, str]], noop: bool) -> None:
     verb = "already up (nothing to do)" if noop else ("resumed" if doc["resumed"] else "up")
-    out.print(
+    _console("out").print(
         f"[bold green]session {doc['session']}[/] {verb} in {doc['duration_s']:.2f}s "
         f"({doc['mode']} mode, branch {doc['branch']})"
     )
     if units:
-        table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+        table = _table()
         for col in ("unit", "ports (DEVUP_PORT_…)", "url"):
             table.add_column(col)
         for unit, ports, url in units:
             table.add_row(unit, ports, url)
-        out.print(table)
-    out.print(f"worktree  {doc['worktree']}")
-    out.print(f"env file  {doc['env_file']}   (`devup env {doc['session']} --format shell` for eval)")
+        _console("out").print(table)
+    _console("out").print(f"worktree  {doc['worktree']}")
+    _console("out").print(
+        f"env file  {doc['env_file']}   (`devup env {doc['session']} --format shell` for eval)"
+    )
 
 
 def sessions_table(rows: list[dict[str, Any]]) -> None:
     if not rows:
-        out.print("no sessions")
+        _console("out").print("no sessions")
         return
-    table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+    table = _table()
     for col in ("session", "status", "mode", "branch", "worktree", "ports"):
         table.add_column(col)
     colour = {
@@ -132,21 +159,21 @@ def sessions_table(rows: list[dict[str, Any]]) -> None:
             r["worktree"],
             ports,
         )
-    out.print(table)
+    _console("out").print(table)
 
 
 def status_table(name: str, status: str, units: list[dict[str, Any]]) -> None:
-    out.print(f"session [bold]{name}[/]: {status}")
-    table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+    _console("out").print(f"session [bold]{name}[/]: {status}")
+    table = _table()
     for col in ("unit", "kind", "state", "healthy"):
         table.add_column(col)
     for u in units:
         table.add_row(u["name"], u["kind"], u["state"], "[green]yes[/]" if u["healthy"] else "[red]no[/]")
-    out.print(table)
+    _console("out").print(table)
 
 
 def plain(text: str) -> None:
-    out.print(text, markup=False, highlight=False, soft_wrap=True)
+    _console("out").print(text, markup=False, highlight=False, soft_wrap=True)
 
 
 _PALETTE = ("cyan", "magenta", "green", "yellow", "blue", "bright_cyan", "bright_magenta", "bright_green")
@@ -157,10 +184,10 @@ _log_lock = threading.Lock()
 def log_line(source: str, line: str) -> None:
     """One log line, prefixed by its source; coloured on a terminal, plain otherwise."""
     with _log_lock:
-        if out.is_terminal:
+        if _console("out").is_terminal:
             colour = _colours.setdefault(source, _PALETTE[len(_colours) % len(_PALETTE)])
-            out.print(f"[{colour}]{source} |[/] ", end="")
-            out.print(line, markup=False, highlight=False, soft_wrap=True)
+            _console("out").print(f"[{colour}]{source} |[/] ", end="")
+            _console("out").print(line, markup=False, highlight=False, soft_wrap=True)
         else:
             sys.stdout.write(f"{source} | {line}\n")
             sys.stdout.flush()
@@ -168,7 +195,7 @@ def log_line(source: str, line: str) -> None:
 
 def orphans(found: list[Any], *, dry_run: bool) -> None:
     if not found:
-        out.print("nothing to collect")
+        _console("out").print("nothing to collect")
         return
     for o in found:
         if dry_run:
@@ -177,4 +204,4 @@ def orphans(found: list[Any], *, dry_run: bool) -> None:
             state = "[green]removed[/]"
         else:
             state = f"[red]not removed[/] ({o.error})"
-        out.print(f"{state} {o.kind} {o.name} (session {o.session})")
+        _console("out").print(f"{state} {o.kind} {o.name} (session {o.session})")

@@ -424,7 +424,7 @@ class _Run:
             files.write_restorable(
                 stack=self.stack,
                 path=ws.repo.record(self.req.name),
-                text=record.model_dump_json(indent=2),
+                text=record.to_json(),
                 label="session record",
             )
         self.stack.disarm()

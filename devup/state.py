@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import fcntl
 import json
@@ -10,10 +11,9 @@ import os
 import socket
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-from pydantic import BaseModel, ConfigDict, ValidationError
 
 from devup import paths
 from devup.errors import BusyError, DevupError
@@ -70,26 +70,48 @@ def write_atomic(path: Path, text: str, *, mode: int = 0o600) -> None:
         raise
 
 
-class ProcessRecord(BaseModel):
-    model_config = ConfigDict(frozen=True)
+# Records are plain frozen dataclasses read with json: `ls` and `status` read them on every
+# start, and importing pydantic there would cost more than the whole command may take.
+
+
+@dataclass(frozen=True)
+class ProcessRecord:
     pid: int
     start_time: float
     stop_timeout: float = 10
 
+    @staticmethod
+    def from_dict(data: dict[str, Any]) -> ProcessRecord:
+        return ProcessRecord(
+            pid=int(data["pid"]),
+            start_time=float(data["start_time"]),
+            stop_timeout=float(data["stop_timeout"]),
+        )
 
-class GroupRecord(BaseModel):
-    model_config = ConfigDict(frozen=True)
+
+@dataclass(frozen=True)
+class GroupRecord:
     name: str
     project: str
     files: list[str]
     services: list[str]
-    depends_on: list[str] = []
+    depends_on: list[str] = field(default_factory=list)
+
+    @staticmethod
+    def from_dict(data: dict[str, Any]) -> GroupRecord:
+        return GroupRecord(
+            name=_str(data["name"]),
+            project=_str(data["project"]),
+            files=[_str(f) for f in data["files"]],
+            services=[_str(s) for s in data["services"]],
+            depends_on=[_str(d) for d in data.get("depends_on", [])],
+        )
 
 
-class SessionRecord(BaseModel):
+@dataclass(frozen=True)
+class SessionRecord:
     """What a committed `up` leaves behind, enough for `down` without the config."""
 
-    model_config = ConfigDict(frozen=True)
     session: str
     project: str
     repo: str
@@ -107,6 +129,42 @@ class SessionRecord(BaseModel):
     created_at: float
     updated_at: float
 
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2)
+
+    def replace(self, **changes: Any) -> SessionRecord:
+        return dataclasses.replace(self, **changes)
+
+    @staticmethod
+    def from_dict(data: dict[str, Any]) -> SessionRecord:
+        text_fields = (
+            "session",
+            "project",
+            "repo",
+            "repo_id",
+            "branch",
+            "worktree",
+            "mode",
+            "status",
+            "env_file",
+        )
+        return SessionRecord(
+            **{k: _str(data[k]) for k in text_fields},
+            created_worktree=bool(data["created_worktree"]),
+            ports={_str(k): int(v) for k, v in data["ports"].items()},
+            groups=[GroupRecord.from_dict(g) for g in data["groups"]],
+            services={_str(k): ProcessRecord.from_dict(v) for k, v in data["services"].items()},
+            env={_str(k): _str(v) for k, v in data["env"].items()},
+            created_at=float(data["created_at"]),
+            updated_at=float(data["updated_at"]),
+        )
+
+
+def _str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"expected a string, found {type(value).__name__}")
+    return value
+
 
 def read_record(path: Path) -> SessionRecord | None:
     try:
@@ -114,16 +172,17 @@ def read_record(path: Path) -> SessionRecord | None:
     except FileNotFoundError:
         return None
     try:
-        return SessionRecord.model_validate_json(text)
-    except ValidationError as exc:
+        return SessionRecord.from_dict(json.loads(text))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        problem = f"missing {exc}" if isinstance(exc, KeyError) else str(exc).splitlines()[0]
         raise CorruptState(
-            f"session file {path} is corrupt: {exc.errors()[0]['msg']}",
+            f"session file {path} is corrupt: {problem}",
             hint=f"move it aside (or delete it) and run `devup gc`: {path}",
         ) from None
 
 
 def write_record(path: Path, record: SessionRecord) -> None:
-    write_atomic(path, record.model_dump_json(indent=2))
+    write_atomic(path, record.to_json())
 
 
 # --- port leases -------------------------------------------------------------------------

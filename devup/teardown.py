@@ -53,9 +53,7 @@ def stop(ws: Workspace, name: str, reporter: Reporter) -> Outcome:
                 service.stop(record=proc, ident=ident, name=sname)
         processes.kill_tagged(repo_id=ws.repo.repo_id, session=name)  # a hook's background process too
         _each_group_in_reverse(record, lambda g: compose.stop(project=g.project), reporter, "stop group")
-        state.write_record(
-            ws.repo.record(name), record.model_copy(update={"status": "stopped", "services": {}})
-        )
+        state.write_record(ws.repo.record(name), record.replace(status="stopped", services={}))
         return Outcome(name, "stopped", f"session {name} stopped; `devup up {name}` resumes it")
 
 

@@ -8,14 +8,16 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from devup import config as config_mod
 from devup import git, journal, state
-from devup.config import Config
 from devup.errors import BusyError
 from devup.paths import RepoPaths, check_session_name
 from devup.report import Reporter
 from devup.undo import Leftover, UndoRecord, unwind_records
+
+if TYPE_CHECKING:
+    from devup.config import Config
 
 
 @dataclass(frozen=True)
@@ -24,7 +26,9 @@ class Workspace:
 
     @functools.cached_property
     def config(self) -> Config:
-        return config_mod.load(self.repo.root)
+        from devup import config  # pydantic: only the commands that read devup.toml pay for it
+
+        return config.load(self.repo.root)
 
     @property
     def project(self) -> str:
@@ -89,9 +93,7 @@ def recover_if_idle(ws: Workspace, name: str, reporter: Reporter) -> None:
 def mark_failed(ws: Workspace, name: str) -> None:
     record = ws.record(name)
     if record is not None:
-        state.write_record(
-            ws.repo.record(name), record.model_copy(update={"status": "failed", "services": {}})
-        )
+        state.write_record(ws.repo.record(name), record.replace(status="failed", services={}))
 
 
 def open_workspace(cwd: Path) -> Workspace:
