@@ -10,8 +10,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from devup.errors import ConfigError
+from devup.hookspec import Hook, normalise
+from devup.paths import CONFIG_NAME
 
-CONFIG_NAME = "devup.toml"
 Mode = Literal["container", "hybrid", "host"]
 MODES: tuple[Mode, ...] = ("container", "hybrid", "host")
 # Compose project names allow [a-z0-9_-]; a name must start with a letter or digit.
@@ -88,15 +89,6 @@ class HookSpec(_Strict):
     timeout: float | None = Field(default=None, gt=0)
 
 
-class Hook(_Strict):
-    """A hook normalised: commands run in order; `undo` joins the undo stack after they succeed."""
-
-    name: str
-    commands: tuple[str, ...]
-    undo: str | None = None
-    timeout: float | None = None
-
-
 HOOK_NAMES = ("pre_up", "post_create", "pre_spawn", "post_up", "pre_down", "post_down")
 _HookValue = str | list[str] | HookSpec
 
@@ -111,13 +103,7 @@ class HooksCfg(_Strict):
 
     def get(self, name: str) -> Hook | None:
         value = getattr(self, name)
-        if value is None:
-            return None
-        if isinstance(value, HookSpec):
-            run = [value.run] if isinstance(value.run, str) else value.run
-            return Hook(name=name, commands=tuple(run), undo=value.undo, timeout=value.timeout)
-        run = [value] if isinstance(value, str) else value
-        return Hook(name=name, commands=tuple(run))
+        return normalise(name, value.model_dump() if isinstance(value, HookSpec) else value)
 
 
 class Config(_Strict):

@@ -6,8 +6,8 @@ import os
 import shutil
 from pathlib import Path
 
-from devup.config import CONFIG_NAME
 from devup.errors import UsageError
+from devup.paths import CONFIG_NAME
 
 _ENV_HINTS = {
     "postgres": 'DATABASE_URL = "postgresql://postgres@127.0.0.1:${DEVUP_PORT_POSTGRES}/app"',

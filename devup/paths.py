@@ -12,6 +12,7 @@ from devup.errors import UsageError
 
 NAME_RE = re.compile(r"^(?:[a-z0-9]|[a-z0-9][a-z0-9-]{0,38}[a-z0-9])$")
 ENV_FILE = ".env.devup"
+CONFIG_NAME = "devup.toml"
 
 
 def check_session_name(name: str) -> str:

@@ -26,6 +26,7 @@ class Result:
     args: tuple[str, ...]
     returncode: int | None  # None: killed after its timeout
     output: str  # stdout and stderr interleaved, as a person would have seen them
+    errors: str = ""  # stderr, when asked to keep it apart (merge_stderr=False)
 
     @property
     def ok(self) -> bool:
@@ -55,8 +56,12 @@ def run(
     what: str = "command",
     shown: str | None = None,
     stdin: str | None = None,
+    merge_stderr: bool = True,
 ) -> Result:
-    """Run to completion in a new session (so a terminal's Ctrl-C reaches only devup)."""
+    """Run to completion in a new session (so a terminal's Ctrl-C reaches only devup).
+
+    With `merge_stderr=False`, `output` is stdout alone (for parsing) and `errors` is stderr.
+    """
     try:
         proc = subprocess.Popen(
             list(args),
@@ -64,7 +69,7 @@ def run(
             env=dict(env) if env is not None else None,
             stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
+            stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE,
             start_new_session=True,
         )
     except OSError as exc:
@@ -73,16 +78,16 @@ def run(
     with _active_lock:
         _active.add(proc)
     try:
-        out, _ = proc.communicate(stdin.encode() if stdin is not None else None, timeout=timeout)
+        out, err = proc.communicate(stdin.encode() if stdin is not None else None, timeout=timeout)
         code: int | None = proc.returncode
     except subprocess.TimeoutExpired:
         _kill_group(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
+        out, err = proc.communicate()
         code = None
     finally:
         with _active_lock:
             _active.discard(proc)
-    result = Result(tuple(args), code, out.decode(errors="replace"))
+    result = Result(tuple(args), code, out.decode(errors="replace"), (err or b"").decode(errors="replace"))
     return result.raise_for_status(what=what, shown=shown) if check else result
 
 

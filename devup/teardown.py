@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -10,7 +11,9 @@ from typing import Any
 
 from devup import compose, dag, git, paths, processes, state
 from devup.errors import BusyError, DevupError
+from devup.hookspec import Hook, teardown_settings
 from devup.model import Identity
+from devup.paths import CONFIG_NAME
 from devup.report import Reporter
 from devup.steps import hooks, service, worktree
 from devup.undo import Leftover
@@ -66,9 +69,12 @@ def down(
     force: bool = False,
 ) -> Outcome:
     with ws.locked(name):
+        # Only what down needs from devup.toml, read without validating the rest: down must
+        # work (and start fast) even when the file no longer validates.
+        settings = teardown_settings(ws.repo.root / CONFIG_NAME)
         record = ws.record(name)
         if record is not None and record.created_worktree and not keep_worktree and not force:
-            _refuse_if_dirty(ws, record)
+            _refuse_if_dirty(record, settings.copy)
         leftovers = ws.recover(name, reporter, include_kept=True) or []
         if leftovers:
             raise RecoverIncomplete(
@@ -83,7 +89,7 @@ def down(
         ident = _ident(ws, record)
         wt = Path(record.worktree)
         env = {**record.env}
-        _hook(ws, "pre_down", ident, wt if wt.is_dir() else ws.repo.root, env, reporter)
+        _hook(settings.pre_down, ident, wt if wt.is_dir() else ws.repo.root, env, reporter)
         for sname, proc in record.services.items():
             with _step(reporter, f"service:{sname}"):
                 service.stop(record=proc, ident=ident, name=sname)
@@ -106,7 +112,7 @@ def down(
         state.release_ports(repo_id=ws.repo.repo_id, session=name)
         shutil.rmtree(ws.repo.session_dir(name), ignore_errors=True)
         ws.repo.record(name).unlink(missing_ok=True)
-        _hook(ws, "post_down", ident, ws.repo.root, env, reporter)
+        _hook(settings.post_down, ident, ws.repo.root, env, reporter)
         return Outcome(name, "down", f"session {name} removed")
 
 
@@ -170,14 +176,10 @@ def _leftover_text(name: str, leftovers: list[Leftover]) -> str:
     )
 
 
-def _refuse_if_dirty(ws: Workspace, record: state.SessionRecord) -> None:
+def _refuse_if_dirty(record: state.SessionRecord, copied: tuple[str, ...]) -> None:
     wt = Path(record.worktree)
     if not wt.is_dir():
         return
-    try:
-        copied = set(ws.config.worktree.copy_)
-    except DevupError:
-        copied = set()  # a broken or missing devup.toml must never stop a `down`
     dirty = [p for p in git.dirty_paths(wt) if p not in copied and p != paths.ENV_FILE]
     if dirty:
         shown = ", ".join(dirty[:5]) + (f" and {len(dirty) - 5} more" if len(dirty) > 5 else "")
@@ -187,21 +189,14 @@ def _refuse_if_dirty(ws: Workspace, record: state.SessionRecord) -> None:
         )
 
 
-def _hook(
-    ws: Workspace, name: str, ident: Identity, cwd: Path, env: dict[str, str], reporter: Reporter
-) -> None:
-    try:
-        hook = ws.config.hooks.get(name)
-    except DevupError:
-        return
+def _hook(hook: Hook | None, ident: Identity, cwd: Path, env: dict[str, str], reporter: Reporter) -> None:
+    """pre_down / post_down: a failure is a warning, never a reason to stop a teardown."""
     if hook is None:
         return
-    import os
-
     try:
         hooks.run(stack=None, ident=ident, hook=hook, cwd=cwd, env={**os.environ, **env})
     except DevupError as exc:
-        reporter.warn(f"hook {name} failed (ignored): {exc.message}")
+        reporter.warn(f"hook {hook.name} failed (ignored): {exc.message}")
 
 
 class _step:

@@ -110,3 +110,30 @@ def test_error_text_keeps_brackets(tmp_path):
     (repo / "devup.toml").write_text("[ports]\nrange = [30000, 20000]\n")
     result = subprocess.run([sys.executable, "-m", "devup", "up", "x"], cwd=repo, capture_output=True, text=True)
     assert result.returncode == 2 and "[low, high]" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "pre_down", "copy"),
+    [
+        ('[hooks]\npre_down = "a"\n[worktree]\ncopy = [".env"]\n', ("a",), (".env",)),
+        ('[hooks]\npre_down = ["a", "b"]\n', ("a", "b"), ()),
+        ('[hooks]\npre_down = { run = "a", undo = "b" }\n', ("a",), ()),
+        ('[hooks]\npre_down = 3\n', None, ()),  # malformed: skipped, never fatal for down
+        ("[hooks\n", None, ()),
+        ('[project]\nmoed = "x"\n[hooks]\npre_down = "a"\n', ("a",), ()),  # the rest need not validate
+    ],
+)
+def test_teardown_settings_read_only_what_down_needs(tmp_path, text, pre_down, copy):
+    from devup.hookspec import teardown_settings
+
+    (tmp_path / "devup.toml").write_text(text)
+    settings = teardown_settings(tmp_path / "devup.toml")
+    assert (settings.pre_down.commands if settings.pre_down else None) == pre_down
+    assert settings.copy == copy
+
+
+def test_the_validated_config_and_down_agree_on_hooks(tmp_path):
+    from devup.hookspec import teardown_settings
+
+    cfg = load(tmp_path, '[hooks]\npre_down = { run = ["a", "b"], undo = "c", timeout = 5 }\n')
+    assert cfg.hooks.get("pre_down") == teardown_settings(tmp_path / "devup.toml").pre_down

@@ -5,14 +5,16 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from devup import compose, processes
-from devup.config import GroupCfg
 from devup.errors import CommandFailed
 from devup.model import Identity
 from devup.state import GroupRecord
 from devup.undo import UndoRecord, UndoStack, inverse
+
+if TYPE_CHECKING:  # pydantic loads only when devup.toml is read
+    from devup.config import GroupCfg
 
 _TRANSIENT = (
     "Cannot connect to the Docker daemon",

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from devup import processes, runner
-from devup.config import Hook
 from devup.errors import CommandFailed
+from devup.hookspec import Hook
 from devup.model import Identity
 from devup.undo import UndoRecord, UndoStack, inverse
 

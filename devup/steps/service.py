@@ -8,14 +8,16 @@ import socket
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from devup import processes, runner
-from devup.config import ReadyCfg, ServiceCfg
 from devup.errors import DevupError
 from devup.model import Identity
 from devup.state import ProcessRecord
 from devup.undo import UndoRecord, UndoStack, inverse
+
+if TYPE_CHECKING:  # pydantic loads only when devup.toml is read
+    from devup.config import ReadyCfg, ServiceCfg
 
 
 class PortConflict(DevupError):
