@@ -115,6 +115,19 @@ def _guard(
         raise typer.Exit(1) from None
 
 
+def _session(name: str) -> tuple[Any, Any]:
+    """The workspace and the record of session `name`, an interrupted run of it finished first."""
+    from devup.paths import check_session_name
+
+    check_session_name(name)
+    ws = _workspace()
+    _recover_idle(ws, name)
+    record = ws.record(name)
+    if record is None:
+        raise DevupError(f"no session named {name}", hint="`devup ls` lists the sessions")
+    return ws, record
+
+
 def _recover_idle(ws: Any, name: str) -> None:
     """Every command on a session first finishes an interrupted run of it (SPEC §2, §5.3)."""
     if not ws.repo.journal(name).exists():
@@ -244,14 +257,7 @@ def env(
     from devup import envvars
 
     def read() -> dict[str, str]:
-        from devup.paths import check_session_name
-
-        check_session_name(name)
-        ws = _workspace()
-        _recover_idle(ws, name)
-        record = ws.record(name)
-        if record is None:
-            raise DevupError(f"no session named {name}", hint="`devup ls` lists the sessions")
+        _, record = _session(name)
         return dict(record.env)
 
     values = _guard(read, session=name)
@@ -315,14 +321,7 @@ def logs(
     from devup import output
 
     def run() -> None:
-        from devup.paths import check_session_name
-
-        check_session_name(name)
-        ws = _workspace()
-        _recover_idle(ws, name)
-        record = ws.record(name)
-        if record is None:
-            raise DevupError(f"no session named {name}", hint="`devup ls` lists the sessions")
+        ws, record = _session(name)
         logs_mod.show(ws, record, target, follow=follow, lines=lines, emit=output.log_line)
 
     def stop_following(signum: int, frame: Any) -> None:

@@ -279,13 +279,7 @@ class _Run:
         prefer = dict(plan.previous.ports) if plan.previous else {}
         if not plan.resumed:
             # Write-ahead: a new session's leases all go with it, whatever was granted before a crash.
-            self.stack.push(
-                UndoRecord(
-                    "ports_release",
-                    {"repo_id": self.ident.repo.repo_id, "session": self.req.name, "ports": None},
-                    "port leases",
-                )
-            )
+            self._push_release(None, "port leases")
         granted = state.lease_ports(
             repo_id=self.ident.repo.repo_id,
             session=self.req.name,
@@ -295,19 +289,14 @@ class _Run:
             held=self._held_keys(),
         )
         if plan.resumed and granted:
-            self.stack.push(
-                UndoRecord(
-                    "ports_release",
-                    {
-                        "repo_id": self.ident.repo.repo_id,
-                        "session": self.req.name,
-                        "ports": sorted(granted.values()),
-                    },
-                    "new port leases",
-                )
-            )
+            self._push_release(sorted(granted.values()), "new port leases")
         self.ports = {k: granted.get(k, prefer.get(k, 0)) for k in plan.lease_keys}
         self.ports.update({alias: self.ports[full] for alias, full in plan.aliases.items()})
+
+    def _push_release(self, ports: list[int] | None, label: str) -> None:
+        """The inverse of leasing: release `ports` (None: every lease of the session)."""
+        record = {"repo_id": self.ident.repo.repo_id, "session": self.req.name, "ports": ports}
+        self.stack.push(UndoRecord("ports_release", record, label))
 
     def _held_keys(self) -> frozenset[str]:
         """Port keys a resumed session's own running units bind (so "busy" is not foreign)."""
@@ -333,17 +322,7 @@ class _Run:
                 port_range=self.cfg.ports.range,
                 avoid=frozenset({avoid}),
             )
-            self.stack.push(
-                UndoRecord(
-                    "ports_release",
-                    {
-                        "repo_id": self.ident.repo.repo_id,
-                        "session": self.req.name,
-                        "ports": sorted(granted.values()),
-                    },
-                    "replacement port leases",
-                )
-            )
+            self._push_release(sorted(granted.values()), "replacement port leases")
             state.release_ports(repo_id=self.ident.repo.repo_id, session=self.req.name, ports=[avoid])
             moved = dict(granted)
             moved.update({a: granted[f] for a, f in self.plan.aliases.items() if f in granted})
