@@ -99,7 +99,7 @@ def up(ws: Workspace, req: UpRequest, reporter: Reporter) -> UpResult:
     started = time.monotonic()
     paths.check_session_name(req.name)
     cfg = ws.config
-    with ws.locked(req.name), _signals() as signals:
+    with ws.locked(req.name), _signals():
         kept = journal.replay(ws.repo.journal(req.name))
         if kept is not None and kept.outcome == "kept":
             # Its journal lists what that failed run made; a new run must not overwrite it.
@@ -133,7 +133,7 @@ def up(ws: Workspace, req: UpRequest, reporter: Reporter) -> UpResult:
         plan = preflight.plan(
             ws, cfg, name=req.name, branch=req.branch, base=req.base, mode=req.mode, previous=previous
         )
-        return _Run(ws, cfg, req, plan, reporter, signals).execute(started)
+        return _Run(ws, cfg, req, plan, reporter).execute(started)
 
 
 class _Run:
@@ -146,16 +146,8 @@ class _Run:
         req: UpRequest,
         plan: preflight.Plan,
         reporter: Reporter,
-        signals: _Signals,
     ) -> None:
-        self.ws, self.cfg, self.req, self.plan, self.reporter, self.signals = (
-            ws,
-            cfg,
-            req,
-            plan,
-            reporter,
-            signals,
-        )
+        self.ws, self.cfg, self.req, self.plan, self.reporter = ws, cfg, req, plan, reporter
         self.ident = plan.ident
         self.journal = Journal(ws.repo.journal(req.name))
         self.stack = UndoStack(self.journal)
@@ -423,7 +415,6 @@ class _Run:
             self._keep_record()
             return UpFailed(session=self.req.name, status="kept", step=step, cause=message, leftovers=[])
         self.reporter.note("rolling back what this run created")
-        self.signals.rolling_back = True
         leftovers = self.stack.unwind(on_undo=self.reporter.undone)
         if not leftovers:
             if self.plan.resumed:
@@ -480,16 +471,12 @@ def _result(record: state.SessionRecord, *, resumed: bool, started: float, noop:
 _PORT_ATTEMPTS = 3
 
 
-class _Signals:
-    rolling_back = False
-
-
 @contextlib.contextmanager
-def _signals() -> Iterator[_Signals]:
-    """SIGINT/SIGTERM raise Interrupted in the main thread: once to roll back, again to stop it."""
-    flags = _Signals()
+def _signals() -> Iterator[None]:
+    """SIGINT/SIGTERM raise Interrupted in the main thread: the first starts the rollback; a
+    second, raised inside the unwind, stops it and leaves the journal for `recover`."""
     if threading.current_thread() is not threading.main_thread():
-        yield flags
+        yield
         return
 
     def handler(signum: int, frame: FrameType | None) -> None:
@@ -498,7 +485,7 @@ def _signals() -> Iterator[_Signals]:
 
     old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        yield flags
+        yield
     finally:
         for sig, previous in old.items():
             signal.signal(sig, previous)
