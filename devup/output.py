@@ -135,7 +135,7 @@ def up_summary(doc: dict[str, Any], units: list[tuple[str, str, str]], noop: boo
 
 def sessions_table(rows: list[dict[str, Any]]) -> None:
     if not rows:
-        _console("out").print("no sessions")
+        sys.stdout.write("no sessions\n")  # no rich for the empty case: ls starts faster
         return
     table = _table()
     for col in ("session", "status", "mode", "branch", "worktree", "ports"):

@@ -8,8 +8,6 @@ import errno
 import fcntl
 import json
 import os
-import socket
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +53,8 @@ def is_locked(path: Path) -> bool:
 
 def write_atomic(path: Path, text: str, *, mode: int = 0o600) -> None:
     """Temp file in the same folder, fsync, os.replace: a reader sees the old or the new file."""
+    import tempfile
+
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
@@ -202,6 +202,8 @@ def _read_leases(path: Path) -> dict[str, dict[str, Any]]:
 
 
 def port_is_free(port: int) -> bool:
+    import socket
+
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
