@@ -159,3 +159,33 @@ def test_json_documents_have_specs_fields(make):
     assert set(doc["error"]) >= {"step", "message"} and doc["error"]["step"] == "worktree"
     assert json.loads(repo.devup("stop", "j", "--json").stdout)["status"] == "stopped"
     assert json.loads(repo.devup("down", "j", "--json").stdout)["status"] == "down"
+
+
+def test_the_bundled_example_comes_up_and_answers(make):
+    """What `scripts/demo` does: the example in a fresh repository, `devup up demo`, its URL."""
+    import shutil
+    import urllib.request
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent / "examples" / "demo"
+    repo = make((root / "devup.toml").read_text())
+    for item in root.iterdir():
+        if item.name != "devup.toml":
+            (shutil.copytree if item.is_dir() else shutil.copy2)(item, repo.path / item.name)
+    repo.commit("the example")
+    # The example's hooks and app run `python` with its packages: the test venv's.
+    env = {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    try:
+        doc = repo.up_json("demo", env=env)
+        url = f"http://127.0.0.1:{doc['ports']['WEB']}"
+        with urllib.request.urlopen(f"{url}/health", timeout=10) as resp:
+            assert resp.status == 200
+        with urllib.request.urlopen(f"{url}/", timeout=10) as resp:
+            page = resp.read().decode()
+        assert "demo" in page and "apples" in page  # the session name and a row seeded by post_up
+        assert {"POSTGRES", "REDIS", "WEB"} <= set(doc["ports"])
+    finally:
+        down = repo.devup("down", "demo", "--force", env=env)
+    assert down.returncode == 0, down.stderr
+    for kind in ("container", "network", "volume"):
+        assert world.labelled(kind, repo_id=repo.repo_id, session="demo") == []
