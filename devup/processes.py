@@ -58,7 +58,11 @@ def tagged(*, repo_id: str, session: str, unit: str | None = None) -> list[psuti
 
 def kill_tagged(*, repo_id: str, session: str, unit: str | None = None, timeout: float = 5) -> None:
     """Stop every tagged process: SIGTERM, then SIGKILL what is left after `timeout`."""
-    procs = tagged(repo_id=repo_id, session=session, unit=unit)
+    _terminate(tagged(repo_id=repo_id, session=session, unit=unit), timeout=timeout)
+
+
+def _terminate(procs: list[psutil.Process], *, timeout: float) -> None:
+    """SIGTERM each process, SIGKILL what is still running after `timeout`."""
     for proc in procs:
         with contextlib.suppress(psutil.Error):
             proc.terminate()
@@ -108,15 +112,6 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
         os.killpg(pgid, sig)
 
 
-def wait_gone(pid: int, started: float, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not is_alive(pid, started):
-            return True
-        time.sleep(0.05)
-    return not is_alive(pid, started)
-
-
 def tagged_all(*, repo_id: str) -> list[psutil.Process]:
     """Live processes carrying this repository's tag, whatever their session."""
     found = []
@@ -133,9 +128,6 @@ def kill_pid(pid: int, timeout: float = 5) -> None:
     """SIGTERM one process, SIGKILL after `timeout`; already gone is success."""
     try:
         proc = psutil.Process(pid)
-        proc.terminate()
-        alive = _wait_exited([proc], timeout=timeout)
-        for p in alive:
-            p.kill()
     except psutil.NoSuchProcess:
-        pass
+        return
+    _terminate([proc], timeout=timeout)
