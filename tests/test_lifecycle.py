@@ -330,3 +330,17 @@ def test_native_service_that_loses_its_port_at_bind_is_retried(make):
     get(doc["ports"]["WEB"])
     assert f"DEVUP_PORT_WEB={doc['ports']['WEB']}" in (repo.worktree("p") / ".env.devup").read_text()
     assert repo.devup("down", "p").returncode == 0
+
+
+def test_an_adopted_worktree_survives_down(shop):
+    wt = shop.worktree("ad")
+    world.git(shop.path, "worktree", "add", "-q", "-b", "ad", str(wt))
+    (wt / "mine.txt").write_text("made by hand")
+    doc = shop.up_json("ad")
+    assert doc["worktree"] == str(wt)
+    down = shop.devup("down", "ad")
+    assert down.returncode == 0, down.stderr
+    assert wt in world.worktree_paths(shop.path) and (wt / "mine.txt").read_text() == "made by hand"
+    assert "ad" in world.branches(shop.path)
+    assert world.labelled("container", repo_id=shop.repo_id, session="ad") == []
+    world.git(shop.path, "worktree", "remove", "--force", str(wt))
