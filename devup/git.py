@@ -34,14 +34,13 @@ def find_repo(start: Path) -> RepoPaths:
     )
 
 
-def _is_lock_contention(output: str) -> bool:
-    return ".lock" in output and (
-        "File exists" in output or "Unable to create" in output or "could not lock" in output
+def _is_lock_contention(result: runner.Result) -> bool:
+    output = result.output + result.errors
+    return (
+        not result.ok
+        and ".lock" in output
+        and ("File exists" in output or "Unable to create" in output or "could not lock" in output)
     )
-
-
-class _LockContention(Exception):
-    pass
 
 
 def git(root: Path, *args: str) -> str:
@@ -49,25 +48,20 @@ def git(root: Path, *args: str) -> str:
     jitter, any other failure is a CommandFailed at once.
 
     Plain git through the runner: gitpython's command wrapper does the same, and importing it
-    costs up to 0.17 s on every devup command that touches git.
+    costs up to 0.17 s on every devup command that touches git. tenacity is loaded only when a
+    first attempt met a lock.
     """
-    from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
+    result = _git_once(root, args)
+    if _is_lock_contention(result):
+        from tenacity import Retrying, retry_if_result, stop_after_attempt, wait_random_exponential
 
-    result: runner.Result | None = None
-    try:
-        for attempt in Retrying(
-            retry=retry_if_exception_type(_LockContention),
+        retrying = Retrying(
+            retry=retry_if_result(_is_lock_contention),
             wait=wait_random_exponential(multiplier=0.05, max=1),
-            stop=stop_after_attempt(8),
-            reraise=True,
-        ):
-            with attempt:
-                result = runner.run(["git", *args], cwd=root, timeout=300, merge_stderr=False)
-                if not result.ok and _is_lock_contention(result.output + result.errors):
-                    raise _LockContention
-    except _LockContention:
-        pass
-    assert result is not None
+            stop=stop_after_attempt(7),
+            retry_error_callback=lambda state: state.outcome.result() if state.outcome else None,
+        )
+        result = retrying(_git_once, root, args)
     if not result.ok:
         raise CommandFailed(
             command="git " + " ".join(args),
@@ -75,6 +69,10 @@ def git(root: Path, *args: str) -> str:
             output_tail="\n".join((result.output + result.errors).strip().splitlines()[-20:]),
         )
     return result.output.rstrip("\n")
+
+
+def _git_once(root: Path, args: tuple[str, ...]) -> runner.Result:
+    return runner.run(["git", *args], cwd=root, timeout=300, merge_stderr=False)
 
 
 @dataclass(frozen=True)
