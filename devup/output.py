@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 from typing import TYPE_CHECKING, Any
@@ -34,21 +35,23 @@ def escape(text: str) -> str:
     return rich_escape(text)
 
 
-def _table() -> Any:
-    from rich.table import Table
-
-    return Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+Part = str | tuple[str, str]  # plain text, or (text, rich style)
 
 
 class ConsoleReporter:
-    """One line per step with its duration; on a terminal, a spinner line for running steps."""
+    """One line per step with its duration; on a terminal, a spinner line for running steps.
+
+    Off a terminal (CI, scripts, agents) the lines are written as plain text without loading
+    rich, which costs ~30 ms of every command's start.
+    """
 
     def __init__(self, *, quiet: bool = False) -> None:
         self.quiet = quiet
         self._lock = threading.Lock()
         self._running: dict[str, None] = {}
         self._status: Any = None
-        if _console("err").is_terminal and not quiet:
+        self._terminal = sys.stderr.isatty()
+        if self._terminal and not quiet:
             self._status = _console("err").status("")
 
     def _refresh(self) -> None:
@@ -68,34 +71,41 @@ class ConsoleReporter:
     def step_done(self, step: str, seconds: float, detail: str = "") -> None:
         with self._lock:
             self._running.pop(step, None)
-            self._print(f"[green]✓[/] {step:<24} {seconds:6.2f}s {detail}")
+            self._print(("✓", "green"), f" {step:<24} {seconds:6.2f}s {detail}".rstrip())
             self._refresh()
 
     def step_failed(self, step: str, seconds: float, error: str) -> None:
         with self._lock:
             self._running.pop(step, None)
             first = error.splitlines()[0] if error else ""
-            self._print(f"[red]✗[/] {step:<24} {seconds:6.2f}s {escape(first)}")
+            self._print(("✗", "red"), f" {step:<24} {seconds:6.2f}s {first}")
             self._refresh()
 
     def undone(self, label: str, error: str | None) -> None:
         with self._lock:
             if error:
-                self._print(f"  [red]could not undo[/] {escape(label)}: {escape(error)}")
+                self._print("  ", ("could not undo", "red"), f" {label}: {error}")
             else:
-                self._print(f"  [yellow]↶[/] undone: {escape(label)}")
+                self._print("  ", ("↶", "yellow"), f" undone: {label}")
 
     def note(self, message: str) -> None:
         with self._lock:
-            self._print(escape(message))
+            self._print(message)
 
     def warn(self, message: str) -> None:
         with self._lock:
-            self._print(f"[yellow]warning:[/] {escape(message)}")
+            self._print(("warning:", "yellow"), f" {message}")
 
-    def _print(self, markup: str) -> None:
-        if not self.quiet:
-            _console("err").print(markup)
+    def _print(self, *parts: Part) -> None:
+        if self.quiet:
+            return
+        if self._terminal:
+            from rich.text import Text
+
+            _console("err").print(Text.assemble(*parts))
+        else:
+            sys.stderr.write("".join(p if isinstance(p, str) else p[0] for p in parts) + "\n")
+            sys.stderr.flush()
 
     def close(self) -> None:
         if self._status is not None:
@@ -116,69 +126,88 @@ def error(message: str, hint: str | None) -> None:
 
 def up_summary(doc: dict[str, Any], units: list[tuple[str, str, str]], noop: bool) -> None:
     verb = "already up (nothing to do)" if noop else ("resumed" if doc["resumed"] else "up")
-    _console("out").print(
-        f"[bold green]session {doc['session']}[/] {verb} in {doc['duration_s']:.2f}s "
-        f"({doc['mode']} mode, branch {doc['branch']})"
+    title = f"session {doc['session']}"
+    if _colour_stdout():
+        title = f"\033[1;32m{title}\033[0m"
+    sys.stdout.write(
+        f"{title} {verb} in {doc['duration_s']:.2f}s ({doc['mode']} mode, branch {doc['branch']})\n"
     )
     if units:
-        table = _table()
-        for col in ("unit", "ports (DEVUP_PORT_…)", "url"):
-            table.add_column(col)
-        for unit, ports, url in units:
-            table.add_row(unit, ports, url)
-        _console("out").print(table)
-    _console("out").print(f"worktree  {doc['worktree']}")
-    _console("out").print(
-        f"env file  {doc['env_file']}   (`devup env {doc['session']} --format shell` for eval)"
+        _columns(("unit", "ports (DEVUP_PORT_…)", "url"), [list(u) for u in units])
+    sys.stdout.write(
+        f"worktree  {doc['worktree']}\n"
+        f"env file  {doc['env_file']}   (`devup env {doc['session']} --format shell` for eval)\n"
     )
+    sys.stdout.flush()
 
 
-_ANSI = {"up": "32", "degraded": "33", "stopped": "2", "failed": "31", "interrupted": "31"}
+_ANSI = {
+    "up": "32",
+    "degraded": "33",
+    "stopped": "2",
+    "failed": "31",
+    "interrupted": "31",
+    "yes": "32",
+    "no": "31",
+}
 
 
-def sessions_table(rows: list[dict[str, Any]]) -> None:
-    """`ls`: aligned columns, written directly. rich's table costs ~0.1 s to import and render,
-    a third of what `ls` may take; the status is coloured (ANSI) on a terminal only."""
-    if not rows:
-        sys.stdout.write("no sessions\n")
-        return
-    header = ("session", "status", "mode", "branch", "worktree", "ports")
-    lines = [header] + [
-        (
-            r["session"],
-            r["status"],
-            r["mode"],
-            r["branch"],
-            r["worktree"],
-            " ".join(
-                f"{k}={v}" for k, v in r["ports"].items() if "_" not in k or k.rsplit("_", 1)[1].isalpha()
-            ),
-        )
-        for r in rows
-    ]
+def _colour_stdout() -> bool:
+    return sys.stdout.isatty() and "NO_COLOR" not in os.environ
+
+
+def _columns(header: tuple[str, ...], rows: list[list[str]], *, coloured: int | None = None) -> None:
+    """Aligned columns, written directly: rich's table costs ~0.1 s to import and render, a third
+    of what `ls` may take. On a terminal the header is bold and column `coloured` is coloured."""
+    lines = [list(header), *rows]
     widths = [max(len(line[c]) for line in lines) for c in range(len(header))]
-    tty = sys.stdout.isatty()
+    tty = _colour_stdout()
     for n, line in enumerate(lines):
         cells = [cell.ljust(w) for cell, w in zip(line, widths, strict=True)]
         if tty and n == 0:
             cells = [f"\033[1m{c}\033[0m" for c in cells]
-        elif tty and line[1] in _ANSI:
-            cells[1] = f"\033[{_ANSI[line[1]]}m{cells[1]}\033[0m"
+        elif tty and coloured is not None and line[coloured] in _ANSI:
+            cells[coloured] = f"\033[{_ANSI[line[coloured]]}m{cells[coloured]}\033[0m"
         sys.stdout.write("  ".join(cells).rstrip() + "\n")
+    sys.stdout.flush()
+
+
+def sessions_table(rows: list[dict[str, Any]]) -> None:
+    """`ls`: one line per session, the status coloured on a terminal."""
+    if not rows:
+        sys.stdout.write("no sessions\n")
+        return
+    _columns(
+        ("session", "status", "mode", "branch", "worktree", "ports"),
+        [
+            [
+                r["session"],
+                r["status"],
+                r["mode"],
+                r["branch"],
+                r["worktree"],
+                " ".join(
+                    f"{k}={v}" for k, v in r["ports"].items() if "_" not in k or k.rsplit("_", 1)[1].isalpha()
+                ),
+            ]
+            for r in rows
+        ],
+        coloured=1,
+    )
 
 
 def status_table(name: str, status: str, units: list[dict[str, Any]]) -> None:
-    _console("out").print(f"session [bold]{name}[/]: {status}")
-    table = _table()
-    for col in ("unit", "kind", "state", "healthy"):
-        table.add_column(col)
-    for u in units:
-        table.add_row(u["name"], u["kind"], u["state"], "[green]yes[/]" if u["healthy"] else "[red]no[/]")
-    _console("out").print(table)
+    sys.stdout.write(f"session {name}: {status}\n")
+    _columns(
+        ("unit", "kind", "state", "healthy"),
+        [[u["name"], u["kind"], u["state"], "yes" if u["healthy"] else "no"] for u in units],
+        coloured=3,
+    )
 
 
 def plain(text: str) -> None:
-    _console("out").print(text, markup=False, highlight=False, soft_wrap=True)
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
 
 
 _PALETTE = ("cyan", "magenta", "green", "yellow", "blue", "bright_cyan", "bright_magenta", "bright_green")
