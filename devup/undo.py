@@ -49,8 +49,9 @@ class Leftover:
 
 
 def undo_one(record: UndoRecord) -> None:
-    import devup.steps  # noqa: F401  (registers every kind of inverse)
+    from devup import steps
 
+    steps.load_all()
     _REGISTRY[record.kind](record.args)
 
 

@@ -1,5 +1,14 @@
-"""One module per kind of step; importing this package registers every inverse."""
+"""One module per kind of step; `load_all()` registers every inverse for the undo registry.
 
-from devup.steps import files, group, hooks, ports, service, worktree
+Importing the package alone loads nothing: `down` needs three of the six modules, and every
+module it does not import is time a user waits for.
+"""
 
-__all__ = ["files", "group", "hooks", "ports", "service", "worktree"]
+import importlib
+
+_MODULES = ("files", "group", "hooks", "ports", "service", "worktree")
+
+
+def load_all() -> None:
+    for module in _MODULES:
+        importlib.import_module(f"devup.steps.{module}")
