@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from devup.errors import ConfigError
 from devup.hookspec import Hook, normalise
-from devup.paths import CONFIG_NAME
+from devup.paths import CONFIG_NAME, read_config
 
 Mode = Literal["container", "hybrid", "host"]
 MODES: tuple[Mode, ...] = ("container", "hybrid", "host")
@@ -124,13 +124,11 @@ class Config(_Strict):
 
 def load(repo_root: Path) -> Config:
     """Read and validate `devup.toml` at the main checkout's root."""
-    path = repo_root / CONFIG_NAME
-    if not path.is_file():
-        raise ConfigError(
-            f"{path.name} not found in {repo_root}",
-            hint="run `devup init` in the main checkout to write a starter devup.toml",
-        )
-    text = path.read_text(encoding="utf-8")
+    return parse(repo_root / CONFIG_NAME, read_config(repo_root))
+
+
+def parse(path: Path, text: str) -> Config:
+    """Validate the text of `path`; errors name the file, the key path and the line."""
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

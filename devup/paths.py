@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from devup.errors import UsageError
+from devup.errors import ConfigError, UsageError
 
 NAME_RE = re.compile(r"^(?:[a-z0-9]|[a-z0-9][a-z0-9-]{0,38}[a-z0-9])$")
 ENV_FILE = ".env.devup"
@@ -21,6 +21,22 @@ def check_session_name(name: str) -> str:
             hint="use 1-40 lower-case letters, digits and '-', not starting or ending with '-'",
         )
     return name
+
+
+def read_config(repo_root: Path) -> str:
+    """The text of the main checkout's devup.toml."""
+    path = repo_root / CONFIG_NAME
+    try:
+        return path.read_text(encoding="utf-8")
+    except (FileNotFoundError, IsADirectoryError):
+        raise ConfigError(
+            f"{CONFIG_NAME} not found in {repo_root}",
+            hint="run `devup init` in the main checkout to write a starter devup.toml",
+        ) from None
+
+
+def digest(text: str) -> str:
+    return _sha256_hex(text.encode())
 
 
 def state_root() -> Path:

@@ -11,16 +11,19 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from devup import compose, dag, envvars, faults, git, inspect, journal, paths, preflight, runner, state
-from devup.config import Config, Mode
+from devup import compose, dag, envvars, faults, git, inspect, journal, paths, runner, state
 from devup.errors import DevupError, Interrupted, StepFailed, UsageError
 from devup.journal import Journal
 from devup.report import Reporter
 from devup.steps import files, group, hooks, service, worktree
 from devup.undo import Leftover, UndoRecord, UndoStack
 from devup.workspace import Workspace, mark_failed
+
+if TYPE_CHECKING:
+    from devup import preflight
+    from devup.config import Config, Mode
 
 
 @dataclass(frozen=True)
@@ -98,7 +101,8 @@ class UpFailed(DevupError):
 def up(ws: Workspace, req: UpRequest, reporter: Reporter) -> UpResult:
     started = time.monotonic()
     paths.check_session_name(req.name)
-    cfg = ws.config
+    if not _config_unchanged_since_up(ws, req.name):
+        ws.config  # noqa: B018  (validates: a config error is exit 2 before anything changes)
     with ws.locked(req.name), _signals():
         kept = journal.replay(ws.repo.journal(req.name))
         if kept is not None and kept.outcome == "kept":
@@ -130,10 +134,22 @@ def up(ws: Workspace, req: UpRequest, reporter: Reporter) -> UpResult:
             and inspect.is_healthy(ws, previous)
         ):
             return _result(previous, resumed=True, started=started, noop=True)
+        from devup import preflight  # with the config model: pydantic, ~0.15 s a no-op `up` skips
+
+        cfg = ws.config
         plan = preflight.plan(
             ws, cfg, name=req.name, branch=req.branch, base=req.base, mode=req.mode, previous=previous
         )
         return _Run(ws, cfg, req, plan, reporter).execute(started)
+
+
+def _config_unchanged_since_up(ws: Workspace, name: str) -> bool:
+    """devup.toml is byte for byte the one `name` was last brought up with, which validated then
+    (docker-compose's config hash, used the same way): `up` of an up session skips pydantic."""
+    with contextlib.suppress(DevupError):  # a corrupt record is reported under the lock
+        previous = ws.record(name)
+        return previous is not None and previous.config_digest == ws.config_digest
+    return False
 
 
 class _Run:
@@ -396,6 +412,7 @@ class _Run:
             env=self.env,
             created_at=plan.previous.created_at if plan.previous else now,
             updated_at=now,
+            config_digest=self.ws.config_digest,
         )
 
     def _fail(self, exc: BaseException) -> UpFailed:

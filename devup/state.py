@@ -79,6 +79,7 @@ class ProcessRecord:
     pid: int
     start_time: float
     stop_timeout: float = 10
+    depends_on: list[str] = field(default_factory=list)  # as configured: groups and services
 
     @staticmethod
     def from_dict(data: dict[str, Any]) -> ProcessRecord:
@@ -86,6 +87,7 @@ class ProcessRecord:
             pid=int(data["pid"]),
             start_time=float(data["start_time"]),
             stop_timeout=float(data["stop_timeout"]),
+            depends_on=[_str(d) for d in data.get("depends_on", [])],
         )
 
 
@@ -128,6 +130,7 @@ class SessionRecord:
     env: dict[str, str]
     created_at: float
     updated_at: float
+    config_digest: str = ""  # of the devup.toml this session was last brought up with
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2)
@@ -157,6 +160,7 @@ class SessionRecord:
             env={_str(k): _str(v) for k, v in data["env"].items()},
             created_at=float(data["created_at"]),
             updated_at=float(data["updated_at"]),
+            config_digest=_str(data.get("config_digest", "")),
         )
 
 

@@ -50,11 +50,7 @@ def stop(ws: Workspace, name: str, reporter: Reporter) -> Outcome:
         record = ws.record(name)
         if record is None:
             raise DevupError(f"no session named {name}", hint="`devup ls` lists the sessions")
-        ident = _ident(ws, record)
-        for sname, proc in record.services.items():
-            with _step(reporter, f"stop service:{sname}"):
-                service.stop(record=proc, ident=ident, name=sname)
-        processes.kill_tagged(repo_id=ws.repo.repo_id, session=name)  # a hook's background process too
+        _stop_services(ws, record, reporter, "stop service")
         _each_group_in_reverse(record, lambda g: compose.stop(project=g.project), reporter, "stop group")
         state.write_record(ws.repo.record(name), record.replace(status="stopped", services={}))
         return Outcome(name, "stopped", f"session {name} stopped; `devup up {name}` resumes it")
@@ -90,11 +86,7 @@ def down(
         wt = Path(record.worktree)
         env = {**record.env}
         _hook(settings.pre_down, ident, wt if wt.is_dir() else ws.repo.root, env, reporter)
-        for sname, proc in record.services.items():
-            with _step(reporter, f"service:{sname}"):
-                service.stop(record=proc, ident=ident, name=sname)
-        # Whatever else carries the session's tag (a hook's background process) goes too.
-        processes.kill_tagged(repo_id=ws.repo.repo_id, session=name)
+        _stop_services(ws, record, reporter, "service")
         _each_group_in_reverse(
             record, lambda g: compose.down(project=g.project, volumes=True), reporter, "group"
         )
@@ -116,16 +108,35 @@ def down(
         return Outcome(name, "down", f"session {name} removed")
 
 
+def _stop_services(ws: Workspace, record: state.SessionRecord, reporter: Reporter, label: str) -> None:
+    """Native services in reverse dependency order, independent ones in parallel; then whatever
+    else carries the session's tag (a service's child in another group, a hook's background job)."""
+    services = record.services
+    _in_reverse(
+        {n: p.depends_on for n, p in services.items()},
+        lambda n: service.stop(record=services[n]),
+        reporter,
+        label,
+    )
+    processes.kill_tagged(repo_id=ws.repo.repo_id, session=record.session)
+
+
 def _each_group_in_reverse(
     record: state.SessionRecord, work: Callable[[state.GroupRecord], None], reporter: Reporter, label: str
 ) -> None:
-    """Groups in reverse dependency order, independent ones in parallel (as `up` brought them)."""
     groups = {g.name: g for g in record.groups}
-    dependents = {name: [o.name for o in record.groups if name in o.depends_on] for name in groups}
+    _in_reverse({n: g.depends_on for n, g in groups.items()}, lambda n: work(groups[n]), reporter, label)
+
+
+def _in_reverse(
+    units: dict[str, list[str]], work: Callable[[str], None], reporter: Reporter, label: str
+) -> None:
+    """Units in reverse dependency order, independent ones in parallel (as `up` brought them)."""
+    dependents = {name: [o for o, deps in units.items() if name in deps] for name in units}
 
     def one(name: str) -> None:
         with _step(reporter, f"{label}:{name}"):
-            work(groups[name])
+            work(name)
 
     dag.run(dependents, one)
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from devup import git, journal, state
 from devup.errors import BusyError
-from devup.paths import RepoPaths, check_session_name
+from devup.paths import CONFIG_NAME, RepoPaths, check_session_name, digest, read_config
 from devup.report import Reporter
 from devup.undo import Leftover, UndoRecord, unwind_records
 
@@ -25,10 +25,19 @@ class Workspace:
     repo: RepoPaths
 
     @functools.cached_property
+    def config_text(self) -> str:
+        return read_config(self.repo.root)
+
+    @functools.cached_property
     def config(self) -> Config:
         from devup import config  # pydantic: only the commands that read devup.toml pay for it
 
-        return config.load(self.repo.root)
+        return config.parse(self.repo.root / CONFIG_NAME, self.config_text)
+
+    @property
+    def config_digest(self) -> str:
+        """What a session records of the config it was brought up with (see session.up)."""
+        return digest(self.config_text)
 
     @property
     def project(self) -> str:

@@ -344,3 +344,39 @@ def test_an_adopted_worktree_survives_down(shop):
     assert "ad" in world.branches(shop.path)
     assert world.labelled("container", repo_id=shop.repo_id, session="ad") == []
     world.git(shop.path, "worktree", "remove", "--force", str(wt))
+
+
+def test_up_of_an_up_session_still_rejects_an_edited_bad_config(make):
+    toml = '[project]\nmode = "host"\n[services.job]\nrun = "exec sleep 300"\n'
+    repo = make(toml)
+    first = repo.up_json("cf")
+    [proc] = world.tagged_processes(repo_id=repo.repo_id, session="cf")
+    (repo.path / "devup.toml").write_text(toml + "[servces.typo]\nrun = 'true'\n")
+    bad = repo.devup("up", "cf")
+    assert bad.returncode == 2, bad.stderr
+    assert "servces" in bad.stderr and "devup.toml" in bad.stderr
+    assert [p.pid for p in world.tagged_processes(repo_id=repo.repo_id, session="cf")] == [proc.pid]
+    (repo.path / "devup.toml").write_text(toml)
+    again = repo.up_json("cf")
+    assert again["ports"] == first["ports"] and again["resumed"] is True
+    assert [p.pid for p in world.tagged_processes(repo_id=repo.repo_id, session="cf")] == [proc.pid]
+    assert repo.devup("down", "cf").returncode == 0
+
+
+def test_down_stops_services_in_reverse_dependency_order(make):
+    # Each service notes when SIGTERM has finished it; api takes a moment, so in parallel db
+    # would finish first. api depends on db: api must be gone before db is asked to stop.
+    def svc(name: str, delay: str) -> str:
+        log = '"$DEVUP_WORKTREE/../stops-$DEVUP_SESSION"'
+        return f"trap 'sleep {delay}; echo {name} >> {log}; exit 0' TERM; while :; do sleep 0.05; done"
+
+    repo = make(
+        '[project]\nmode = "host"\n'
+        f'[services.db]\nrun = """{svc("db", "0")}"""\n'
+        f'[services.api]\nrun = """{svc("api", "0.5")}"""\ndepends_on = ["db"]\n'
+    )
+    repo.up_json("ord")
+    assert len(world.tagged_processes(repo_id=repo.repo_id, session="ord")) >= 2
+    assert repo.devup("down", "ord").returncode == 0
+    assert (repo.tmp / "proj-worktrees" / "stops-ord").read_text().split() == ["api", "db"]
+    assert world.tagged_processes(repo_id=repo.repo_id, session="ord") == []

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import http.client
 import re
 import socket
 import time
@@ -61,7 +60,9 @@ def start(
             f"service {name} (pid {pid})",
         ),
     )
-    record = ProcessRecord(pid=pid, start_time=started, stop_timeout=cfg.stop_timeout)
+    record = ProcessRecord(
+        pid=pid, start_time=started, stop_timeout=cfg.stop_timeout, depends_on=list(cfg.depends_on)
+    )
     wait_ready(
         name=name, cfg=cfg, record=record, port=port, cwd=cwd, env=child_env, log_path=log_path, offset=offset
     )
@@ -113,6 +114,8 @@ def _probe(
     ready: ReadyCfg, *, port: int | None, cwd: Path, env: Mapping[str, str], log_path: Path, offset: int
 ) -> bool:
     if ready.http is not None and port is not None:
+        import http.client  # with ssl, ~20 ms: only a run that probes http pays for it
+
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
         try:
             conn.request("GET", ready.http)
@@ -158,17 +161,10 @@ def _tail(path: Path, offset: int = 0, lines: int = 20) -> str:
         return "(no log)"
 
 
-def stop(*, record: ProcessRecord, ident: Identity, name: str) -> None:
-    undo(
-        {
-            "repo_id": ident.repo.repo_id,
-            "session": ident.session,
-            "unit": f"service:{name}",
-            "pid": record.pid,
-            "start_time": record.start_time,
-            "stop_timeout": record.stop_timeout,
-        }
-    )
+def stop(*, record: ProcessRecord) -> None:
+    """Stop a recorded service: SIGTERM its group, SIGKILL after its stop_timeout. What its
+    children left in other groups is the caller's session-wide sweep (one /proc scan for all)."""
+    processes.stop(record.pid, record.start_time, timeout=record.stop_timeout)
 
 
 @inverse("process_stop")
