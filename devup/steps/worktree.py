@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,7 @@ def apply(*, stack: UndoStack, root: Path, plan: WorktreePlan) -> bool:
     """Create the worktree unless it exists; returns whether this run created it."""
     if plan.exists:
         return False
+    made = _outermost_missing(plan.path.parent)  # git makes the folders; their undo is ours
     stack.push(
         UndoRecord(
             "worktree_remove",
@@ -68,6 +70,7 @@ def apply(*, stack: UndoStack, root: Path, plan: WorktreePlan) -> bool:
                 "path": str(plan.path),
                 "branch": plan.branch,
                 "branch_at": plan.new_from,
+                "folders_from": str(made) if made else None,
             },
             f"worktree {plan.path}" + (f" and branch {plan.branch}" if plan.new_from else ""),
         )
@@ -87,3 +90,24 @@ def undo(args: dict[str, Any]) -> None:
             raise
     if args.get("branch_at"):
         git.delete_branch(root, args["branch"], expected=args["branch_at"])
+    if args.get("folders_from"):
+        _remove_empty(Path(args["path"]).parent, up_to=Path(args["folders_from"]))
+
+
+def _outermost_missing(folder: Path) -> Path | None:
+    """The outermost of `folder` and its parents that does not exist yet (None: it exists)."""
+    missing = None
+    while not folder.exists():
+        missing, folder = folder, folder.parent
+    return missing
+
+
+def _remove_empty(folder: Path, *, up_to: Path) -> None:
+    """Remove the folders this run made, innermost first, as long as they are empty: another
+    session's worktree, made in the meantime, keeps its folder."""
+    with contextlib.suppress(OSError):
+        while True:
+            folder.rmdir()
+            if folder == up_to:
+                return
+            folder = folder.parent
