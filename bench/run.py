@@ -863,6 +863,20 @@ def preflight() -> None:
         result = subprocess.run(args, capture_output=True, text=True)
         if result.returncode != 0:
             raise BenchBroken(f"`{shlex.join(args)}` failed: {result.stderr.strip()} (see bench/README.md)")
+    # Measure devup as a regular install runs it: pip byte-compiles a package it installs, an
+    # editable install leaves that to the first run, and with PYTHONDONTWRITEBYTECODE set every
+    # run would compile devup's modules again.
+    compiled = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import compileall, devup, os; compileall.compile_dir(os.path.dirname(devup.__file__), quiet=1)",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    if compiled.returncode != 0:
+        raise BenchBroken(f"could not byte-compile devup: {compiled.stderr.strip()}")
 
 
 def main(argv: list[str] | None = None) -> int:
