@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 
 from devup.errors import UsageError
@@ -19,10 +20,13 @@ _ENV_HINTS = {
 
 
 def templates_dir() -> Path:
-    """`$DEVUP_TEMPLATES`, else compose-templates/ beside the package (source or editable install)."""
+    """`$DEVUP_TEMPLATES`; else compose-templates/ beside the package (a source checkout or an
+    editable install); else where a wheel installs them, <prefix>/share/devup/compose-templates."""
     if env := os.environ.get("DEVUP_TEMPLATES"):
         return Path(env)
-    return Path(__file__).resolve().parent.parent / "compose-templates"
+    beside = Path(__file__).resolve().parent.parent / "compose-templates"
+    installed = Path(sys.prefix) / "share" / "devup" / "compose-templates"
+    return beside if beside.is_dir() or not installed.is_dir() else installed
 
 
 def available() -> list[str]:
