@@ -6,6 +6,8 @@ import contextlib
 import hashlib
 import json
 import os
+import random
+import secrets
 import subprocess
 import sys
 import textwrap
@@ -84,6 +86,18 @@ def engine() -> None:
             f"docker tests need an engine, Compose v2 and {BUSYBOX}: {exc}; run scripts/test "
             "(or set DEVUP_SKIP_DOCKER_TESTS=1 to skip them, loudly)"
         )
+
+
+def project_name() -> str:
+    """A project slug of its own: compose project names are global on the engine, and other
+    test runs on this machine use the same session names."""
+    return "t" + secrets.token_hex(3)
+
+
+def port_range(width: int = 40) -> str:
+    """A random port block: other test runs on this machine lease from their own state."""
+    low = random.randrange(10000, 19000 - width)
+    return f"[{low}, {low + width - 1}]"
 
 
 @dataclass

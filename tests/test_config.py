@@ -108,7 +108,9 @@ def test_error_text_keeps_brackets(tmp_path):
     repo.mkdir()
     subprocess.run(["git", "init", "-q", "-b", "main"], cwd=repo, check=True)
     (repo / "devup.toml").write_text("[ports]\nrange = [30000, 20000]\n")
-    result = subprocess.run([sys.executable, "-m", "devup", "up", "x"], cwd=repo, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "devup", "up", "x"], cwd=repo, capture_output=True, text=True
+    )
     assert result.returncode == 2 and "[low, high]" in result.stderr
 
 
@@ -118,7 +120,7 @@ def test_error_text_keeps_brackets(tmp_path):
         ('[hooks]\npre_down = "a"\n[worktree]\ncopy = [".env"]\n', ("a",), (".env",)),
         ('[hooks]\npre_down = ["a", "b"]\n', ("a", "b"), ()),
         ('[hooks]\npre_down = { run = "a", undo = "b" }\n', ("a",), ()),
-        ('[hooks]\npre_down = 3\n', None, ()),  # malformed: skipped, never fatal for down
+        ("[hooks]\npre_down = 3\n", None, ()),  # malformed: skipped, never fatal for down
         ("[hooks\n", None, ()),
         ('[project]\nmoed = "x"\n[hooks]\npre_down = "a"\n', ("a",), ()),  # the rest need not validate
     ],

@@ -9,8 +9,6 @@ engine and /proc, never through devup's own state files.
 from __future__ import annotations
 
 import json
-import random
-import secrets
 import subprocess
 from pathlib import Path
 
@@ -18,7 +16,7 @@ import psutil
 import pytest
 
 from tests import world
-from tests.conftest import BUSYBOX, HTTP_SERVICE, Repo
+from tests.conftest import BUSYBOX, HTTP_SERVICE, Repo, port_range, project_name
 
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("engine")]
 
@@ -49,18 +47,6 @@ HOOKS = {
     'undo = "rm -f $DEVUP_WORKTREE/../seed-$DEVUP_SESSION '
     '&& echo undone > $DEVUP_WORKTREE/../unseeded-$DEVUP_SESSION" }',
 }
-
-
-def project_name() -> str:
-    """A project slug of its own: compose project names are global on the engine, and other
-    test runs on this machine use the same session names."""
-    return "t" + secrets.token_hex(3)
-
-
-def port_range(width: int = 40) -> str:
-    """A random port block: other test runs on this machine lease from their own state."""
-    low = random.randrange(10000, 19000 - width)
-    return f"[{low}, {low + width - 1}]"
 
 
 def compose_service(

@@ -237,7 +237,9 @@ def test_commands_work_from_inside_a_worktree(shop):
 def test_resume_moves_off_a_port_a_foreign_listener_took(make):
     import socket
 
-    repo = make(f'[project]\nmode = "host"\n[services.web]\nrun = "{HTTP_SERVICE}"\nport = true\nready = {{ http = "/" }}\n')
+    repo = make(
+        f'[project]\nmode = "host"\n[services.web]\nrun = "{HTTP_SERVICE}"\nport = true\nready = {{ http = "/" }}\n'
+    )
     first = repo.up_json("r")
     assert repo.devup("stop", "r").returncode == 0
     foreign = socket.socket()
@@ -262,7 +264,9 @@ def test_foreign_compose_objects_under_the_sessions_project_name_are_refused(sho
         assert result.returncode == 2, result.stderr
         assert "shop_x_infra_data" in result.stderr and "did not create" in result.stderr
         assert "shop_x_infra_data" in world.docker("volume", "ls", "-q").split()
-        assert shop.worktree("x") not in world.worktree_paths(shop.path) and "x" not in world.branches(shop.path)
+        assert shop.worktree("x") not in world.worktree_paths(shop.path) and "x" not in world.branches(
+            shop.path
+        )
     finally:
         subprocess.run(["docker", "volume", "rm", "shop_x_infra_data"], capture_output=True)
 
@@ -325,7 +329,9 @@ def test_native_service_that_loses_its_port_at_bind_is_retried(make):
         '{ touch "$DEVUP_WORKTREE/../tried-$DEVUP_SESSION"; echo "OSError: [Errno 98] Address already in use"; exit 1; }; '
         f"exec {HTTP_SERVICE}"
     )
-    repo = make(f'[project]\nmode = "host"\n[services.web]\nrun = """{flaky}"""\nport = true\nready = {{ http = "/" }}\n')
+    repo = make(
+        f'[project]\nmode = "host"\n[services.web]\nrun = """{flaky}"""\nport = true\nready = {{ http = "/" }}\n'
+    )
     doc = repo.up_json("p")
     get(doc["ports"]["WEB"])
     assert f"DEVUP_PORT_WEB={doc['ports']['WEB']}" in (repo.worktree("p") / ".env.devup").read_text()

@@ -6,8 +6,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import random
-import secrets
 import shutil
 import socket
 import subprocess
@@ -20,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests import world
-from tests.conftest import busybox_web
+from tests.conftest import busybox_web, port_range, project_name
 
 HOST_ONLY = """
 [project]
@@ -229,8 +227,7 @@ def short_dir() -> Iterator[Path]:
 @pytest.mark.docker
 @pytest.mark.usefixtures("engine")
 def test_engine_briefly_unreachable_at_preflight_is_retried(make, short_dir):
-    project = "t" + secrets.token_hex(3)  # compose project names are global on the engine
-    low = random.randrange(10000, 18900)
+    project = project_name()
     repo = make(
         f"""
 [project]
@@ -238,7 +235,7 @@ name = "{project}"
 mode = "container"
 
 [ports]
-range = [{low}, {low + 39}]
+range = {port_range()}
 
 [groups.web]
 files = ["compose/web.yaml"]
