@@ -327,7 +327,9 @@ def logs(
     def stop_following(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
-    for sig in (signal.SIGTERM, signal.SIGHUP):
+    # SIGINT too: Python makes it a KeyboardInterrupt only when it was not ignored at start, and a
+    # process started from a background job (`cmd &` in a script, some CI runners) inherits it ignored.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, stop_following)  # ends like Ctrl-C: followers are terminated
     try:
         _guard(run, session=name)

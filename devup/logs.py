@@ -60,9 +60,9 @@ def show(
         )
         for s in chosen
     ]
-    for thread in threads:
-        thread.start()
     try:
+        for thread in threads:
+            thread.start()
         while any(t.is_alive() for t in threads):
             time.sleep(0.2)
     finally:

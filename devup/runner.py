@@ -143,6 +143,8 @@ def stream(
     )
     with _active_lock:
         _active.add(proc)
+    if _stopping.is_set():  # terminate_all() ran between the spawn and the line above
+        _kill_group(proc.pid, signal.SIGTERM)
     try:
         assert proc.stdout is not None
         for raw in proc.stdout:

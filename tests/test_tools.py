@@ -50,10 +50,17 @@ def test_logs_show_container_and_native_lines(make):
         stdout=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        # as under a background job (`scripts/test &`): SIGINT inherited ignored must still stop it
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
-    time.sleep(2)
-    os.killpg(follower.pid, signal.SIGINT)
-    out, _ = follower.communicate(timeout=15)
+    try:
+        time.sleep(2)
+        os.killpg(follower.pid, signal.SIGINT)
+        out, _ = follower.communicate(timeout=15)
+    finally:
+        if follower.poll() is None:  # it did not stop: fail without leaving it behind
+            os.killpg(follower.pid, signal.SIGKILL)
+            follower.communicate()
     assert follower.returncode in (0, 130) and "hello from talker" in out
     assert repo.devup("down", "l").returncode == 0
 
