@@ -22,7 +22,12 @@ def run(deps: Mapping[str, list[str]], work: Callable[[str], None], *, workers: 
     try:
         while pending or running:
             if error is None:
-                for name in [n for n, ds in pending.items() if all(d in done for d in ds)]:
+                ready = [n for n, ds in pending.items() if all(d in done for d in ds)]
+                if not ready and not running:
+                    # A cycle: config validation rejects them, but a record written by another
+                    # version or config can hold one. Never drop a unit: run the rest anyway.
+                    ready = list(pending)
+                for name in ready:
                     del pending[name]
                     running[pool.submit(work, name)] = name
             if not running:

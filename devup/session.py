@@ -363,8 +363,8 @@ class _Run:
         cfg = self.plan.services[name]
         prev = self.plan.previous.services.get(name) if self.plan.previous else None
         if prev is not None and inspect.process_alive(prev):
-            with self._lock:
-                self.procs[name] = prev
+            with self._lock:  # still running: kept, with the order `down` must now follow
+                self.procs[name] = prev.replace(depends_on=list(cfg.depends_on))
             return
         with self.step(f"service:{name}"):
             key = name.upper().replace("-", "_")

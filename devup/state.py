@@ -90,6 +90,9 @@ class ProcessRecord:
             depends_on=[_str(d) for d in data.get("depends_on", [])],
         )
 
+    def replace(self, **changes: Any) -> ProcessRecord:
+        return dataclasses.replace(self, **changes)
+
 
 @dataclass(frozen=True)
 class GroupRecord:

@@ -118,7 +118,8 @@ def _stop_services(ws: Workspace, record: state.SessionRecord, reporter: Reporte
         reporter,
         label,
     )
-    processes.kill_tagged(repo_id=ws.repo.repo_id, session=record.session)
+    timeout = max((p.stop_timeout for p in services.values()), default=5)
+    processes.kill_tagged(repo_id=ws.repo.repo_id, session=record.session, timeout=timeout)
 
 
 def _each_group_in_reverse(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import stat
@@ -386,3 +387,28 @@ def test_down_stops_services_in_reverse_dependency_order(make):
     assert repo.devup("down", "ord").returncode == 0
     assert (repo.tmp / "proj-worktrees" / "stops-ord").read_text().split() == ["api", "db"]
     assert world.tagged_processes(repo_id=repo.repo_id, session="ord") == []
+
+
+def test_down_stops_every_service_after_the_dependencies_were_reversed(make):
+    # api runs with an empty environment, so only its recorded pid finds it (no tag to sweep).
+    def toml(api_deps: str, db_deps: str) -> str:
+        return (
+            '[project]\nmode = "host"\n'
+            f'[services.api]\nrun = "exec env -i sleep 300"\ndepends_on = {api_deps}\n'
+            f'[services.db]\nrun = "exec sleep 300"\ndepends_on = {db_deps}\n'
+        )
+
+    repo = make(toml('["db"]', "[]"))
+    repo.up_json("rev")
+    record = json.loads((repo.tmp / "state" / "repos" / repo.repo_id / "sessions" / "rev.json").read_text())
+    api_pid, db_pid = record["services"]["api"]["pid"], record["services"]["db"]["pid"]
+    os.kill(db_pid, 9)
+    (repo.path / "devup.toml").write_text(toml("[]", '["api"]'))
+    repo.up_json("rev")  # api is kept running, db is started again: the order is now reversed
+    try:
+        assert repo.devup("down", "rev").returncode == 0
+        assert not world.pid_running(api_pid)
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # untagged: the leak check cannot see it
+            os.kill(api_pid, 9)
+    assert world.tagged_processes(repo_id=repo.repo_id, session="rev") == []

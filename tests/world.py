@@ -51,6 +51,14 @@ def tagged_processes(*, repo_id: str, session: str | None = None) -> list[psutil
     return found
 
 
+def pid_running(pid: int) -> bool:
+    """Whether `pid` is a live process (a zombie, waiting for init to reap it, has ended)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def git(repo: Path, *args: str) -> str:
     return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True).stdout
 
