@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from devup import git, journal, state
+from devup import __version__, git, journal, state
 from devup.errors import BusyError
 from devup.paths import CONFIG_NAME, RepoPaths, check_session_name, digest, read_config
 from devup.report import Reporter
@@ -36,8 +36,9 @@ class Workspace:
 
     @property
     def config_digest(self) -> str:
-        """What a session records of the config it was brought up with (see session.up)."""
-        return digest(self.config_text)
+        """What a session records of the config it was brought up with (see session.up); with
+        devup's version, because another version may validate the same text differently."""
+        return digest(f"devup {__version__}\n{self.config_text}")
 
     @property
     def project(self) -> str:
