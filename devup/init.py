@@ -21,12 +21,21 @@ _ENV_HINTS = {
 
 def templates_dir() -> Path:
     """`$DEVUP_TEMPLATES`; else compose-templates/ beside the package (a source checkout or an
-    editable install); else where a wheel installs them, <prefix>/share/devup/compose-templates."""
+    editable install); else where a wheel put them: share/devup/compose-templates under the
+    environment's prefix, the scheme's data path (Debian: /usr/local) or the user base."""
     if env := os.environ.get("DEVUP_TEMPLATES"):
         return Path(env)
     beside = Path(__file__).resolve().parent.parent / "compose-templates"
-    installed = Path(sys.prefix) / "share" / "devup" / "compose-templates"
-    return beside if beside.is_dir() or not installed.is_dir() else installed
+    if beside.is_dir():
+        return beside
+    import site
+    import sysconfig
+
+    for base in (sys.prefix, sysconfig.get_path("data"), site.getuserbase()):
+        installed = Path(base) / "share" / "devup" / "compose-templates"
+        if installed.is_dir():
+            return installed
+    return beside
 
 
 def available() -> list[str]:
