@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from dataclasses import dataclass
@@ -78,8 +79,9 @@ class RepoPaths:
     root: Path
     common_dir: Path
 
-    @property
+    @functools.cached_property
     def repo_id(self) -> str:
+        # Every state path derives from it: resolved and hashed once, not on each access.
         return repo_id_of(self.common_dir)
 
     @property
