@@ -100,6 +100,12 @@ def port_range(width: int = 40) -> str:
     return f"[{low}, {low + width - 1}]"
 
 
+def isolated(mode: str, *, project: str | None = None, ports: str | None = None) -> str:
+    """The [project] and [ports] tables of a devup.toml with a compose project name and a port
+    block of its own, so that test runs sharing an engine never meet."""
+    return f'[project]\nname = "{project or project_name()}"\nmode = "{mode}"\n[ports]\nrange = {ports or port_range()}\n'
+
+
 @dataclass
 class Repo:
     path: Path

@@ -77,14 +77,19 @@ def test_defaults_and_hook_forms(tmp_path):
     assert list(cfg.groups_for("host")) == [] and list(cfg.services_for("container")) == []
 
 
-def test_cli_exits_2_and_changes_nothing(tmp_path):
+def up_in_new_repo(tmp_path, toml: str, name: str) -> subprocess.CompletedProcess[str]:
+    """`devup up NAME` in a fresh repository <tmp_path>/r holding only this devup.toml."""
     repo = tmp_path / "r"
     repo.mkdir()
     subprocess.run(["git", "init", "-q", "-b", "main"], cwd=repo, check=True)
-    (repo / "devup.toml").write_text('[project]\nmoed = "host"\n')
-    result = subprocess.run(
-        [sys.executable, "-m", "devup", "up", "x"], cwd=repo, capture_output=True, text=True
+    (repo / "devup.toml").write_text(toml)
+    return subprocess.run(
+        [sys.executable, "-m", "devup", "up", name], cwd=repo, capture_output=True, text=True
     )
+
+
+def test_cli_exits_2_and_changes_nothing(tmp_path):
+    result = up_in_new_repo(tmp_path, '[project]\nmoed = "host"\n', "x")
     assert result.returncode == 2
     assert "devup.toml:2: project.moed" in result.stderr
     assert not (tmp_path / "r-worktrees").exists()
@@ -93,24 +98,12 @@ def test_cli_exits_2_and_changes_nothing(tmp_path):
 
 @pytest.mark.parametrize("name", ["Bad", "-x", "x-", "a_b", "a" * 41, ""])
 def test_bad_session_names_exit_2(tmp_path, name):
-    repo = tmp_path / "r"
-    repo.mkdir()
-    subprocess.run(["git", "init", "-q", "-b", "main"], cwd=repo, check=True)
-    (repo / "devup.toml").write_text("")
-    result = subprocess.run(
-        [sys.executable, "-m", "devup", "up", name], cwd=repo, capture_output=True, text=True
-    )
+    result = up_in_new_repo(tmp_path, "", name)
     assert result.returncode == 2, result.stderr
 
 
 def test_error_text_keeps_brackets(tmp_path):
-    repo = tmp_path / "r"
-    repo.mkdir()
-    subprocess.run(["git", "init", "-q", "-b", "main"], cwd=repo, check=True)
-    (repo / "devup.toml").write_text("[ports]\nrange = [30000, 20000]\n")
-    result = subprocess.run(
-        [sys.executable, "-m", "devup", "up", "x"], cwd=repo, capture_output=True, text=True
-    )
+    result = up_in_new_repo(tmp_path, "[ports]\nrange = [30000, 20000]\n", "x")
     assert result.returncode == 2 and "[low, high]" in result.stderr
 
 

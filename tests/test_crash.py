@@ -21,7 +21,7 @@ import psutil
 import pytest
 
 from tests import world
-from tests.conftest import HTTP_SERVICE, Repo
+from tests.conftest import HTTP_SERVICE, Repo, isolated, port_range
 from tests.test_faults import (
     STEPS,
     assert_no_trace,
@@ -30,8 +30,6 @@ from tests.test_faults import (
     dirty_stopped_session,
     down,
     make_full,
-    port_range,
-    project_name,
     run_json,
     seed_marker,
     session_processes,
@@ -73,12 +71,7 @@ def sigkill(proc: subprocess.Popen[str]) -> None:
 
 def host_toml(*, service: str = HTTP_SERVICE, ready: str = "{ tcp = true }", hooks: str = "") -> str:
     return f"""
-[project]
-name = "{project_name()}"
-mode = "host"
-
-[ports]
-range = {port_range()}
+{isolated("host")}
 
 [services.web]
 run = "{service}"
@@ -332,11 +325,7 @@ def test_port_taken_between_lease_and_bind_moves_to_another(make, tmp_path):
     hook = f'echo $DEVUP_PORT_STORE > \\"$PORT_FILE\\"; {GATED}'
     repo = make(
         f"""
-[project]
-name = "{project_name()}"
-mode = "container"
-[ports]
-range = {port_range(8)}
+{isolated("container", ports=port_range(8))}
 [groups.db]
 files = ["compose/db.yaml"]
 [hooks]

@@ -16,7 +16,7 @@ import psutil
 import pytest
 
 from tests import world
-from tests.conftest import BUSYBOX, HTTP_SERVICE, Repo, port_range, project_name
+from tests.conftest import BUSYBOX, HTTP_SERVICE, Repo, isolated, project_name
 
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("engine")]
 
@@ -86,12 +86,7 @@ def full_toml(
 ) -> str:
     hook_lines = "\n".join(f"{k} = {v}" for k, v in {**HOOKS, **(hooks or {})}.items())
     return f"""
-[project]
-name = "{project}"
-mode = "hybrid"
-
-[ports]
-range = {ports or port_range()}
+{isolated("hybrid", project=project, ports=ports)}
 
 [worktree]
 copy = [".env.local"]
@@ -230,11 +225,7 @@ def test_fault_at_every_step_rolls_back_a_new_session(full, point):
 def test_service_never_ready_rolls_back_and_says_why(make):
     repo = make(
         f"""
-[project]
-name = "{project_name()}"
-mode = "host"
-[ports]
-range = {port_range()}
+{isolated("host")}
 [services.web]
 run = "echo web-is-starting-up; exec sleep 300"
 port = true
@@ -262,11 +253,7 @@ def test_unhealthy_group_rolls_back_and_says_why(make):
     )
     repo = make(
         f"""
-[project]
-name = "{project}"
-mode = "container"
-[ports]
-range = {port_range()}
+{isolated("container", project=project)}
 [groups.db]
 files = ["compose/db.yaml"]
 [groups.app]
@@ -291,11 +278,7 @@ def test_rollback_stops_what_a_finished_hook_left_running(make):
     """A hook that succeeded but left a background process: a later failure must stop it too."""
     repo = make(
         f"""
-[project]
-name = "{project_name()}"
-mode = "host"
-[ports]
-range = {port_range()}
+{isolated("host")}
 [services.web]
 run = "{HTTP_SERVICE}"
 port = true

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests import world
-from tests.conftest import busybox_web, port_range, project_name
+from tests.conftest import busybox_web, isolated, project_name
 
 HOST_ONLY = """
 [project]
@@ -230,12 +230,7 @@ def test_engine_briefly_unreachable_at_preflight_is_retried(make, short_dir):
     project = project_name()
     repo = make(
         f"""
-[project]
-name = "{project}"
-mode = "container"
-
-[ports]
-range = {port_range()}
+{isolated("container", project=project)}
 
 [groups.web]
 files = ["compose/web.yaml"]
