@@ -274,6 +274,19 @@ wait_timeout = 30
     assert_no_trace(repo, "u")
 
 
+def test_a_rollback_removes_only_the_worktrees_folder_it_made(make):
+    repo = make(isolated("host"))
+    made = repo.worktree("k").parent
+    result = repo.devup("up", "k", env={"DEVUP_FAULT": "raise@after:worktree"})
+    assert result.returncode == 1, result.stderr
+    assert not made.exists()  # git made it for this run: the rollback took it away
+    made.mkdir()  # now it is the user's, empty
+    result = repo.devup("up", "k", env={"DEVUP_FAULT": "raise@after:worktree"})
+    assert result.returncode == 1, result.stderr
+    assert made.is_dir() and list(made.iterdir()) == []  # SPEC §5.6: not devup's to delete
+    assert "k" not in world.branches(repo.path) and world.worktree_paths(repo.path) == [repo.path]
+
+
 def test_rollback_stops_what_a_finished_hook_left_running(make):
     """A hook that succeeded but left a background process: a later failure must stop it too."""
     repo = make(
