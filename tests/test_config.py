@@ -85,7 +85,10 @@ def up_in_new_repo(tmp_path, toml: str, name: str) -> subprocess.CompletedProces
     (repo / "devup.toml").write_text(toml)
     return subprocess.run(
         # `--` makes a name such as `-x` reach devup as the NAME, not as an unknown option.
-        [sys.executable, "-m", "devup", "up", "--", name], cwd=repo, capture_output=True, text=True
+        [sys.executable, "-m", "devup", "up", "--", name],
+        cwd=repo,
+        capture_output=True,
+        text=True,
     )
 
 
