@@ -53,7 +53,9 @@ def undo_one(record: UndoRecord) -> None:
     (session, recovery) loads them first, so this module never imports the steps above it."""
     fn = _REGISTRY.get(record.kind)
     if fn is None:
-        raise DevupError(f"no inverse is registered for {record.kind!r} (a journal of another devup version?)")
+        raise DevupError(
+            f"no inverse is registered for {record.kind!r} (a journal of another devup version?)"
+        )
     fn(record.args)
 
 
