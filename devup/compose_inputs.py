@@ -149,7 +149,11 @@ class _Reader:
                     target.parent.mkdir(parents=True, exist_ok=True)
                     if posixpath.isabs(link) or inside.split("/")[0] == "..":
                         # Leads out of the repository: what the worktree's copy will point at.
-                        os.symlink(link if posixpath.isabs(link) else self.worktree / inside, target)
+                        # Normalized: the worktree does not exist yet, so `wt/..` would not resolve.
+                        os.symlink(
+                            link if posixpath.isabs(link) else os.path.normpath(self.worktree / inside),
+                            target,
+                        )
                     else:
                         os.symlink(link, target)
                         links.append(inside)

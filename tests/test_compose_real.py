@@ -11,7 +11,6 @@ import secrets
 import subprocess
 import sys
 import urllib.request
-from pathlib import Path
 
 import pytest
 
@@ -141,7 +140,10 @@ def test_env_file_extends_and_include_neighbours_are_seen(make):
     repo = make(isolated("container") + GROUP.format(file="docker-compose.yml"), files)
     doc = repo.up_json("n")
     try:
-        assert get(f"http://127.0.0.1:{doc['ports']['WEB']}/").strip() == "from-env-file-from-env-dir-from-extends"
+        assert (
+            get(f"http://127.0.0.1:{doc['ports']['WEB']}/").strip()
+            == "from-env-file-from-env-dir-from-extends"
+        )
         assert get(f"http://127.0.0.1:{doc['ports']['DB']}/").strip() == "from-include"
         assert set(containers(repo, "n")) == {"web", "db"}
     finally:
@@ -190,9 +192,7 @@ networks:
 
 
 def test_container_name_is_per_session_and_the_fixed_name_still_resolves(make):
-    repo = make(
-        isolated("container") + GROUP.format(file="compose.yaml"), {"compose.yaml": CONTAINER_NAMES}
-    )
+    repo = make(isolated("container") + GROUP.format(file="compose.yaml"), {"compose.yaml": CONTAINER_NAMES})
     repo.up_json("a")
     try:
         repo.up_json("b")  # a second copy of the same fixed names: refused before issue 10
@@ -204,9 +204,7 @@ def test_container_name_is_per_session_and_the_fixed_name_still_resolves(make):
             assert page.strip() == session
             # On the default network too (the service joins it), for a service without networks:.
             ui_sees = world.docker("exec", names["ui"], "nslookup", "fixed-app")
-            app_ips = {
-                n["IPAddress"] for n in inspect(names["app"])["NetworkSettings"]["Networks"].values()
-            }
+            app_ips = {n["IPAddress"] for n in inspect(names["app"])["NetworkSettings"]["Networks"].values()}
             assert any(ip in ui_sees for ip in app_ips), ui_sees
         assert repo.devup("down", "a").returncode == 0
         assert_gone(repo, "a")
@@ -408,8 +406,9 @@ def test_two_clones_run_a_session_of_the_same_name_and_down_leaves_the_other(tmp
         b = second.up_json("s")
         assert a["projects"] != b["projects"]
         mine, theirs = containers(first, "s")["web"], containers(second, "s")["web"]
-        assert inspect(mine)["Config"]["Labels"]["com.docker.compose.project"] != (
-            inspect(theirs)["Config"]["Labels"]["com.docker.compose.project"]
+        assert (
+            inspect(mine)["Config"]["Labels"]["com.docker.compose.project"]
+            != (inspect(theirs)["Config"]["Labels"]["com.docker.compose.project"])
         )
         started = inspect(theirs)["State"]["StartedAt"]
         down = first.devup("down", "s")
@@ -439,7 +438,9 @@ def test_a_session_brought_up_under_the_old_project_names_keeps_working(make):
     the recorded project, never a recomputed one."""
     slug = project_name()
     compose = f"services:\n  web:\n    image: {BUSYBOX}\n    init: true\n    command: {httpd('8080')}\n    ports: ['8080:8080']\n    volumes: [data:/data]\nvolumes:\n  data: {{}}\n"
-    repo = make(isolated("container", project=slug) + GROUP.format(file="compose.yaml"), {"compose.yaml": compose})
+    repo = make(
+        isolated("container", project=slug) + GROUP.format(file="compose.yaml"), {"compose.yaml": compose}
+    )
     old = subprocess.run(
         [sys.executable, "-c", OLD_NAMES, "up", "o", "--json"],
         cwd=repo.path,
