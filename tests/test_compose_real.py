@@ -469,3 +469,56 @@ def test_a_session_brought_up_under_the_old_project_names_keeps_working(make):
     finally:
         with contextlib.suppress(Exception):
             repo.devup("down", "o")
+
+
+# --- what the rewrite creates is rolled back like everything else ----------------------------
+
+
+@pytest.mark.parametrize("fault", ["raise", "kill"])
+def test_a_failed_or_killed_up_removes_the_renamed_network_volume_and_container(make, fault):
+    """The per-session names derive from the session: a rollback (or `recover` after SIGKILL)
+    finds the renamed network, volume and container through the journaled compose project."""
+    compose = f"""
+        services:
+          db:
+            image: {BUSYBOX}
+            init: true
+            container_name: fixed-db
+            command: ["sleep", "3600"]
+            volumes: [data:/data]
+        networks:
+          default:
+            name: fixed-net
+        volumes:
+          data:
+            name: fixed-data
+        """
+    repo = make(isolated("container") + GROUP.format(file="compose.yaml"), {"compose.yaml": compose})
+    repo.up_json("keep")  # another session, which nothing below may touch
+    kept_ids = {
+        kind: world.labelled(kind, repo_id=repo.repo_id, session="keep")
+        for kind in ("container", "network", "volume")
+    }
+    try:
+        result = repo.devup("up", "f", env={"DEVUP_FAULT": f"{fault}@after:group:app"})
+        if fault == "kill":
+            assert result.returncode == -9
+            assert world.labelled("network", repo_id=repo.repo_id, session="f")  # the kill left them
+            recovered = repo.devup("recover", "f")
+            assert recovered.returncode == 0, recovered.stderr
+        else:
+            assert result.returncode == 1, result.stderr
+        assert_gone(repo, "f")
+        # Neither session ever used the file's fixed names on the engine.
+        assert "fixed-db" not in world.docker("ps", "-a", "--format", "{{.Names}}").split()
+        assert "fixed-net" not in world.docker("network", "ls", "--format", "{{.Name}}").split()
+        assert "fixed-data" not in world.docker("volume", "ls", "-q").split()
+        assert "f" not in world.branches(repo.path)
+        after = {
+            kind: world.labelled(kind, repo_id=repo.repo_id, session="keep")
+            for kind in ("container", "network", "volume")
+        }
+        assert after == kept_ids and world.running_containers(repo_id=repo.repo_id, session="keep")
+    finally:
+        repo.devup("down", "keep")
+    assert_gone(repo, "keep")
