@@ -165,6 +165,7 @@ def engine_version(*, attempts: int = 5) -> str:
 GroupModel = compose_model.GroupModel
 PortSpec = compose_model.PortSpec
 port_keys = compose_model.port_keys
+link_groups = compose_model.link_groups
 
 
 def load_model(*, project: str, files: list[Path], cwd: Path, env: Mapping[str, str]) -> GroupModel:

@@ -43,9 +43,20 @@ class GroupModel:
     service_networks: dict[str, list[str]] = field(default_factory=dict)
     fixed_networks: dict[str, str] = field(default_factory=dict)  # key -> the file's fixed `name:`
     fixed_volumes: dict[str, str] = field(default_factory=dict)
-    external_networks: list[str] = field(default_factory=list)  # engine names, shared by sessions
-    external_volumes: list[str] = field(default_factory=list)
+    # key -> engine name of the `external: true` ones: shared by every session
+    external_networks: dict[str, str] = field(default_factory=dict)
+    external_volumes: dict[str, str] = field(default_factory=dict)
     refusals: list[Refusal] = field(default_factory=list)
+    # key -> per-session name: an external one that names another group's fixed-name object
+    # of the same session (group A creates `name: temporal-network`, B joins it as external)
+    linked_networks: dict[str, str] = field(default_factory=dict)
+    linked_volumes: dict[str, str] = field(default_factory=dict)
+
+    def shared(self) -> list[str]:
+        """What every session shares: external objects that are not another group's."""
+        nets = [f"network {n}" for k, n in self.external_networks.items() if k not in self.linked_networks]
+        vols = [f"volume {n}" for k, n in self.external_volumes.items() if k not in self.linked_volumes]
+        return nets + vols
 
 
 def parse(data: dict[str, Any], *, project: str) -> GroupModel:
@@ -127,8 +138,8 @@ def parse(data: dict[str, Any], *, project: str) -> GroupModel:
         service_networks=joins,
         fixed_networks=_fixed(nets, project),
         fixed_volumes=_fixed(vols, project),
-        external_networks=sorted({str(v.get("name") or n) for n, v in nets.items() if v.get("external")}),
-        external_volumes=sorted({str(v.get("name") or n) for n, v in vols.items() if v.get("external")}),
+        external_networks={n: str(v.get("name") or n) for n, v in nets.items() if v.get("external")},
+        external_volumes={n: str(v.get("name") or n) for n, v in vols.items() if v.get("external")},
         refusals=refusals,
     )
 
@@ -206,11 +217,37 @@ def override(
                 entry["networks"] = {net: {"aliases": [fixed]} for net in joined}
         services[name] = entry
     doc: dict[str, Any] = {"services": services}
-    if model.volumes:
-        doc["volumes"] = {v: _object(v, model.fixed_volumes, project, labels) for v in model.volumes}
-    if model.networks:
-        doc["networks"] = {n: _object(n, model.fixed_networks, project, labels) for n in model.networks}
+    volumes = {v: _object(v, model.fixed_volumes, project, labels) for v in model.volumes}
+    networks = {n: _object(n, model.fixed_networks, project, labels) for n in model.networks}
+    # Still external (another group of the session creates and labels it), under its new name.
+    volumes |= {k: {"name": name} for k, name in model.linked_volumes.items()}
+    networks |= {k: {"name": name} for k, name in model.linked_networks.items()}
+    if volumes:
+        doc["volumes"] = volumes
+    if networks:
+        doc["networks"] = networks
     return doc
+
+
+def link_groups(models: dict[str, GroupModel], projects: dict[str, str]) -> dict[str, GroupModel]:
+    """Point external references at the session's own copy when another group of the same
+    session creates that fixed-name network or volume."""
+    import dataclasses
+
+    nets = {
+        name: session_name(projects[g], k) for g, m in models.items() for k, name in m.fixed_networks.items()
+    }
+    vols = {
+        name: session_name(projects[g], k) for g, m in models.items() for k, name in m.fixed_volumes.items()
+    }
+    return {
+        g: dataclasses.replace(
+            m,
+            linked_networks={k: nets[n] for k, n in m.external_networks.items() if n in nets},
+            linked_volumes={k: vols[n] for k, n in m.external_volumes.items() if n in vols},
+        )
+        for g, m in models.items()
+    }
 
 
 def _object(key: str, fixed: dict[str, str], project: str, labels: dict[str, str]) -> dict[str, Any]:

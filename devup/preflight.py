@@ -173,7 +173,7 @@ def compose_models(
                     hint=f"remove them yourself (e.g. `docker compose -p {project} down`) or pick another session name",
                 )
             models[gname] = model
-        return models
+        return compose.link_groups(models, projects)
 
 
 def port_keys(

@@ -344,9 +344,7 @@ class _Run:
 
     def _up_group(self, name: str) -> None:
         model = self.plan.models[name]
-        shared = [f"network {n}" for n in model.external_networks] + [
-            f"volume {v}" for v in model.external_volumes
-        ]
+        shared = model.shared()
         if shared:
             # External objects are the user's: never renamed, labelled or removed (SPEC §3).
             self.reporter.warn(

@@ -164,7 +164,7 @@ def test_fixed_names_are_rewritten_and_external_ones_left_alone():
     assert model.fixed_networks == {"back": "temporal-network"} and model.fixed_volumes == {
         "data": "fixed-data"
     }
-    assert model.external_networks == ["shared"] and model.refusals == []
+    assert model.external_networks == {"ext": "shared"} and model.refusals == []
     doc = compose_model.override(model, project="p", ports={}, labels={"l": "v"})
     assert doc["services"]["db"]["container_name"] == "p-db"
     assert doc["services"]["db"]["networks"] == {

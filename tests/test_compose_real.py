@@ -522,3 +522,59 @@ def test_a_failed_or_killed_up_removes_the_renamed_network_volume_and_container(
     finally:
         repo.devup("down", "keep")
     assert_gone(repo, "keep")
+
+
+def test_a_group_joining_another_groups_fixed_network_as_external_gets_its_sessions_copy(make):
+    """One group creates `name: temporal-network`, the next joins it as `external: true` (the
+    way stacks split over several files share a network): each session's groups meet on the
+    session's own copy, and nobody joins a network named temporal-network."""
+    fixed = f"temporal-network-{secrets.token_hex(3)}"
+    infra = f"""
+        services:
+          temporal:
+            image: {BUSYBOX}
+            init: true
+            command: {httpd("7233")}
+        networks:
+          default:
+            name: {fixed}
+        """
+    app = f"""
+        services:
+          ui:
+            image: {BUSYBOX}
+            init: true
+            command: ["sleep", "3600"]
+            networks: [temporal]
+        networks:
+          temporal:
+            external: true
+            name: {fixed}
+        """
+    toml = (
+        isolated("container")
+        + '[groups.infra]\nfiles = ["infra.yaml"]\n'
+        + '[groups.app]\nfiles = ["app.yaml"]\ndepends_on = ["infra"]\n'
+    )
+    repo = make(toml, {"infra.yaml": infra, "app.yaml": app})
+    try:
+        for session in ("a", "b"):
+            result = repo.devup("up", session)
+            assert result.returncode == 0, result.stderr
+            assert "every session shares" not in result.stderr
+        for session in ("a", "b"):
+            ui = containers(repo, session)["ui"]
+            page = world.docker("exec", ui, "wget", "-qO-", "http://temporal:7233/")
+            assert page.strip() == session
+        assert fixed not in world.docker("network", "ls", "--format", "{{.Name}}").split()
+        assert repo.devup("down", "a").returncode == 0
+        assert_gone(repo, "a")
+        assert (
+            world.docker("exec", containers(repo, "b")["ui"], "wget", "-qO-", "http://temporal:7233/").strip()
+            == "b"
+        )
+    finally:
+        repo.devup("down", "a")
+        down = repo.devup("down", "b")
+    assert down.returncode == 0, down.stderr
+    assert_gone(repo, "b")
