@@ -658,7 +658,10 @@ def bench_objects(ctx: Ctx) -> list[tuple[str, str]]:
         found += [("container", n) for n in docker_lines("ps", "-a", *f, "--format", "{{.Names}}")]
         found += [("volume", n) for n in docker_lines("volume", "ls", "-q", *f)]
         found += [("network", n) for n in docker_lines("network", "ls", *f, "--format", "{{.Name}}")]
-    for prefix in (f"{ctx.project}_", f"benchraw-{ctx.run_id}-"):
+    # devup's compose projects are `<slug>-<6 hex of repo id>_<session>_<group>` (devup/model.py);
+    # `<slug>_` is what devup before issue 10 named them.
+    prefixes = (f"{ctx.project}-{ctx.repo_id[:6]}_", f"{ctx.project}_", f"benchraw-{ctx.run_id}-")
+    for prefix in prefixes:
         for line in docker_lines(
             "ps", "-a", "--format", '{{.Names}}\t{{.Label "com.docker.compose.project"}}'
         ):

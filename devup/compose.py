@@ -8,11 +8,11 @@ import os
 import re
 import shutil
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from devup import runner
+from devup import compose_model, runner
 from devup.errors import CommandFailed, DevupError, PreflightError
 
 LABEL_SESSION = "dev.devup.session"
@@ -161,22 +161,11 @@ def engine_version(*, attempts: int = 5) -> str:
 
 # --- the compose model devup needs ---------------------------------------------------------
 
-
-@dataclass(frozen=True)
-class PortSpec:
-    target: int
-    protocol: str
-    host_ip: str | None
-
-
-@dataclass(frozen=True)
-class GroupModel:
-    """What `docker compose config` says about a group, reduced to what devup rewrites."""
-
-    services: dict[str, list[PortSpec]]
-    volumes: list[str]  # non-external, as named in the files
-    networks: list[str]  # non-external
-    container_names: dict[str, str] = field(default_factory=dict)
+# Kept importable from here: the model's types and keys are part of this adapter's interface.
+GroupModel = compose_model.GroupModel
+PortSpec = compose_model.PortSpec
+port_keys = compose_model.port_keys
+link_groups = compose_model.link_groups
 
 
 def load_model(*, project: str, files: list[Path], cwd: Path, env: Mapping[str, str]) -> GroupModel:
@@ -192,64 +181,35 @@ def load_model(*, project: str, files: list[Path], cwd: Path, env: Mapping[str, 
             output_tail=result.tail(),
         )
     data = json.loads(result.output[result.output.index("{") :])
-    services: dict[str, list[PortSpec]] = {}
-    names: dict[str, str] = {}
-    for name, svc in (data.get("services") or {}).items():
-        specs: list[PortSpec] = []
-        for port in svc.get("ports") or []:
-            spec = PortSpec(int(port["target"]), port.get("protocol", "tcp"), port.get("host_ip"))
-            specs.append(spec)
-        services[name] = specs
-        if svc.get("container_name"):
-            names[name] = svc["container_name"]
-    volumes = [n for n, v in (data.get("volumes") or {}).items() if not (v or {}).get("external")]
-    networks = [n for n, v in (data.get("networks") or {}).items() if not (v or {}).get("external")]
-    return GroupModel(services=services, volumes=volumes, networks=networks, container_names=names)
-
-
-def port_keys(service: str, specs: list[PortSpec]) -> list[tuple[str, int]]:
-    """SPEC §4's keys: SERVICE for the first published port, SERVICE_TARGET for each."""
-    base = service.upper().replace("-", "_")
-    keys: list[tuple[str, int]] = []
-    for index, spec in enumerate(specs):
-        if index == 0:
-            keys.append((base, spec.target))
-        keys.append((f"{base}_{spec.target}", spec.target))
-    return keys
+    return compose_model.parse(data, project=project)
 
 
 def write_override(
     path: Path,
     *,
+    project: str,
     model: GroupModel,
     ports: Mapping[str, int],
     labels: Mapping[str, str],
 ) -> None:
-    """The generated override: every published port replaced (`!override`), labels added."""
+    """The generated override: every published port replaced (`!override`, long syntax), fixed
+    container names and fixed-name networks and volumes made per-session, labels added."""
     from ruamel.yaml import YAML
     from ruamel.yaml.comments import CommentedSeq
     from ruamel.yaml.tag import Tag
 
-    services: dict[str, Any] = {}
-    for name, specs in model.services.items():
-        entry: dict[str, Any] = {"labels": dict(labels)}
-        if specs:
-            base = name.upper().replace("-", "_")
-            seq = CommentedSeq(
-                [
-                    f"{spec.host_ip + ':' if spec.host_ip else ''}"
-                    f"{ports[f'{base}_{spec.target}']}:{spec.target}/{spec.protocol}"
-                    for spec in specs
-                ]
-            )
-            seq.yaml_set_ctag(Tag(suffix="!override"))
-            entry["ports"] = seq
-        services[name] = entry
-    doc: dict[str, Any] = {"services": services}
-    if model.volumes:
-        doc["volumes"] = {v: {"labels": dict(labels)} for v in model.volumes}
-    if model.networks:
-        doc["networks"] = {n: {"labels": dict(labels)} for n in model.networks}
+    def tagged(node: Any) -> Any:
+        if isinstance(node, tuple):  # ("!override", [...]): replaces the files' own list
+            seq = CommentedSeq([tagged(x) for x in node[1]])
+            seq.yaml_set_ctag(Tag(suffix=node[0]))
+            return seq
+        if isinstance(node, dict):
+            return {k: tagged(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [tagged(x) for x in node]
+        return node
+
+    doc = tagged(compose_model.override(model, project=project, ports=dict(ports), labels=dict(labels)))
     path.parent.mkdir(parents=True, exist_ok=True)
     yaml = YAML()
     tmp = path.with_suffix(".tmp")
@@ -421,5 +381,31 @@ def containers(*, repo_id: str, session: str | None = None) -> list[ContainerSta
                 health=None if health is None else health.replace("health: ", ""),
                 exit_code=int(exit_match.group(1)) if exit_match else 0,
             )
+        )
+    return found
+
+
+@dataclass(frozen=True)
+class Restarts:
+    service: str
+    state: str  # running, restarting, exited, ...
+    count: int  # the engine's RestartCount: restarts by the restart policy since the last start
+
+
+def restarts(*, project: str) -> dict[str, Restarts]:
+    """Container id -> restart state, for every container of `project`."""
+    from docker.errors import NotFound
+
+    found: dict[str, Restarts] = {}
+    api = client().api
+    for c in api.containers(all=True, filters={"label": f"{LABEL_PROJECT}={project}"}):
+        try:
+            data = api.inspect_container(c["Id"])
+        except NotFound:
+            continue
+        found[c["Id"]] = Restarts(
+            service=(c.get("Labels") or {}).get(LABEL_SERVICE, "?"),
+            state=str(data.get("State", {}).get("Status", "")),
+            count=int(data.get("RestartCount") or 0),
         )
     return found

@@ -181,3 +181,28 @@ def runner_check_ref(root: Path, branch: str) -> bool:
     except CommandFailed:
         return False
     return True
+
+
+def tree_entries(root: Path, commit: str, paths: list[str]) -> dict[str, tuple[str, str]]:
+    """path -> (mode, object id) of those of `paths` (repository-relative) present at `commit`;
+    one `git ls-tree` for all of them, literal paths (no globbing), nothing else of the tree."""
+    if not paths:
+        return {}
+    out = git(root, "--literal-pathspecs", "ls-tree", "-z", "--full-tree", commit, "--", *paths)
+    found: dict[str, tuple[str, str]] = {}
+    for entry in out.split("\0"):
+        meta, _, path = entry.partition("\t")
+        if path:
+            mode, _kind, oid = meta.split()
+            found[path] = (mode, oid)
+    return found
+
+
+def blob(root: Path, oid: str) -> str:
+    """The content of one blob (a file's or a symlink's target), as text."""
+    result = _git_once(root, ("cat-file", "blob", oid))
+    if not result.ok:
+        raise CommandFailed(
+            command=f"git cat-file blob {oid}", returncode=result.returncode, output_tail=result.errors
+        )
+    return result.output

@@ -5,10 +5,10 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from devup import compose, envvars, git, state
+from devup import compose, compose_inputs, envvars, git, state
 from devup.config import Config, GroupCfg, Mode, ServiceCfg
 from devup.errors import DevupError, PreflightError, UsageError
 from devup.model import Identity
@@ -31,6 +31,9 @@ class Plan:
     lease_keys: list[str]  # one lease each
     aliases: dict[str, str]  # SERVICE -> SERVICE_TARGET of its first published port
     previous: state.SessionRecord | None
+    # group -> compose project: a recorded group keeps its recorded project (older devup
+    # versions named them differently), a new one gets Identity.compose_project's name.
+    projects: dict[str, str] = field(default_factory=dict)
 
 
 def plan(
@@ -63,7 +66,9 @@ def plan(
     path = Path(previous.worktree) if previous else ws.worktrees_dir / name
     start = base or cfg.project.base or "HEAD"
     wt = worktree.plan(root=ws.repo.root, path=path, branch=branch, base=start)
-    models = compose_models(ws, cfg, ident, groups, wt, mode) if groups else {}
+    recorded = {g.name: g.project for g in previous.groups} if previous else {}
+    projects = {g: recorded.get(g) or ident.compose_project(g) for g in groups}
+    models = compose_models(ws, cfg, ident, groups, wt, mode, projects) if groups else {}
     lease_keys, aliases = port_keys(models, services)
     return Plan(
         ident,
@@ -77,6 +82,7 @@ def plan(
         lease_keys,
         aliases,
         previous,
+        projects,
     )
 
 
@@ -87,6 +93,7 @@ def compose_models(
     groups: dict[str, GroupCfg],
     wt: worktree.WorktreePlan,
     mode: Mode,
+    projects: dict[str, str],
 ) -> dict[str, compose.GroupModel]:
     """Validate every group's files with `docker compose config`, from the branch's own files."""
     env = {
@@ -110,44 +117,49 @@ def compose_models(
             # The worktree does not exist yet: read the files as they are on the branch.
             where = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="devup-preflight-")))
             commit = wt.new_from or git.rev(ws.repo.root, f"refs/heads/{wt.branch}") or "HEAD"
-            dirs = sorted(
-                {
-                    str(Path(f).parent) if str(Path(f).parent) != "." else f
-                    for g in groups.values()
-                    for f in g.files
-                }
-            )
             try:
-                git.extract(ws.repo.root, commit, dirs, where)
-            except DevupError:
+                compose_inputs.materialize(
+                    root=ws.repo.root,
+                    commit=commit,
+                    groups=[g.files for g in groups.values()],
+                    dest=where,
+                    worktree=wt.path,
+                    env=env,
+                    copy=lambda: files.copy_into(
+                        source_root=ws.repo.root, worktree=where, patterns=cfg.worktree.copy_
+                    ),
+                )
+            except DevupError as exc:
                 raise PreflightError(
-                    f"the compose files of {', '.join(groups)} ({', '.join(dirs)}) are not on branch {wt.branch}",
+                    f"cannot read the compose files of {', '.join(groups)} on branch {wt.branch}: {exc.message}",
                     hint="devup reads compose files from the session's branch, never from the main "
                     "checkout's working tree: commit them first",
                 ) from None
-            files.copy_into(source_root=ws.repo.root, worktree=where, patterns=cfg.worktree.copy_)
         models: dict[str, compose.GroupModel] = {}
         for gname, gcfg in groups.items():
             missing = [f for f in gcfg.files if not (where / f).is_file()]
             if missing:
                 raise PreflightError(
-                    f"group {gname}: compose file {missing[0]} not found on branch {wt.branch}"
+                    f"group {gname}: compose file {missing[0]} is not on branch {wt.branch}",
+                    hint="devup reads compose files from the session's branch, never from the main "
+                    "checkout's working tree: commit them first",
                 )
             try:
                 model = compose.load_model(
-                    project=ident.compose_project(gname),
+                    project=projects[gname],
                     files=[where / f for f in gcfg.files],
                     cwd=where,
                     env=env,
                 )
             except DevupError as exc:
                 raise PreflightError(f"group {gname}: invalid compose files: {exc.message}") from None
-            for svc, cname in model.container_names.items():
+            for refusal in model.refusals:
                 raise PreflightError(
-                    f"group {gname}: service {svc} sets container_name {cname!r}",
-                    hint="remove container_name: a fixed name cannot exist once per session",
+                    f"group {gname}: {refusal.where} sets {refusal.key}: {refusal.value}, "
+                    "which cannot exist once per session",
+                    hint=refusal.hint,
                 )
-            project = ident.compose_project(gname)
+            project = projects[gname]
             foreign = compose.foreign_objects(
                 project=project,
                 volume_names=[f"{project}_{v}" for v in model.volumes],
@@ -161,7 +173,7 @@ def compose_models(
                     hint=f"remove them yourself (e.g. `docker compose -p {project} down`) or pick another session name",
                 )
             models[gname] = model
-        return models
+        return compose.link_groups(models, projects)
 
 
 def port_keys(
@@ -180,8 +192,7 @@ def port_keys(
 
     for gname, model in models.items():
         for svc, specs in model.services.items():
-            for key, target in compose.port_keys(svc, specs):
-                full = f"{svc.upper().replace('-', '_')}_{target}"
+            for key, full in compose.port_keys(svc, specs):
                 claim(key, f"{gname}/{svc}")
                 if key == full:
                     if key not in lease:

@@ -343,11 +343,20 @@ class _Run:
             return moved
 
     def _up_group(self, name: str) -> None:
+        model = self.plan.models[name]
+        shared = model.shared()
+        if shared:
+            # External objects are the user's: never renamed, labelled or removed (SPEC §3).
+            self.reporter.warn(
+                f"group {name} uses external {', '.join(shared)}: every session shares "
+                f"{'them' if len(shared) > 1 else 'it'}; devup never changes or removes external objects"
+            )
         with self.step(f"group:{name}"):
             record = group.up(
                 stack=self.stack,
                 ident=self.ident,
                 name=name,
+                project=self.plan.projects[name],
                 cfg=self.plan.groups[name],
                 model=self.plan.models[name],
                 worktree=self.plan.wt.path,
@@ -455,14 +464,16 @@ def _result(record: state.SessionRecord, *, resumed: bool, started: float, noop:
         for svc in g.services:
             base = svc.upper().replace("-", "_")
             keys = sorted(
-                k for k in record.ports if k.startswith(f"{base}_") and k[len(base) + 1 :].isdigit()
+                k
+                for k in record.ports
+                if k.startswith(f"{base}_") and k[len(base) + 1 :].replace("_", "").isdigit()
             )
             shown = ", ".join(f"{k}={record.ports[k]}" for k in keys) or "-"
             url = next(
                 (
                     f"http://127.0.0.1:{record.ports[k]}/"
                     for k in keys
-                    if int(k.rsplit("_", 1)[1]) in _WEB_TARGETS
+                    if int(k[len(base) + 1 :].split("_")[0]) in _WEB_TARGETS
                 ),
                 "",
             )

@@ -267,7 +267,8 @@ wait_timeout = 30
     assert result.returncode == 1, result.stderr
     assert doc["status"] == "rolled_back" and doc["error"]["step"] == "group:app"
     message = doc["error"]["message"]
-    assert f"docker compose -p {project}_u_app up" in message  # the command
+    # the command; the project is `<slug>-<6 hex of repo id>_<session>_<group>`
+    assert f"docker compose -p {project}-{repo.repo_id[:6]}_u_app up" in message
     assert "exited 1" in message  # its exit code
     assert "unhealthy" in message  # the tail of its output
     assert "group:app" in result.stderr

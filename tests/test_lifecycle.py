@@ -264,17 +264,19 @@ def test_resume_moves_off_a_port_a_foreign_listener_took(make):
 
 
 def test_foreign_compose_objects_under_the_sessions_project_name_are_refused(shop):
-    world.docker("volume", "create", "shop_x_infra_data")  # what compose would name the session's volume
+    # What compose would name the session's volume: project `<slug>-<6 hex of repo id>_<session>_<group>`.
+    volume = f"shop-{shop.repo_id[:6]}_x_infra_data"
+    world.docker("volume", "create", volume)
     try:
         result = shop.devup("up", "x")
         assert result.returncode == 2, result.stderr
-        assert "shop_x_infra_data" in result.stderr and "did not create" in result.stderr
-        assert "shop_x_infra_data" in world.docker("volume", "ls", "-q").split()
+        assert volume in result.stderr and "did not create" in result.stderr
+        assert volume in world.docker("volume", "ls", "-q").split()
         assert shop.worktree("x") not in world.worktree_paths(shop.path) and "x" not in world.branches(
             shop.path
         )
     finally:
-        subprocess.run(["docker", "volume", "rm", "shop_x_infra_data"], capture_output=True)
+        subprocess.run(["docker", "volume", "rm", volume], capture_output=True)
 
 
 def test_down_works_when_the_config_has_since_broken(shop):

@@ -33,6 +33,7 @@ def up(
     stack: UndoStack,
     ident: Identity,
     name: str,
+    project: str,
     cfg: GroupCfg,
     model: compose.GroupModel,
     worktree: Path,
@@ -42,9 +43,12 @@ def up(
     relet: Relet,
 ) -> GroupRecord:
     """Bring the group up with --wait; the inverse takes down what this run made, volumes that
-    existed before (a resumed session's data) excepted."""
-    project = ident.compose_project(name)
+    existed before (a resumed session's data) excepted.
+
+    `project` is the plan's: a resumed session keeps the project it was recorded with.
+    """
     before = compose.volumes(project=project)
+    restarts_before = compose.restarts(project=project)
     stack.push(
         UndoRecord(
             "compose_down",
@@ -59,7 +63,7 @@ def up(
     )
     files = [worktree / f for f in cfg.files] + [override]
     for attempt in range(1, _ATTEMPTS + 1):
-        compose.write_override(override, model=model, ports=ports, labels=ident.labels(name))
+        compose.write_override(override, project=project, model=model, ports=ports, labels=ident.labels(name))
         # Tagged like every process devup starts: if devup is killed mid-`up`, recovery stops
         # this compose too, so it cannot create containers after the rollback.
         result = compose.up(
@@ -86,19 +90,7 @@ def up(
             ports.update(relet(keys, taken))
         else:
             time.sleep(0.2 * 2**attempt)
-    exited = [
-        c
-        for c in compose.containers(repo_id=ident.repo.repo_id, session=ident.session)
-        if c.project == project and c.state == "exited" and c.exit_code != 0
-    ]
-    if exited:
-        names = ", ".join(f"{c.service} (exit {c.exit_code})" for c in exited)
-        raise CommandFailed(
-            command=f"docker compose -p {project} up -d --wait",
-            returncode=1,
-            output_tail=f"containers exited: {names}",
-            what=f"group {name}:",
-        )
+    _check_settled(ident=ident, project=project, name=name, restarts_before=restarts_before)
     return GroupRecord(
         name=name,
         project=project,
@@ -106,6 +98,31 @@ def up(
         services=sorted(model.services),
         depends_on=list(cfg.depends_on),
     )
+
+
+def _check_settled(
+    *, ident: Identity, project: str, name: str, restarts_before: dict[str, compose.Restarts]
+) -> None:
+    """`--wait` accepts a container that exited or is crash-looping between two restarts (a
+    second `network_mode: host` copy did exactly that): either fails the group."""
+    exited = [
+        c
+        for c in compose.containers(repo_id=ident.repo.repo_id, session=ident.session)
+        if c.project == project and c.state == "exited" and c.exit_code != 0
+    ]
+    problems = [f"{c.service} (exit {c.exit_code})" for c in exited]
+    for cid, now in sorted(compose.restarts(project=project).items(), key=lambda kv: kv[1].service):
+        earlier = restarts_before.get(cid)
+        restarted = now.count - (earlier.count if earlier else 0)
+        if now.state == "restarting" or restarted > 0:
+            problems.append(f"{now.service} ({now.state}, {max(restarted, 0)} restarts during the wait)")
+    if problems:
+        raise CommandFailed(
+            command=f"docker compose -p {project} up -d --wait",
+            returncode=1,
+            output_tail=f"containers exited or restarting: {', '.join(problems)}",
+            what=f"group {name}:",
+        )
 
 
 @inverse("compose_down")

@@ -1,0 +1,265 @@
+"""What `docker compose config` says about a group, and the override that makes it per-session.
+
+Pure data in, data out: `compose.load_model` runs compose and `compose.write_override` writes
+the file; everything decided in between is here, where it can be tested without an engine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+# The one bridge option that fixes a host-wide name: two sessions would fight over it.
+_BRIDGE_NAME = "com.docker.network.bridge.name"
+
+
+@dataclass(frozen=True)
+class PortSpec:
+    target: int
+    protocol: str
+    host_ip: str | None
+    published: str | None = None  # the file's own host port ("8080"), None when ephemeral
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Something of the file that cannot exist once per session (SPEC §3): exit 2 at preflight."""
+
+    where: str  # "service web" | "network front"
+    key: str  # the compose key path, e.g. "network_mode"
+    value: str
+    hint: str
+
+
+@dataclass(frozen=True)
+class GroupModel:
+    """What `docker compose config` says about a group, reduced to what devup rewrites."""
+
+    services: dict[str, list[PortSpec]]
+    volumes: list[str]  # non-external, as named in the files
+    networks: list[str]  # non-external
+    container_names: dict[str, str] = field(default_factory=dict)  # service -> fixed name
+    # service -> the non-external networks it joins (where its fixed name becomes an alias)
+    service_networks: dict[str, list[str]] = field(default_factory=dict)
+    fixed_networks: dict[str, str] = field(default_factory=dict)  # key -> the file's fixed `name:`
+    fixed_volumes: dict[str, str] = field(default_factory=dict)
+    # key -> engine name of the `external: true` ones: shared by every session
+    external_networks: dict[str, str] = field(default_factory=dict)
+    external_volumes: dict[str, str] = field(default_factory=dict)
+    refusals: list[Refusal] = field(default_factory=list)
+    # key -> per-session name: an external one that names another group's fixed-name object
+    # of the same session (group A creates `name: temporal-network`, B joins it as external)
+    linked_networks: dict[str, str] = field(default_factory=dict)
+    linked_volumes: dict[str, str] = field(default_factory=dict)
+
+    def shared(self) -> list[str]:
+        """What every session shares: external objects that are not another group's."""
+        nets = [f"network {n}" for k, n in self.external_networks.items() if k not in self.linked_networks]
+        vols = [f"volume {n}" for k, n in self.external_volumes.items() if k not in self.linked_volumes]
+        return nets + vols
+
+
+def parse(data: dict[str, Any], *, project: str) -> GroupModel:
+    """The model of `docker compose -p project config --format json`'s output."""
+    nets: dict[str, Any] = {k: v or {} for k, v in (data.get("networks") or {}).items()}
+    vols: dict[str, Any] = {k: v or {} for k, v in (data.get("volumes") or {}).items()}
+    internal_nets = [n for n, v in nets.items() if not v.get("external")]
+    services: dict[str, list[PortSpec]] = {}
+    names: dict[str, str] = {}
+    joins: dict[str, list[str]] = {}
+    refusals: list[Refusal] = []
+    for name, svc in (data.get("services") or {}).items():
+        services[name] = [
+            PortSpec(
+                int(p["target"]),
+                p.get("protocol", "tcp"),
+                p.get("host_ip") or None,
+                str(p["published"]) if p.get("published") not in (None, "") else None,
+            )
+            for p in svc.get("ports") or []
+        ]
+        if svc.get("container_name"):
+            names[name] = str(svc["container_name"])
+        mode = svc.get("network_mode")
+        if mode == "host":
+            refusals.append(
+                Refusal(
+                    f"service {name}",
+                    "network_mode",
+                    "host",
+                    "a container on the host's network binds the host's ports itself, so a second "
+                    "session's copy cannot start; publish its ports (`ports:`) instead and devup leases them",
+                )
+            )
+        if not mode:
+            joined = svc.get("networks") or {}
+            joins[name] = [n for n in joined if n in internal_nets]
+            for net, opts in joined.items():
+                for key in ("ipv4_address", "ipv6_address"):
+                    if (opts or {}).get(key):
+                        refusals.append(
+                            Refusal(
+                                f"service {name}",
+                                f"networks.{net}.{key}",
+                                str(opts[key]),
+                                "a fixed address exists once per engine; remove it and reach the "
+                                "service by its name (or a network alias)",
+                            )
+                        )
+    for net in internal_nets:
+        spec = nets[net]
+        for i, pool in enumerate((spec.get("ipam") or {}).get("config") or []):
+            if (pool or {}).get("subnet"):
+                refusals.append(
+                    Refusal(
+                        f"network {net}",
+                        f"ipam.config[{i}].subnet",
+                        str(pool["subnet"]),
+                        "a fixed subnet overlaps with the next session's copy of this network "
+                        '("Pool overlaps"); remove `ipam` and let the engine pick a subnet',
+                    )
+                )
+        bridge = (spec.get("driver_opts") or {}).get(_BRIDGE_NAME)
+        if bridge:
+            refusals.append(
+                Refusal(
+                    f"network {net}",
+                    f"driver_opts.{_BRIDGE_NAME}",
+                    str(bridge),
+                    "a host bridge name exists once per machine; remove the option and let the "
+                    "engine name the bridge",
+                )
+            )
+    return GroupModel(
+        services=services,
+        volumes=[n for n, v in vols.items() if not v.get("external")],
+        networks=internal_nets,
+        container_names=names,
+        service_networks=joins,
+        fixed_networks=_fixed(nets, project),
+        fixed_volumes=_fixed(vols, project),
+        external_networks={n: str(v.get("name") or n) for n, v in nets.items() if v.get("external")},
+        external_volumes={n: str(v.get("name") or n) for n, v in vols.items() if v.get("external")},
+        refusals=refusals,
+    )
+
+
+def _fixed(objects: dict[str, Any], project: str) -> dict[str, str]:
+    """The compose-created objects whose `name:` is not the project's own `<project>_<key>`."""
+    return {
+        key: str(spec["name"])
+        for key, spec in objects.items()
+        if not spec.get("external") and spec.get("name") and spec["name"] != f"{project}_{key}"
+    }
+
+
+def spec_keys(service: str, specs: list[PortSpec]) -> list[str]:
+    """The lease key of each published port: `<SERVICE>_<TARGET>`, and for the n-th other host
+    port of the same target (`8080:80`, `8081:80`) `<SERVICE>_<TARGET>_<n>` (n = 2, 3, ...).
+
+    Entries that differ only in protocol or host IP (`53:53/tcp` + `53:53/udp`, or one port on
+    127.0.0.1 and ::1) are one host port in the file, so they share one lease.
+    """
+    base = service.upper().replace("-", "_")
+    seen: dict[tuple[int, str], str] = {}
+    per_target: dict[int, int] = {}
+    keys: list[str] = []
+    for index, spec in enumerate(specs):
+        ident = (spec.target, spec.published if spec.published is not None else f"#{index}")
+        if ident not in seen:
+            n = per_target[spec.target] = per_target.get(spec.target, 0) + 1
+            seen[ident] = f"{base}_{spec.target}" if n == 1 else f"{base}_{spec.target}_{n}"
+        keys.append(seen[ident])
+    return keys
+
+
+def port_keys(service: str, specs: list[PortSpec]) -> list[tuple[str, str]]:
+    """SPEC §4's keys as (key, lease key): `<SERVICE>` for the first published port (an alias of
+    its lease), then every lease key of the service once."""
+    leases = spec_keys(service, specs)
+    keys: list[tuple[str, str]] = []
+    if leases:
+        keys.append((service.upper().replace("-", "_"), leases[0]))
+    for lease in dict.fromkeys(leases):
+        keys.append((lease, lease))
+    return keys
+
+
+def session_name(project: str, key: str) -> str:
+    """The per-session name of a network or volume: what compose itself would call it."""
+    return f"{project}_{key}"
+
+
+def container_name(project: str, service: str) -> str:
+    return f"{project}-{service}"
+
+
+def override(
+    model: GroupModel, *, project: str, ports: dict[str, int], labels: dict[str, str]
+) -> dict[str, Any]:
+    """The override document, with `("!override", [...])` marking a list that replaces the
+    file's own (the writer turns it into the YAML tag)."""
+    services: dict[str, Any] = {}
+    for name, specs in model.services.items():
+        entry: dict[str, Any] = {"labels": dict(labels)}
+        if specs:
+            entry["ports"] = (
+                "!override",
+                [_long_port(s, ports[k]) for s, k in zip(specs, spec_keys(name, specs), strict=True)],
+            )
+        fixed = model.container_names.get(name)
+        if fixed:
+            entry["container_name"] = container_name(project, name)
+            # The stack may reach the service by its fixed name: keep that name on the
+            # session's own networks (never on external ones, which other sessions share).
+            joined = model.service_networks.get(name) or []
+            if joined:
+                entry["networks"] = {net: {"aliases": [fixed]} for net in joined}
+        services[name] = entry
+    doc: dict[str, Any] = {"services": services}
+    volumes = {v: _object(v, model.fixed_volumes, project, labels) for v in model.volumes}
+    networks = {n: _object(n, model.fixed_networks, project, labels) for n in model.networks}
+    # Still external (another group of the session creates and labels it), under its new name.
+    volumes |= {k: {"name": name} for k, name in model.linked_volumes.items()}
+    networks |= {k: {"name": name} for k, name in model.linked_networks.items()}
+    if volumes:
+        doc["volumes"] = volumes
+    if networks:
+        doc["networks"] = networks
+    return doc
+
+
+def link_groups(models: dict[str, GroupModel], projects: dict[str, str]) -> dict[str, GroupModel]:
+    """Point external references at the session's own copy when another group of the same
+    session creates that fixed-name network or volume."""
+    import dataclasses
+
+    nets = {
+        name: session_name(projects[g], k) for g, m in models.items() for k, name in m.fixed_networks.items()
+    }
+    vols = {
+        name: session_name(projects[g], k) for g, m in models.items() for k, name in m.fixed_volumes.items()
+    }
+    return {
+        g: dataclasses.replace(
+            m,
+            linked_networks={k: nets[n] for k, n in m.external_networks.items() if n in nets},
+            linked_volumes={k: vols[n] for k, n in m.external_volumes.items() if n in vols},
+        )
+        for g, m in models.items()
+    }
+
+
+def _object(key: str, fixed: dict[str, str], project: str, labels: dict[str, str]) -> dict[str, Any]:
+    spec: dict[str, Any] = {"labels": dict(labels)}
+    if key in fixed:
+        spec["name"] = session_name(project, key)
+    return spec
+
+
+def _long_port(spec: PortSpec, host_port: int) -> dict[str, Any]:
+    """Long syntax: an IPv6 host IP in the short form (`::1:20001:80`) does not read back."""
+    entry: dict[str, Any] = {"target": spec.target, "published": str(host_port), "protocol": spec.protocol}
+    if spec.host_ip:
+        entry["host_ip"] = spec.host_ip
+    return entry
