@@ -340,13 +340,21 @@ def logs(
 @app.command()
 def gc(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list what would be removed.")] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Also remove orphan worktrees that hold uncommitted, untracked or ignored files."
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Remove what devup created but no session owns."""
     from devup import gc as gc_mod
     from devup import output
 
-    orphans = _guard(lambda: gc_mod.run(_workspace(), _reporter(as_json), dry_run=dry_run), as_json=as_json)
+    orphans = _guard(
+        lambda: gc_mod.run(_workspace(), _reporter(as_json), dry_run=dry_run, force=force), as_json=as_json
+    )
     if as_json:
         output.emit_json({"dry_run": dry_run, "orphans": [o.to_json() for o in orphans]})
     else:

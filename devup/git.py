@@ -142,10 +142,17 @@ def delete_branch(root: Path, branch: str, *, expected: str) -> None:
         git(root, "branch", "-D", branch)
 
 
-def dirty_paths(worktree: Path) -> list[str]:
-    """Uncommitted changes and untracked files, as paths relative to the worktree."""
-    out = git(worktree, "status", "--porcelain", "--untracked-files=all")
+def dirty_paths(worktree: Path, *, ignored: bool = False) -> list[str]:
+    """Uncommitted changes and untracked files (and with `ignored`, ignored files too), as
+    paths relative to the worktree."""
+    args = ["status", "--porcelain", "--untracked-files=all"] + (["--ignored"] if ignored else [])
+    out = git(worktree, *args)
     return [line[3:] for line in out.splitlines() if line.strip()]
+
+
+def git_dir(worktree: Path) -> Path:
+    """The worktree's private git dir (`<common-dir>/worktrees/<id>` for a linked worktree)."""
+    return Path(git(worktree, "rev-parse", "--absolute-git-dir").strip())
 
 
 def exclude(common_dir: Path, pattern: str) -> None:

@@ -228,7 +228,12 @@ class _Run:
         self.env = self._vars()
         self._hook("pre_up", ws.repo.root)
         with self.step("worktree"):
-            created = worktree.apply(stack=self.stack, root=ws.repo.root, plan=plan.wt)
+            created = worktree.apply(
+                stack=self.stack,
+                root=ws.repo.root,
+                plan=plan.wt,
+                mark={"repo_id": self.ident.repo.repo_id, "session": self.req.name},
+            )
             self.created_worktree = self.created_worktree or created
         if created and self.cfg.worktree.copy_:
             with self.step("copy"):
