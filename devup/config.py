@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from devup import envvars
 from devup.errors import ConfigError
 from devup.hookspec import Hook, normalise
 from devup.paths import CONFIG_NAME, read_config
@@ -158,6 +159,9 @@ def _check_names(path: Path, text: str, config: Config) -> None:
         for name in units:
             if not UNIT_NAME.match(name):
                 fail((kind, name), f"name {name!r} must match {UNIT_NAME.pattern}")
+    for key in config.env:
+        if not envvars.KEY.fullmatch(key):
+            fail(("env", key), f"variable name {key!r} must match ^[A-Za-z_][A-Za-z0-9_]*$")
     for name in set(config.groups) & set(config.services):
         fail(("services", name), f"{name!r} is both a group and a service")
     for name, group in config.groups.items():

@@ -63,6 +63,7 @@ def plan(
     path = Path(previous.worktree) if previous else ws.worktrees_dir / name
     start = base or cfg.project.base or "HEAD"
     wt = worktree.plan(root=ws.repo.root, path=path, branch=branch, base=start)
+    _check_env_file(ws, cfg, ident, wt, mode)
     models = compose_models(ws, cfg, ident, groups, wt, mode) if groups else {}
     lease_keys, aliases = port_keys(models, services)
     return Plan(
@@ -77,6 +78,27 @@ def plan(
         lease_keys,
         aliases,
         previous,
+    )
+
+
+def _check_env_file(
+    ws: Workspace, cfg: Config, ident: Identity, wt: worktree.WorktreePlan, mode: Mode
+) -> None:
+    """Every variable can be written to the env file as inert data (SPEC §4), or `up` stops
+    here, before the first change (exit 2). Port numbers are digits: leaving them out changes
+    nothing about what a value contains."""
+    envvars.check_file_safe(
+        envvars.session_vars(
+            session=ident.session,
+            project=ident.project,
+            branch=wt.branch,
+            worktree=str(wt.path),
+            repo=str(ws.repo.root),
+            mode=mode,
+            resumed=wt.exists,
+            ports={},
+            extra=cfg.env,
+        )
     )
 
 

@@ -7,8 +7,6 @@ import json
 import os
 from pathlib import Path
 
-import pytest
-
 from tests import world
 from tests.conftest import Repo, isolated
 
