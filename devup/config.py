@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import re
 import tomllib
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from devup import envvars
 from devup.errors import ConfigError
@@ -46,6 +46,18 @@ class PortsCfg(_Strict):
 
 class WorktreeCfg(_Strict):
     copy_: list[str] = Field(default_factory=list, alias="copy")
+
+    @field_validator("copy_")
+    @classmethod
+    def _relative_inside(cls, value: list[str]) -> list[str]:
+        # SPEC §5.11: copy never reads or writes outside the main checkout and the worktree.
+        for entry in value:
+            parts = PurePosixPath(entry).parts
+            if not entry.strip() or entry.startswith(("/", "~")) or PureWindowsPath(entry).drive:
+                raise ValueError(f"{entry!r} must be a path relative to the main checkout")
+            if ".." in parts or ".." in PureWindowsPath(entry).parts:
+                raise ValueError(f"{entry!r} must not contain '..': copy stays inside the main checkout")
+        return value
 
 
 class GroupCfg(_Strict):

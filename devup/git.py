@@ -164,6 +164,15 @@ def exclude(common_dir: Path, pattern: str) -> None:
         path.write_text(text + ("" if text.endswith("\n") or not text else "\n") + pattern + "\n")
 
 
+def symlink_target(root: Path, commit: str, path: str) -> str | None:
+    """Where `path` points when it is a symlink in `commit`'s tree, else None."""
+    out = git(root, "ls-tree", "-z", commit, "--", path)
+    entry = out.split("\0", 1)[0]
+    if not entry.startswith("120000 "):
+        return None
+    return git(root, "cat-file", "blob", entry.split()[2])
+
+
 def extract(root: Path, commit: str, paths: list[str], dest: Path) -> None:
     """Write `paths` (files or folders) as they are at `commit` into `dest`."""
     import io

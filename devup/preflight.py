@@ -64,6 +64,9 @@ def plan(
     start = base or cfg.project.base or "HEAD"
     wt = worktree.plan(root=ws.repo.root, path=path, branch=branch, base=start)
     _check_env_file(ws, cfg, ident, wt, mode)
+    if not wt.exists and cfg.worktree.copy_:
+        commit = wt.new_from or git.rev(ws.repo.root, f"refs/heads/{wt.branch}") or "HEAD"
+        files.check_branch_paths(root=ws.repo.root, commit=commit, patterns=cfg.worktree.copy_)
     models = compose_models(ws, cfg, ident, groups, wt, mode) if groups else {}
     lease_keys, aliases = port_keys(models, services)
     return Plan(

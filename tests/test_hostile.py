@@ -7,6 +7,8 @@ import json
 import os
 from pathlib import Path
 
+import pytest
+
 from tests import world
 from tests.conftest import Repo, isolated
 
@@ -80,3 +82,72 @@ def test_gc_keeps_a_session_record_made_before_the_mark_existed(make):
     assert repo.devup("gc").returncode == 0
     assert repo.worktree("old") in world.worktree_paths(repo.path)
     assert os.path.isdir(repo.worktree("old"))
+
+
+# --- [worktree].copy stays inside the main checkout and the worktree ------------------------
+
+
+def outside_dir(repo: Repo) -> Path:
+    """A folder outside the repository, standing in for /etc or a victim's home."""
+    folder = repo.tmp / "outside"
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_copy_refuses_a_committed_symlink_that_leads_out_of_the_worktree(make):
+    repo = make(
+        HOST + '[worktree]\ncopy = ["config/master.key"]\n',
+        {".gitignore": "config/master.key\n", "config/app.yaml": "app: 1\n"},
+    )
+    outside = outside_dir(repo)
+    (outside / "unrelated").write_text("keep")
+    # A contributor's branch replaces config/ by a link to a folder outside the repository.
+    scratch = repo.tmp / "scratch"
+    world.git(repo.path, "worktree", "add", "-q", "-b", "evil", str(scratch))
+    world.git(scratch, "rm", "-rq", "config")
+    (scratch / "config").symlink_to(outside)
+    world.git(scratch, "add", "config")
+    world.git(scratch, "commit", "-qm", "config is a link")
+    world.git(repo.path, "worktree", "remove", str(scratch))
+    (repo.path / "config" / "master.key").write_text("secret")
+    before = snapshot(outside)
+
+    result = repo.devup("up", "evil")
+    assert result.returncode == 2, result.stderr
+    assert "config/master.key" in result.stderr and "outside" in result.stderr
+    assert snapshot(outside) == before
+    assert world.worktree_paths(repo.path) == [repo.path]
+    assert (repo.path / "config" / "master.key").read_text() == "secret"
+
+
+def test_copy_refuses_an_untracked_symlink_that_leads_out_of_the_main_checkout(make):
+    repo = make(HOST + '[worktree]\ncopy = ["sub/shadow", "sub/*"]\n')
+    outside = outside_dir(repo)
+    (outside / "shadow").write_text("root:hash")
+    (repo.path / "sub").symlink_to(outside)
+    before = world.branches(repo.path)
+    result = repo.devup("up", "s1")
+    assert result.returncode == 2, result.stderr
+    assert "sub/shadow" in result.stderr
+    assert world.branches(repo.path) == before
+    assert not repo.worktree("s1").exists()
+    assert world.worktree_paths(repo.path) == [repo.path]
+
+
+@pytest.mark.parametrize("entry", ["ABSOLUTE/shadow", "../outside/shadow", "conf/../../outside/shadow"])
+def test_copy_paths_outside_the_main_checkout_are_a_config_error(make, entry):
+    repo = make(HOST)
+    outside = outside_dir(repo)
+    (outside / "shadow").write_text("root:hash")
+    entry = entry.replace("ABSOLUTE", str(outside))
+    repo.write("devup.toml", (repo.path / "devup.toml").read_text() + f'[worktree]\ncopy = ["{entry}"]\n')
+    repo.commit("copy outside")
+    result = repo.devup("up", "c1")
+    assert result.returncode == 2, result.stderr
+    assert "devup.toml:" in result.stderr and "worktree.copy" in result.stderr
+    assert not repo.worktree("c1").exists()
+    assert world.worktree_paths(repo.path) == [repo.path]
