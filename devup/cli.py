@@ -108,7 +108,7 @@ def _guard(
         from devup import output, paths
 
         log = paths.state_root() / "crash.log"
-        log.parent.mkdir(parents=True, exist_ok=True)
+        paths.ensure_dir(log.parent)
         with open(log, "a", encoding="utf-8") as f:
             f.write(f"--- devup {__version__}: {' '.join(sys.argv)}\n{traceback.format_exc()}\n")
         output.error(f"unexpected error: {type(exc).__name__}: {exc}", f"details in {log}; please report it")

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from devup import runner
+from devup import paths, runner
 from devup.errors import CommandFailed, DevupError, PreflightError
 
 LABEL_SESSION = "dev.devup.session"
@@ -250,7 +250,7 @@ def write_override(
         doc["volumes"] = {v: {"labels": dict(labels)} for v in model.volumes}
     if model.networks:
         doc["networks"] = {n: {"labels": dict(labels)} for n in model.networks}
-    path.parent.mkdir(parents=True, exist_ok=True)
+    paths.ensure_dir(path.parent)
     yaml = YAML()
     tmp = path.with_suffix(".tmp")
     with open(tmp, "w", encoding="utf-8") as f:

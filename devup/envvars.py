@@ -10,7 +10,7 @@ from collections.abc import Mapping
 
 from devup.errors import PreflightError
 
-_REF = re.compile(r"\$\{(\w+)\}|\$(\w+)")
+REF = re.compile(r"\$\{(\w+)\}|\$(\w+)")
 _PLAIN = re.compile(r"^[A-Za-z0-9_./:@%+,=-]*$")
 
 
@@ -45,7 +45,7 @@ def session_vars(
         if name in env:
             return env[name]
         if name in extra:  # config validation rejects cycles, so this recursion ends
-            resolved[name] = _REF.sub(lambda m: expand(m.group(1) or m.group(2)), extra[name])
+            resolved[name] = REF.sub(lambda m: expand(m.group(1) or m.group(2)), extra[name])
             return resolved[name]
         return os.environ.get(name, "")
 

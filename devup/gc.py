@@ -108,7 +108,12 @@ def run(ws: Workspace, reporter: Reporter, *, dry_run: bool, force: bool = False
         for journal_path in (
             sorted(ws.repo.journals_dir.glob("*.jsonl")) if ws.repo.journals_dir.is_dir() else []
         ):
-            recover_if_idle(ws, journal_path.stem, reporter)
+            try:
+                recover_if_idle(ws, journal_path.stem, reporter)
+            except DevupError as exc:
+                # A corrupt or untrusted journal is that session's problem: it stays owned
+                # (see _owned) and the sweep goes on for everything else.
+                reporter.warn(f"session {journal_path.stem}: {exc.message}")
     found = find(ws, engine=engine)
     if dry_run:
         return found

@@ -60,7 +60,7 @@ def plan(
     if groups:
         compose.compose_command()
         compose.engine_version()
-    path = Path(previous.worktree) if previous else ws.worktrees_dir / name
+    path = Path(previous.worktree) if previous else _worktrees_folder(ws) / name
     start = base or cfg.project.base or "HEAD"
     wt = worktree.plan(root=ws.repo.root, path=path, branch=branch, base=start)
     _check_env_file(ws, cfg, ident, wt, mode)
@@ -82,6 +82,23 @@ def plan(
         aliases,
         previous,
     )
+
+
+def _worktrees_folder(ws: Workspace) -> Path:
+    """[project].worktrees, checked: a folder (or none yet), never a file or the filesystem root."""
+    folder = ws.worktrees_dir
+    where = f"{ws.repo.root / 'devup.toml'}: project.worktrees"
+    if folder == Path(folder.anchor) or folder == ws.repo.root or folder == ws.repo.common_dir:
+        raise PreflightError(
+            f"{where}: {folder} cannot hold session worktrees",
+            hint='point it at a folder of its own, e.g. worktrees = "../myapp-worktrees"',
+        )
+    if folder.exists() and not folder.is_dir():
+        raise PreflightError(
+            f"{where}: {folder} is a file, not a folder",
+            hint='point it at a folder of its own, e.g. worktrees = "../myapp-worktrees"',
+        )
+    return folder
 
 
 def _check_env_file(

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from devup.errors import CommandFailed
+from devup.paths import ensure_dir
 
 _TAIL_LINES = 20
 _active: set[subprocess.Popen[bytes]] = set()
@@ -93,7 +94,7 @@ def run(
 
 def spawn(args: Sequence[str], *, cwd: Path, env: Mapping[str, str], log_path: Path) -> int:
     """Start a process that outlives devup, in its own process group, output to `log_path`."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
+    ensure_dir(log_path.parent)
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
             list(args),

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import json
 import os
+import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from tests import world
-from tests.conftest import Repo, isolated
+from tests.conftest import HTTP_SERVICE, Repo, isolated
 
 HOST = isolated("host")
 
@@ -151,3 +154,231 @@ def test_copy_paths_outside_the_main_checkout_are_a_config_error(make, entry):
     assert "devup.toml:" in result.stderr and "worktree.copy" in result.stderr
     assert not repo.worktree("c1").exists()
     assert world.worktree_paths(repo.path) == [repo.path]
+
+
+# --- state folders, journals and lease files: private, trusted, and per session -------------
+
+
+def devup_with_umask(repo: Repo, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["sh", "-c", 'umask 000; exec "$0" -m devup "$@"', sys.executable, *args],
+        cwd=repo.path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_state_folders_are_private_whatever_the_umask(make):
+    repo = make(HOST + f'[services.web]\nrun = "{HTTP_SERVICE}"\nport = true\nready = {{ http = "/" }}\n')
+    result = devup_with_umask(repo, "up", "u1")
+    assert result.returncode == 0, result.stderr
+    home = repo.tmp / "state"
+    folders = [home, *(p for p in home.rglob("*") if p.is_dir() and not p.is_symlink())]
+    assert len(folders) > 5
+    assert {str(p): oct(p.stat().st_mode & 0o777) for p in folders if p.stat().st_mode & 0o077} == {}
+    assert repo.devup("down", "u1").returncode == 0
+
+
+def plant_journal(repo: Repo, name: str, canary: Path) -> Path:
+    """A journal devup did not write: its one undo record would run a command."""
+    path = state_dir(repo) / "journals" / f"{name}.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    entries = [
+        {"op": "begin", "session": name, "resumed": False, "pid": 1, "branch": name, "mode": "host"},
+        {
+            "op": "push",
+            "id": 0,
+            "undo": {
+                "kind": "hook_undo",
+                "args": {"name": "post_up", "command": f"touch {canary}", "cwd": "/", "env": {}},
+                "label": "undo",
+            },
+        },
+    ]
+    path.write_text("".join(json.dumps(e) + "\n" for e in entries))
+    return path
+
+
+@pytest.mark.parametrize("how", ["other owner", "group writable", "world writable"])
+def test_a_journal_someone_else_could_have_written_is_never_run(make, how):
+    repo = make(HOST)
+    assert repo.devup("up", "good").returncode == 0
+    canary = repo.tmp / "canary"
+    path = plant_journal(repo, "evil", canary)
+    if how == "other owner":
+        os.chown(path, 65534, 65534)
+    else:
+        path.chmod(0o620 if how == "group writable" else 0o606)
+    gc = repo.devup("gc")
+    assert "Traceback" not in gc.stderr and "devup runs nothing from it" in gc.stderr
+    recover = repo.devup("recover", "evil")
+    assert recover.returncode != 0 and "devup runs nothing from it" in recover.stderr
+    assert repo.devup("up", "evil").returncode != 0
+    assert not canary.exists()
+    # Only that session is affected.
+    assert repo.devup("status", "good").returncode == 0
+    assert repo.worktree("good") in world.worktree_paths(repo.path)
+    assert repo.devup("down", "good").returncode == 0
+
+
+CORRUPT_LINES = {
+    "binary": b"\xff\xfe\x00garbage",
+    "bare number": b"42",
+    "push without id": b'{"op": "push", "undo": {"kind": "hook_undo", "args": {}, "label": "x"}}',
+    "text": b"not json at all",
+}
+
+
+@pytest.mark.parametrize("kind", list(CORRUPT_LINES))
+def test_a_corrupt_journal_line_affects_only_its_session(make, kind):
+    repo = make(HOST)
+    assert repo.devup("up", "good").returncode == 0
+    path = plant_journal(repo, "bad", repo.tmp / "canary")
+    lines = path.read_bytes().splitlines()
+    path.write_bytes(b"\n".join([lines[0], CORRUPT_LINES[kind], lines[1]]) + b"\n")
+    ls = repo.devup("ls", "--json")
+    assert ls.returncode == 0, ls.stderr
+    assert [s["session"] for s in json.loads(ls.stdout)] == ["good"]
+    assert "bad.jsonl is corrupt" in ls.stderr
+    for args in (["recover"], ["gc"], ["status", "good"]):
+        result = repo.devup(*args)
+        assert "Traceback" not in result.stderr, (args, result.stderr)
+    assert repo.devup("status", "good").returncode == 0
+    assert repo.devup("gc").returncode == 0
+    assert repo.worktree("good") in world.worktree_paths(repo.path)
+    assert not (repo.tmp / "canary").exists()
+    assert repo.devup("down", "good").returncode == 0
+
+
+def test_a_binary_session_record_affects_only_its_session(make):
+    repo = make(HOST)
+    assert repo.devup("up", "good").returncode == 0
+    (state_dir(repo) / "sessions" / "bad.json").write_bytes(b"\xff\xfe\x00\x01binary")
+    ls = repo.devup("ls", "--json")
+    assert ls.returncode == 0, ls.stderr
+    assert [s["session"] for s in json.loads(ls.stdout)] == ["good"]
+    status = repo.devup("status", "bad")
+    assert status.returncode != 0 and "corrupt" in status.stderr and "Traceback" not in status.stderr
+    gc = repo.devup("gc")
+    assert gc.returncode == 0 and "Traceback" not in gc.stderr
+    assert repo.devup("status", "good").returncode == 0
+    assert repo.devup("down", "good").returncode == 0
+
+
+@pytest.mark.parametrize(
+    "garbage", [b"{not json", b"\xff\xfe", b'{"leases": {"abc": {"repo": 1}}}', b"[1, 2]", b"42"]
+)
+def test_a_damaged_lease_file_is_rebuilt_from_the_session_records(make, garbage):
+    low = random.randrange(10000, 18000)
+    repo = make(
+        isolated("host", ports=f"[{low}, {low + 1}]")
+        + f'[services.web]\nrun = "{HTTP_SERVICE}"\nport = true\nready = {{ http = "/" }}\n'
+    )
+    first = repo.up_json("a")["ports"]["WEB"]
+    assert repo.devup("stop", "a").returncode == 0  # its port is free, but still leased to it
+    ports_json = repo.tmp / "state" / "ports.json"
+    ports_json.write_bytes(garbage)
+    second = repo.devup("up", "b", "--json")
+    assert second.returncode == 0, second.stderr
+    assert json.loads(second.stdout)["ports"]["WEB"] != first
+    assert "rebuilt" in second.stderr
+    assert [p.read_bytes() for p in ports_json.parent.glob("ports.json.corrupt-*")] == [garbage]
+    assert repo.devup("down", "b").returncode == 0
+    assert repo.up_json("a")["ports"]["WEB"] == first  # a keeps its port
+    assert repo.devup("down", "a").returncode == 0
+
+
+# --- names, numbers and config files --------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["up", "down", "status"])
+def test_a_session_name_with_a_final_newline_is_refused(make, command):
+    repo = make(HOST)
+    result = repo.devup(command, "abc\n")
+    assert result.returncode == 2, result.stderr
+    assert "invalid session name" in result.stderr
+    assert world.worktree_paths(repo.path) == [repo.path] and world.branches(repo.path) == ["main"]
+
+
+@pytest.mark.parametrize(
+    "snippet, key",
+    [
+        (f'[services.web]\nrun = "{HTTP_SERVICE}"\nstop_timeout = inf\n', "services.web.stop_timeout"),
+        (f'[services.web]\nrun = "{HTTP_SERVICE}"\nready_timeout = nan\n', "services.web.ready_timeout"),
+        ('[hooks]\npost_up = { run = "true", timeout = inf }\n', "hooks.post_up.timeout"),
+        ('[hooks]\npost_up = { run = "true", timeout = 1e300 }\n', "hooks.post_up.timeout"),
+        ('[groups.db]\nfiles = ["c.yaml"]\nwait_timeout = inf\n', "groups.db.wait_timeout"),
+        ('[groups."db\\n"]\nfiles = ["c.yaml"]\n', "groups.db\n"),
+        ('[env]\nA = "x$B"\nB = "y${A}"\n', "env.A"),
+    ],
+)
+def test_unbounded_numbers_bad_names_and_cycles_are_config_errors(make, snippet, key):
+    repo = make(HOST + snippet)
+    result = repo.devup("up", "n1")
+    assert result.returncode == 2, result.stderr
+    assert "devup.toml:" in result.stderr and key in result.stderr
+    assert "Traceback" not in result.stderr
+    assert world.worktree_paths(repo.path) == [repo.path] and world.branches(repo.path) == ["main"]
+
+
+def test_a_down_hook_with_an_infinite_timeout_is_ignored_not_a_crash(make):
+    repo = make(HOST)
+    assert repo.devup("up", "d1").returncode == 0
+    marker = repo.tmp / "ran"
+    repo.write("devup.toml", HOST + f'[hooks]\npost_down = {{ run = "touch {marker}", timeout = inf }}\n')
+    result = repo.devup("down", "d1")
+    assert result.returncode == 0 and "Traceback" not in result.stderr
+    assert repo.worktree("d1") not in world.worktree_paths(repo.path)
+
+
+@pytest.mark.parametrize(
+    "content, expect",
+    [
+        (b'[project]\nname = "caf\xe9"\n', "devup.toml:2: not valid UTF-8"),
+        (b"a = " + b"[" * 5000 + b"]" * 5000 + b"\n", "nested too deeply"),
+    ],
+)
+def test_unreadable_config_files_are_config_errors(make, content, expect):
+    repo = make(HOST)
+    (repo.path / "devup.toml").write_bytes(content)
+    result = repo.devup("up", "r1")
+    assert result.returncode == 2, result.stderr
+    assert expect in result.stderr and "Traceback" not in result.stderr
+    assert world.worktree_paths(repo.path) == [repo.path]
+
+
+@pytest.mark.parametrize("where", ["a file", "the root"])
+def test_a_worktrees_folder_that_is_a_file_or_the_root_is_refused(make, where):
+    repo = make(HOST)
+    target = "/" if where == "the root" else "../afile"
+    (repo.tmp / "afile").write_text("not a folder")
+    repo.write("devup.toml", HOST.replace("[ports]", f'worktrees = "{target}"\n[ports]'))
+    result = repo.devup("up", "w1")
+    assert result.returncode == 2, result.stderr
+    assert "project.worktrees" in result.stderr
+    assert (repo.tmp / "afile").read_text() == "not a folder"
+    assert world.worktree_paths(repo.path) == [repo.path] and world.branches(repo.path) == ["main"]
+
+
+@pytest.mark.parametrize("branch", ["@", "0123456789abcdef0123456789abcdef01234567"])
+def test_branch_names_git_reads_as_something_else_are_refused(make, branch):
+    repo = make(HOST)
+    result = repo.devup("up", "x1", "--branch", branch)
+    assert result.returncode == 2, result.stderr
+    assert "cannot be a session's branch" in result.stderr
+    assert world.worktree_paths(repo.path) == [repo.path] and world.branches(repo.path) == ["main"]
+
+
+def test_status_of_a_path_outside_the_state_folder_is_refused(make):
+    repo = make(HOST)
+    assert repo.devup("up", "good").returncode == 0
+    # A record-shaped file outside the sessions folder, as `../../x` would reach it.
+    sessions = state_dir(repo) / "sessions"
+    (sessions.parent.parent / "x.json").write_bytes((sessions / "good.json").read_bytes())
+    for command in ("status", "env", "logs", "down"):
+        result = repo.devup(command, "../../x")
+        assert result.returncode == 2, (command, result.stdout, result.stderr)
+        assert "invalid session name" in result.stderr
+    assert repo.devup("status", "good").returncode == 0
+    assert repo.devup("down", "good").returncode == 0

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from devup.errors import DevupError, PreflightError
+from devup.paths import ensure_dir
 from devup.state import write_atomic
 from devup.undo import UndoRecord, UndoStack, inverse
 
@@ -125,7 +126,7 @@ def make_dir(*, stack: UndoStack, path: Path, label: str) -> None:
     if path.exists():
         return
     stack.push(UndoRecord("dir_remove", {"path": str(path)}, label))
-    path.mkdir(parents=True, mode=0o700)
+    ensure_dir(path)
 
 
 @inverse("file_restore")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,13 @@ def plan(*, root: Path, path: Path, branch: str, base: str) -> WorktreePlan:
     """Decide, without changing anything, how the worktree comes to be (SPEC §5.6)."""
     if git.runner_check_ref(root, branch) is False:
         raise PreflightError(f"{branch!r} is not a valid branch name")
+    if branch == "@" or re.fullmatch(r"[0-9a-fA-F]{40}|[0-9a-fA-F]{64}", branch):
+        # Valid ref names that git reads as something else: `@` is HEAD, 40 (64) hex digits a
+        # commit id, so git would check out a detached commit rather than the branch.
+        raise PreflightError(
+            f"{branch!r} cannot be a session's branch: git reads it as {'HEAD' if branch == '@' else 'a commit id'}",
+            hint="pass --branch with a branch name",
+        )
     existing = git.worktrees(root)
     here = next((w for w in existing if w.path.resolve() == path.resolve()), None)
     if here is not None:
