@@ -380,5 +380,8 @@ def init(
 
 
 def main() -> None:
+    from devup.output import make_streams_tolerant
+
+    make_streams_tolerant()
     os.environ.setdefault("COMPOSE_STATUS_STDOUT", "0")
     app()

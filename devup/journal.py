@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -23,8 +24,18 @@ class Journal:
         line = json.dumps(entry, sort_keys=True) + "\n"
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
-            os.write(fd, line.encode())
-            os.fsync(fd)
+            size = os.fstat(fd).st_size
+            try:
+                data = line.encode()
+                if os.write(fd, data) != len(data):
+                    raise OSError(28, "short write to the journal")  # ENOSPC
+                os.fsync(fd)
+            except OSError:
+                # Never leave half a line in the middle: a later line after it would make the
+                # whole journal unreadable. (A torn last line is fine: replay skips it.)
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, size)
+                raise
         finally:
             os.close(fd)
 
@@ -99,7 +110,9 @@ def _entry(data: Any) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise TypeError("not an object")
     op = data["op"]
-    if op in ("push", "update", "undone") and not (isinstance(data["id"], int) and not isinstance(data["id"], bool)):
+    if op in ("push", "update", "undone") and not (
+        isinstance(data["id"], int) and not isinstance(data["id"], bool)
+    ):
         raise TypeError("id is not a number")
     if op in ("push", "update"):
         undo = data["undo"]

@@ -19,7 +19,7 @@ from devup.journal import Journal
 from devup.report import Reporter
 from devup.steps import files, group, hooks, service, worktree
 from devup.undo import Leftover, UndoRecord, UndoStack
-from devup.workspace import Workspace, mark_failed
+from devup.workspace import Workspace, finish_rollback
 
 if TYPE_CHECKING:
     from devup import preflight
@@ -439,9 +439,9 @@ class _Run:
         self.reporter.note("rolling back what this run created")
         leftovers = self.stack.unwind(on_undo=self.reporter.undone)
         if not leftovers:
-            if self.plan.resumed:
-                mark_failed(self.ws, self.req.name)
-            self.journal.remove()
+            leftovers = finish_rollback(
+                self.ws, self.req.name, resumed=self.plan.resumed, reporter=self.reporter
+            )
         status = "rollback_incomplete" if leftovers else ("interrupted" if interrupted else "rolled_back")
         return UpFailed(session=self.req.name, status=status, step=step, cause=message, leftovers=leftovers)
 

@@ -25,7 +25,9 @@ class CorruptState(DevupError):
 def file_lock(path: Path, *, blocking: bool = True, busy_message: str = "") -> Iterator[None]:
     """flock: the kernel releases it when the process dies, so a killed run never wedges us."""
     paths.ensure_dir(path.parent)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    # Read-only is enough for flock, and keeps no file of the state folder open for writing (a
+    # remount read-only, or a full disk, then meets no writer of ours).
+    fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o600)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
@@ -41,7 +43,7 @@ def file_lock(path: Path, *, blocking: bool = True, busy_message: str = "") -> I
 def is_locked(path: Path) -> bool:
     if not path.exists():
         return False
-    fd = os.open(path, os.O_RDWR)
+    fd = os.open(path, os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:

@@ -382,3 +382,95 @@ def test_status_of_a_path_outside_the_state_folder_is_refused(make):
         assert "invalid session name" in result.stderr
     assert repo.devup("status", "good").returncode == 0
     assert repo.devup("down", "good").returncode == 0
+
+
+# --- a rollback survives a closed pipe, a full disk and a read-only state folder ------------
+
+ROLLBACK = (
+    HOST
+    + f'[services.web]\nrun = "{HTTP_SERVICE}"\nport = true\nready = {{ http = "/" }}\n'
+    + '[hooks]\npost_create = { run = "true", undo = "true" }\n'
+)
+
+
+def assert_nothing_left(repo: Repo, name: str) -> None:
+    assert world.worktree_paths(repo.path) == [repo.path]
+    assert world.branches(repo.path) == ["main"]
+    assert world.tagged_processes(repo_id=repo.repo_id, session=name) == []
+
+
+def test_a_closed_pipe_never_stops_the_rollback(make):
+    repo = make(ROLLBACK)
+    result = subprocess.run(
+        ["bash", "-c", f'"{sys.executable}" -m devup up p1 2>&1 | head -1; exit "${{PIPESTATUS[0]}}"'],
+        cwd=repo.path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "DEVUP_FAULT": "raise@before:commit"},
+        timeout=120,
+    )
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert len(result.stdout.splitlines()) == 1
+    assert_nothing_left(repo, "p1")
+    ls = repo.devup("ls", "--json")
+    assert json.loads(ls.stdout) == [] and ls.stderr == ""
+
+
+def test_a_closed_stdout_never_stops_the_rollback_of_a_json_run(make):
+    repo = make(ROLLBACK)
+    result = subprocess.run(
+        [
+            "bash",
+            "-c",
+            f'"{sys.executable}" -m devup up p2 --json 2>/dev/null | true; exit "${{PIPESTATUS[0]}}"',
+        ],
+        cwd=repo.path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "DEVUP_FAULT": "raise@before:commit"},
+        timeout=120,
+    )
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert_nothing_left(repo, "p2")
+
+
+@pytest.fixture
+def small_state(tmp_path):
+    """DEVUP_HOME on a tiny tmpfs of its own, so a test can fill it or make it read-only."""
+    if os.geteuid() != 0:
+        pytest.fail("this test mounts a tmpfs: run it as root (CI does)")
+    home = tmp_path / "state"
+    home.mkdir(exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", str(home)], check=True)
+    yield home
+    subprocess.run(["mount", "-o", "remount,rw", str(home)], capture_output=True)
+    subprocess.run(["umount", "-l", str(home)], check=True)
+
+
+@pytest.mark.parametrize("breakage", ["full", "read-only"])
+def test_a_full_or_read_only_state_folder_never_stops_the_rollback(make, small_state, breakage):
+    # The hook breaks the state folder, then fails: everything after runs on a broken disk.
+    breaker = (
+        f"dd if=/dev/zero of={small_state}/filler bs=64k 2>/dev/null; false"
+        if breakage == "full"
+        else f"mount -o remount,ro {small_state}; false"
+    )
+    repo = make(ROLLBACK + f'pre_spawn = "{breaker}"\n')
+    result = repo.devup("up", "f1", "--json")
+    assert "Traceback" not in result.stderr
+    doc = json.loads(result.stdout)
+    # The worktree, the branch and the service are undone whatever the disk says.
+    assert_nothing_left(repo, "f1")
+    assert result.returncode == 3, result.stderr
+    assert doc["status"] == "rollback_incomplete" and doc["leftovers"]
+    # The disk mended, `recover` finishes.
+    if breakage == "full":
+        (small_state / "filler").unlink()
+    else:
+        subprocess.run(["mount", "-o", "remount,rw", str(small_state)], check=True)
+    recover = repo.devup("recover", "f1")
+    assert recover.returncode == 0, recover.stderr
+    assert_nothing_left(repo, "f1")
+    assert json.loads(repo.devup("ls", "--json").stdout) == []
+    assert repo.devup("up", "f1", "--no-hooks").returncode == 0  # the hook would break it again
+    assert repo.devup("down", "f1").returncode == 0
