@@ -36,7 +36,10 @@ def stop(pid: int, started: float, *, timeout: float) -> None:
     """SIGTERM the process group, SIGKILL after `timeout`; a process already gone is success."""
     if not is_alive(pid, started):
         return
-    pgid = os.getpgid(pid)
+    try:
+        pgid = os.getpgid(pid)
+    except ProcessLookupError:
+        return  # it exited between the check and now: stopped, as asked
     members = _group(pgid)
     _signal_group(pgid, signal.SIGTERM)
     alive = _wait_exited(members, timeout=timeout)

@@ -502,6 +502,8 @@ def _signals() -> Iterator[None]:
         return
 
     def handler(signum: int, frame: FrameType | None) -> None:
+        if runner.defer_signal(signum):
+            return  # a child is being started: raised once it is registered
         runner.terminate_all()
         raise Interrupted(signum)
 

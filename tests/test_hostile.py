@@ -3,11 +3,14 @@ machine does to devup, checked end to end on real git, real processes and the re
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -474,3 +477,101 @@ def test_a_full_or_read_only_state_folder_never_stops_the_rollback(make, small_s
     assert json.loads(repo.devup("ls", "--json").stdout) == []
     assert repo.devup("up", "f1", "--no-hooks").returncode == 0  # the hook would break it again
     assert repo.devup("down", "f1").returncode == 0
+
+
+# --- hooks: a timeout bounds the whole hook, output is a bounded tail -----------------------
+
+
+def test_a_hook_that_backgrounds_a_process_returns_with_the_hook(make):
+    repo = make(HOST + '[hooks]\npost_up = "sleep 300 &"\n')
+    # The default hook timeout is 600 s: returning at all within the bound below shows the
+    # background child's open pipe no longer holds `up`.
+    result = repo.devup("up", "h1", timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert len(world.tagged_processes(repo_id=repo.repo_id, session="h1")) == 1
+    assert repo.devup("down", "h1", timeout=120).returncode == 0
+    assert world.tagged_processes(repo_id=repo.repo_id, session="h1") == []
+
+
+def test_a_hook_timeout_bounds_the_hook_even_when_a_child_escapes_its_group(make):
+    repo = make(HOST + '[hooks]\npost_up = { run = "setsid sleep 300 & sleep 60", timeout = 2 }\n')
+    result = repo.devup("up", "h2", "--json", timeout=120)
+    assert result.returncode == 1, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["status"] == "rolled_back" and "timed out" in doc["error"]["message"]
+    assert_nothing_left(repo, "h2")
+
+
+def test_hook_output_is_a_bounded_tail(make):
+    repo = make(
+        HOST
+        + "[hooks]\npost_up = \"head -c 300000000 /dev/zero | tr '\\\\\\\\0' x; echo; echo last words; exit 3\"\n"
+    )
+    # A wrapper process of its own measures devup's peak memory (the largest of its children).
+    peak_file = repo.tmp / "peak"
+    wrapper = (
+        "import resource, subprocess, sys; code = subprocess.run(sys.argv[2:]).returncode; "
+        "open(sys.argv[1], 'w').write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)); "
+        "sys.exit(code)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", wrapper, str(peak_file), sys.executable, "-m", "devup", "up", "h3", "--json"],
+        cwd=repo.path,
+        capture_output=True,
+        text=True,
+        timeout=200,
+    )
+    peak_kib = int(peak_file.read_text())
+    assert result.returncode == 1, result.stderr[-2000:]
+    doc = json.loads(result.stdout)
+    assert "exited 3" in doc["error"]["message"] and "last words" in doc["error"]["message"]
+    assert len(result.stdout) < 20_000 and len(result.stderr) < 20_000
+    # 300 MB went through the pipe; devup kept a tail of it (it used 925 MB before).
+    assert peak_kib < 250 * 1024
+    assert_nothing_left(repo, "h3")
+
+
+# --- found by reading the code: the runner, process stops -----------------------------------
+
+
+def test_a_signal_while_a_child_starts_never_leaves_the_child_running(monkeypatch):
+    """SIGINT lands right after the child exists but before `run` could register it: the
+    child must still be stopped when devup unwinds (it was orphaned before)."""
+    from devup import runner, session
+    from devup.errors import Interrupted
+
+    started: list[int] = []
+    real_popen = subprocess.Popen
+
+    class SignalledPopen(real_popen):  # type: ignore[misc, valid-type]
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            started.append(self.pid)
+            os.kill(os.getpid(), signal.SIGINT)  # handled at the next bytecode, i.e. right here
+
+    monkeypatch.setattr(subprocess, "Popen", SignalledPopen)
+    with pytest.raises(Interrupted), session._signals():
+        runner.run(["sleep", "60"], timeout=120)
+    monkeypatch.undo()
+    (pid,) = started
+    try:
+        for _ in range(100):  # terminate_all() sent SIGTERM: it ends at once (at most 10 s)
+            if not world.pid_running(pid):
+                break
+            time.sleep(0.1)
+        assert not world.pid_running(pid)
+    finally:
+        runner._stopping.clear()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_stopping_a_process_that_exits_after_the_liveness_check_is_success(monkeypatch):
+    from devup import processes
+
+    proc = subprocess.Popen(["true"])
+    started = processes.start_time(proc.pid) or 0.0
+    proc.wait()
+    # The race: alive when checked, gone before its group is looked up.
+    monkeypatch.setattr(processes, "is_alive", lambda pid, started: True)
+    processes.stop(proc.pid, started, timeout=1)
