@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import traceback
 from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
@@ -105,12 +104,9 @@ def _guard(
     except typer.Exit:
         raise
     except Exception as exc:
-        from devup import output, paths
+        from devup import crashlog, output
 
-        log = paths.state_root() / "crash.log"
-        paths.ensure_dir(log.parent)
-        with open(log, "a", encoding="utf-8") as f:
-            f.write(f"--- devup {__version__}: {' '.join(sys.argv)}\n{traceback.format_exc()}\n")
+        log = crashlog.write(exc)
         output.error(f"unexpected error: {type(exc).__name__}: {exc}", f"details in {log}; please report it")
         raise typer.Exit(1) from None
 

@@ -14,7 +14,8 @@ from devup.paths import RepoPaths
 def find_repo(start: Path) -> RepoPaths:
     """The main checkout that `start` belongs to, from the main checkout or any worktree.
 
-    Pure file reads, no subprocess: every command starts here, and `ls` must start fast.
+    Pure file reads, no subprocess, for a checkout and its worktrees (every command starts
+    here, and `ls` must start fast); git itself is asked only for a submodule checkout.
     """
     here = start.resolve()
     for folder in (here, *here.parents):
@@ -27,11 +28,25 @@ def find_repo(start: Path) -> RepoPaths:
                 gitdir = (folder / text.split(":", 1)[1].strip()).resolve()
                 commondir = gitdir / "commondir"
                 common = (gitdir / commondir.read_text().strip()).resolve() if commondir.is_file() else gitdir
-                return RepoPaths(root=common.parent, common_dir=common)
+                if common.name == ".git" and (common.parent / ".git").resolve() == common:
+                    return RepoPaths(root=common.parent, common_dir=common)
+                # A submodule (its git dir is the superproject's .git/modules/NAME) or another
+                # layout where the main checkout is not the common dir's parent: ask git.
+                return _ask_git(folder)
     raise UsageError(
         f"{start} is not inside a git repository",
         hint="run devup from the main checkout of your project or from one of its session worktrees",
     )
+
+
+def _ask_git(folder: Path) -> RepoPaths:
+    common_out = git(folder, "rev-parse", "--git-common-dir").strip()
+    common = (folder / common_out).resolve()
+    result = runner.run(
+        ["git", "--git-dir", str(common), "rev-parse", "--show-toplevel"], cwd=folder, timeout=60
+    )
+    top = result.output.strip() if result.ok else ""
+    return RepoPaths(root=Path(top).resolve() if top else common.parent, common_dir=common)
 
 
 def _is_lock_contention(result: runner.Result) -> bool:

@@ -65,6 +65,10 @@ class UpResult:
         }
 
 
+class UnexpectedError(DevupError):
+    """A programming error inside a step, reported as one (with the crash log), rolled back."""
+
+
 class UpFailed(DevupError):
     """`up` failed; `status` says what became of the world (SPEC §2 JSON)."""
 
@@ -183,6 +187,16 @@ class _Run:
             yield
             faults.hit(f"after:{name}")
         except (Exception, Interrupted) as exc:
+            if isinstance(exc, Exception) and not isinstance(exc, DevupError):
+                # A bug, not a failure devup knows how to explain: still rolled back, but said
+                # so, with the traceback in the crash log for a report.
+                from devup import crashlog
+
+                log = crashlog.write(exc)
+                exc = UnexpectedError(
+                    f"unexpected error (a bug in devup): {type(exc).__name__}: {exc}; "
+                    + (f"the details are in {log}; please report it" if log else "please report it")
+                )
             message = exc.message if isinstance(exc, DevupError) else str(exc)
             self.reporter.step_failed(name, time.monotonic() - t0, message)
             if isinstance(exc, Exception) and not isinstance(exc, StepFailed):
@@ -293,6 +307,10 @@ class _Run:
         if not plan.resumed:
             # Write-ahead: a new session's leases all go with it, whatever was granted before a crash.
             self._push_release(None, "port leases")
+        else:
+            # Write-ahead: leasing may move the session off a port someone else binds now; a
+            # rollback gives the session back the leases its record names.
+            self._push_restore({k: prefer[k] for k in plan.lease_keys if k in prefer}, "previous port leases")
         granted = state.lease_ports(
             repo_id=self.ident.repo.repo_id,
             session=self.req.name,
@@ -310,6 +328,11 @@ class _Run:
         """The inverse of leasing: release `ports` (None: every lease of the session)."""
         record = {"repo_id": self.ident.repo.repo_id, "session": self.req.name, "ports": ports}
         self.stack.push(UndoRecord("ports_release", record, label))
+
+    def _push_restore(self, leases: dict[str, int], label: str) -> None:
+        if leases:
+            record = {"repo_id": self.ident.repo.repo_id, "session": self.req.name, "leases": leases}
+            self.stack.push(UndoRecord("ports_restore", record, label))
 
     def _held_keys(self) -> frozenset[str]:
         """Port keys a resumed session's own running units bind (so "busy" is not foreign)."""
@@ -336,6 +359,10 @@ class _Run:
                 avoid=frozenset({avoid}),
             )
             self._push_release(sorted(granted.values()), "replacement port leases")
+            # The displaced lease goes back on a rollback (journaled before it is released).
+            self._push_restore(
+                {k: avoid for k in leased if self.ports.get(k) == avoid}, f"lease of port {avoid}"
+            )
             state.release_ports(repo_id=self.ident.repo.repo_id, session=self.req.name, ports=[avoid])
             moved = dict(granted)
             moved.update({a: granted[f] for a, f in self.plan.aliases.items() if f in granted})

@@ -328,6 +328,20 @@ def release_ports(*, repo_id: str, session: str, ports: list[int] | None = None)
             write_atomic(path, json.dumps({"leases": keep}, indent=1, sort_keys=True))
 
 
+def restore_leases(*, repo_id: str, session: str, leases: dict[str, int]) -> None:
+    """Lease `leases` (key -> port) to the session again where no one else holds the port."""
+    path = paths.ports_file()
+    with file_lock(path.with_suffix(".lock")):
+        current = _read_leases(path)
+        changed = False
+        for key, port in leases.items():
+            if str(port) not in current:
+                current[str(port)] = {"repo": repo_id, "session": session, "key": key}
+                changed = True
+        if changed:
+            write_atomic(path, json.dumps({"leases": current}, indent=1, sort_keys=True))
+
+
 def all_leases() -> dict[int, dict[str, Any]]:
     path = paths.ports_file()
     with file_lock(path.with_suffix(".lock")):

@@ -8,6 +8,7 @@ import json
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests import world
-from tests.conftest import HTTP_SERVICE, Repo, isolated
+from tests.conftest import HTTP_SERVICE, Repo, busybox_web, isolated
 
 HOST = isolated("host")
 
@@ -575,3 +576,87 @@ def test_stopping_a_process_that_exits_after_the_liveness_check_is_success(monke
     # The race: alive when checked, gone before its group is looked up.
     monkeypatch.setattr(processes, "is_alive", lambda pid, started: True)
     processes.stop(proc.pid, started, timeout=1)
+
+
+def test_a_rolled_back_resume_gives_back_the_lease_it_moved_off(make):
+    low = random.randrange(10000, 18000)
+    repo = make(
+        isolated("host", ports=f"[{low}, {low + 1}]")
+        + f'[services.web]\nrun = "{HTTP_SERVICE}"\nport = true\nready = {{ http = "/" }}\n'
+    )
+    first = repo.up_json("r")["ports"]["WEB"]
+    assert repo.devup("stop", "r").returncode == 0
+    foreign = socket.socket()
+    foreign.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    foreign.bind(("127.0.0.1", first))
+    foreign.listen()
+    try:
+        # The resume moves off the taken port, then fails: the rollback must give it back.
+        failed = repo.devup("up", "r", env={"DEVUP_FAULT": "raise@before:commit"})
+        assert failed.returncode == 1, failed.stderr
+    finally:
+        foreign.close()
+    # Another session must not be handed the port r's record still names.
+    other = repo.devup("up", "s", "--json")
+    assert other.returncode == 0, other.stderr
+    assert json.loads(other.stdout)["ports"]["WEB"] != first
+    assert repo.devup("down", "s").returncode == 0
+    assert repo.up_json("r")["ports"]["WEB"] == first
+    assert repo.devup("down", "r").returncode == 0
+
+
+def test_a_programming_error_in_a_step_is_rolled_back_and_reported_as_a_bug(make):
+    repo = make(ROLLBACK)
+    result = repo.devup("up", "bug1", "--json", env={"DEVUP_FAULT": "bug@after:env_file"})
+    assert result.returncode == 1, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["status"] == "rolled_back" and doc["error"]["step"] == "env_file"
+    crash_log = repo.tmp / "state" / "crash.log"
+    assert "unexpected error" in doc["error"]["message"] and str(crash_log) in doc["error"]["message"]
+    assert "TypeError: injected programming error" in crash_log.read_text()
+    assert "Traceback" in crash_log.read_text()
+    assert_nothing_left(repo, "bug1")
+
+
+@pytest.mark.docker
+@pytest.mark.usefixtures("engine")
+def test_status_exits_0_or_1_when_the_engine_does_not_answer(make):
+    repo = make(
+        isolated("container") + '[groups.web]\nfiles = ["compose/web.yaml"]\n',
+        {"compose/web.yaml": busybox_web("store", port=8080, volume=None)},
+    )
+    assert repo.devup("up", "st1").returncode == 0
+    try:
+        # An engine that does not answer (on a session bound to its engine, the recorded one
+        # answers and status is 0; either way never 2).
+        result = repo.devup(
+            "status", "st1", "--json", env={"DOCKER_HOST": f"unix://{repo.tmp}/no-engine.sock"}
+        )
+        assert result.returncode in (0, 1), result.stderr
+        assert "Traceback" not in result.stderr
+        if result.returncode == 1:
+            units = json.loads(result.stdout)["units"]
+            assert units and all(not u["healthy"] and u["state"].startswith("unknown") for u in units)
+    finally:
+        assert repo.devup("down", "st1").returncode == 0
+
+
+def test_a_submodule_checkout_is_its_own_repository(make, tmp_path):
+    sub = make(HOST)
+    superproject = tmp_path / "super"
+    superproject.mkdir()
+    world.git(superproject, "init", "-q", "-b", "main")
+    world.git(
+        superproject, "-c", "protocol.file.allow=always", "submodule", "add", "-q", str(sub.path), "lib"
+    )
+    world.git(superproject, "commit", "-qm", "add lib")
+    checkout = superproject / "lib"
+    result = sub.devup("up", "m1", cwd=checkout)
+    assert result.returncode == 0, result.stderr
+    wt = tmp_path / "super" / "lib-worktrees" / "m1"
+    assert wt in world.worktree_paths(checkout)
+    assert json.loads(sub.devup("ls", "--json", cwd=checkout).stdout)[0]["worktree"] == str(wt)
+    assert json.loads(sub.devup("ls", "--json", cwd=wt).stdout)[0]["session"] == "m1"
+    assert world.worktree_paths(superproject) == [superproject]
+    assert sub.devup("down", "m1", cwd=checkout).returncode == 0
+    assert not wt.exists()
