@@ -188,6 +188,45 @@ def symlink_target(root: Path, commit: str, path: str) -> str | None:
     return git(root, "cat-file", "blob", entry.split()[2])
 
 
+def unignoring_rule(gitignore: str, name: str) -> str | None:
+    """The rule of a root `.gitignore` that makes `name` (a file at the worktree root) NOT
+    ignored (`!name`, `!.env*`), when it is the last rule matching; else None.
+
+    A root .gitignore outranks info/exclude, where devup keeps the env file out of git: such a
+    rule would let `git add -A` stage the session's variables. Only the root .gitignore can
+    match a file at the root (git's wildmatch, approximated by fnmatch for these patterns).
+    """
+    import fnmatch
+
+    last: str | None = None
+    negated = False
+    for raw in gitignore.splitlines():
+        line = raw.rstrip()
+        if not line or line.startswith("#"):
+            continue
+        neg = line.startswith("!")
+        pattern = line[1:] if neg else line
+        pattern = pattern.removeprefix("\\")
+        if pattern.endswith("/"):
+            continue  # folders only
+        pattern = pattern.lstrip("/")
+        if "/" in pattern.rstrip("*"):
+            continue  # a path below the root
+        if fnmatch.fnmatchcase(name, pattern) or pattern in ("*", "**"):
+            last, negated = line, neg
+    return last if negated else None
+
+
+def is_ignored(worktree: Path, rel: str) -> bool:
+    return runner.run(["git", "check-ignore", "-q", rel], cwd=worktree, timeout=60).returncode == 0
+
+
+def show(root: Path, commit: str, path: str) -> str | None:
+    """The text of `path` at `commit`, or None when it is not there."""
+    result = runner.run(["git", "show", f"{commit}:{path}"], cwd=root, timeout=60, merge_stderr=False)
+    return result.output if result.ok else None
+
+
 def extract(root: Path, commit: str, paths: list[str], dest: Path) -> None:
     """Write `paths` (files or folders) as they are at `commit` into `dest`."""
     import io

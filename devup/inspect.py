@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,9 +63,12 @@ def units(record: SessionRecord, containers: list[compose.ContainerState]) -> li
 
 
 def view(record: SessionRecord, containers: list[compose.ContainerState]) -> SessionView:
-    if record.status != "up":
-        return SessionView(record, record.status, units(record, containers))
     found = units(record, containers)
+    if not os.path.isdir(record.worktree):
+        # Deleted by hand: the session is not whole, and `up` (not a no-op then) recreates it.
+        found.insert(0, Unit("worktree", "worktree", "missing", False))
+    if record.status != "up":
+        return SessionView(record, record.status, found)
     return SessionView(record, "up" if all(u.healthy for u in found) else "degraded", found)
 
 

@@ -64,6 +64,7 @@ def plan(
     start = base or cfg.project.base or "HEAD"
     wt = worktree.plan(root=ws.repo.root, path=path, branch=branch, base=start)
     _check_env_file(ws, cfg, ident, wt, mode)
+    _check_env_file_ignored(ws, wt)
     if not wt.exists and cfg.worktree.copy_:
         commit = wt.new_from or git.rev(ws.repo.root, f"refs/heads/{wt.branch}") or "HEAD"
         files.check_branch_paths(root=ws.repo.root, commit=commit, patterns=cfg.worktree.copy_)
@@ -99,6 +100,26 @@ def _worktrees_folder(ws: Workspace) -> Path:
             hint='point it at a folder of its own, e.g. worktrees = "../myapp-worktrees"',
         )
     return folder
+
+
+def _check_env_file_ignored(ws: Workspace, wt: worktree.WorktreePlan) -> None:
+    """The branch's .gitignore must not un-ignore the env file (exit 2): it holds the session's
+    variables, and `git add -A` would stage them."""
+    from devup.paths import ENV_FILE
+
+    if wt.exists:
+        path = wt.path / ".gitignore"
+        text = path.read_text(encoding="utf-8", errors="replace") if path.is_file() else None
+    else:
+        commit = wt.new_from or git.rev(ws.repo.root, f"refs/heads/{wt.branch}") or "HEAD"
+        text = git.show(ws.repo.root, commit, ".gitignore")
+    rule = git.unignoring_rule(text or "", ENV_FILE)
+    if rule is not None:
+        raise PreflightError(
+            f"the .gitignore of branch {wt.branch} has `{rule}`, which would let `git add -A` stage "
+            f"{ENV_FILE} (the session's variables); nothing was changed",
+            hint=f"remove that rule from the branch's .gitignore (devup keeps {ENV_FILE} out of git itself)",
+        )
 
 
 def _check_env_file(

@@ -262,6 +262,13 @@ class _Run:
             )
             self.env = self._vars()
             git.exclude(ws.repo.common_dir, paths.ENV_FILE)
+            if not git.is_ignored(wt_path, paths.ENV_FILE):
+                # Preflight read the root .gitignore; this is git's own word, for what it missed.
+                raise DevupError(
+                    f"git in {wt_path} does not ignore {paths.ENV_FILE}: a rule of the branch's "
+                    "ignore files un-ignores it, so `git add -A` would stage the session's variables",
+                    hint=f"remove the `!{paths.ENV_FILE}`-like rule from the branch's .gitignore",
+                )
             files.write_restorable(
                 stack=self.stack,
                 path=wt_path / paths.ENV_FILE,

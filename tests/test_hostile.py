@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -660,3 +661,72 @@ def test_a_submodule_checkout_is_its_own_repository(make, tmp_path):
     assert world.worktree_paths(superproject) == [superproject]
     assert sub.devup("down", "m1", cwd=checkout).returncode == 0
     assert not wt.exists()
+
+
+# --- the rest of the audit's low findings ---------------------------------------------------
+
+
+def test_down_stops_what_the_post_down_hook_left_running(make):
+    repo = make(HOST + '[hooks]\npost_down = "sleep 300 &"\n')
+    assert repo.devup("up", "pd1").returncode == 0
+    result = repo.devup("down", "pd1", timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert world.tagged_processes(repo_id=repo.repo_id, session="pd1") == []
+
+
+def test_down_from_a_shell_with_the_sessions_tags_does_not_kill_itself(make):
+    repo = make(ROLLBACK)
+    assert repo.devup("up", "t1").returncode == 0
+    service = world.tagged_processes(repo_id=repo.repo_id, session="t1")
+    assert service
+    # The shell a hook or a service gives a user carries the session's tags.
+    tags = {"DEVUP_SESSION": "t1", "DEVUP_REPO_ID": repo.repo_id, "DEVUP_UNIT": "service:web"}
+    result = subprocess.run(
+        ["sh", "-c", f'"{sys.executable}" -m devup down t1; echo "down exited $?"'],
+        cwd=repo.path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **tags},
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "down exited 0" in result.stdout, result.stderr
+    assert not any(world.pid_running(p.pid) for p in service)
+    assert world.worktree_paths(repo.path) == [repo.path]
+
+
+def test_a_worktree_deleted_by_hand_is_degraded_and_up_recreates_it(make):
+    repo = make(HOST + '[worktree]\ncopy = [".env"]\n', {".gitignore": ".env\n"})
+    (repo.path / ".env").write_text("SECRET=1\n")
+    assert repo.devup("up", "wd1").returncode == 0
+    wt = repo.worktree("wd1")
+    shutil.rmtree(wt)
+    assert repo.devup("status", "wd1").returncode == 1
+    ls = json.loads(repo.devup("ls", "--json").stdout)
+    assert [s["status"] for s in ls] == ["degraded"]
+    result = repo.devup("up", "wd1", "--json")
+    assert result.returncode == 0, result.stderr
+    assert wt.is_dir() and (wt / ".env").read_text() == "SECRET=1\n" and (wt / ".env.devup").is_file()
+    assert world.git(wt, "rev-parse", "--abbrev-ref", "HEAD").strip() == "wd1"
+    assert repo.devup("status", "wd1").returncode == 0
+    assert repo.devup("down", "wd1").returncode == 0
+    assert not wt.exists() and world.branches(repo.path) == ["main", "wd1"]
+
+
+def test_the_env_file_is_never_staged(make):
+    repo = make(HOST, {".gitignore": "*.log\n"})
+    assert repo.devup("up", "g1").returncode == 0
+    wt = repo.worktree("g1")
+    world.git(wt, "add", "-A")
+    assert ".env.devup" not in world.git(wt, "status", "--porcelain", "--untracked-files=all", "--ignored=no")
+    assert ".env.devup" not in world.git(wt, "diff", "--cached", "--name-only")
+    assert repo.devup("down", "g1", "--force").returncode == 0
+
+
+@pytest.mark.parametrize("rule", ["!.env.devup", "!.env*", "!/.env.devup"])
+def test_a_branch_gitignore_that_unignores_the_env_file_is_refused(make, rule):
+    repo = make(HOST, {".gitignore": f"*.devup\n{rule}\n"})
+    result = repo.devup("up", "g2")
+    assert result.returncode == 2, result.stderr
+    assert rule in result.stderr and ".env.devup" in result.stderr
+    assert world.worktree_paths(repo.path) == [repo.path] and world.branches(repo.path) == ["main"]
