@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import traceback
 from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
@@ -105,12 +104,9 @@ def _guard(
     except typer.Exit:
         raise
     except Exception as exc:
-        from devup import output, paths
+        from devup import crashlog, output
 
-        log = paths.state_root() / "crash.log"
-        log.parent.mkdir(parents=True, exist_ok=True)
-        with open(log, "a", encoding="utf-8") as f:
-            f.write(f"--- devup {__version__}: {' '.join(sys.argv)}\n{traceback.format_exc()}\n")
+        log = crashlog.write(exc)
         output.error(f"unexpected error: {type(exc).__name__}: {exc}", f"details in {log}; please report it")
         raise typer.Exit(1) from None
 
@@ -340,13 +336,21 @@ def logs(
 @app.command()
 def gc(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list what would be removed.")] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Also remove orphan worktrees that hold uncommitted, untracked or ignored files."
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Remove what devup created but no session owns."""
     from devup import gc as gc_mod
     from devup import output
 
-    orphans = _guard(lambda: gc_mod.run(_workspace(), _reporter(as_json), dry_run=dry_run), as_json=as_json)
+    orphans = _guard(
+        lambda: gc_mod.run(_workspace(), _reporter(as_json), dry_run=dry_run, force=force), as_json=as_json
+    )
     if as_json:
         output.emit_json({"dry_run": dry_run, "orphans": [o.to_json() for o in orphans]})
     else:
@@ -379,5 +383,8 @@ def init(
 
 
 def main() -> None:
+    from devup.output import make_streams_tolerant
+
+    make_streams_tolerant()
     os.environ.setdefault("COMPOSE_STATUS_STDOUT", "0")
     app()

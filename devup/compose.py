@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from devup import compose_model, runner
+from devup import compose_model, paths, runner
 from devup.errors import CommandFailed, DevupError, PreflightError
 
 LABEL_SESSION = "dev.devup.session"
@@ -210,7 +210,7 @@ def write_override(
         return node
 
     doc = tagged(compose_model.override(model, project=project, ports=dict(ports), labels=dict(labels)))
-    path.parent.mkdir(parents=True, exist_ok=True)
+    paths.ensure_dir(path.parent)
     yaml = YAML()
     tmp = path.with_suffix(".tmp")
     with open(tmp, "w", encoding="utf-8") as f:

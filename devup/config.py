@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import re
 import tomllib
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from devup import envvars
 from devup.errors import ConfigError
 from devup.hookspec import Hook, normalise
 from devup.paths import CONFIG_NAME, read_config
@@ -16,7 +17,10 @@ from devup.paths import CONFIG_NAME, read_config
 Mode = Literal["container", "hybrid", "host"]
 MODES: tuple[Mode, ...] = ("container", "hybrid", "host")
 # Compose project names allow [a-z0-9_-]; a name must start with a letter or digit.
-UNIT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+UNIT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")  # always fullmatch: `$` lets a final newline in
+# Timeouts are finite and at most a day: `inf` would make `down` wait forever on a service that
+# ignores SIGTERM, and the runner cannot even schedule it (OverflowError).
+MAX_SECONDS = 86400.0
 
 
 class _Strict(BaseModel):
@@ -46,11 +50,23 @@ class PortsCfg(_Strict):
 class WorktreeCfg(_Strict):
     copy_: list[str] = Field(default_factory=list, alias="copy")
 
+    @field_validator("copy_")
+    @classmethod
+    def _relative_inside(cls, value: list[str]) -> list[str]:
+        # SPEC §5.11: copy never reads or writes outside the main checkout and the worktree.
+        for entry in value:
+            parts = PurePosixPath(entry).parts
+            if not entry.strip() or entry.startswith(("/", "~")) or PureWindowsPath(entry).drive:
+                raise ValueError(f"{entry!r} must be a path relative to the main checkout")
+            if ".." in parts or ".." in PureWindowsPath(entry).parts:
+                raise ValueError(f"{entry!r} must not contain '..': copy stays inside the main checkout")
+        return value
+
 
 class GroupCfg(_Strict):
     files: list[str] = Field(min_length=1)
     modes: list[Mode] = Field(default_factory=lambda: list[Mode](["container", "hybrid"]))
-    wait_timeout: float = Field(default=120, gt=0)
+    wait_timeout: float = Field(default=120, gt=0, le=MAX_SECONDS, allow_inf_nan=False)
     depends_on: list[str] = Field(default_factory=list)
 
 
@@ -79,14 +95,14 @@ class ServiceCfg(_Strict):
     port: bool = False
     depends_on: list[str] = Field(default_factory=list)
     ready: ReadyCfg | None = None
-    ready_timeout: float = Field(default=60, gt=0)
-    stop_timeout: float = Field(default=10, ge=0)
+    ready_timeout: float = Field(default=60, gt=0, le=MAX_SECONDS, allow_inf_nan=False)
+    stop_timeout: float = Field(default=10, ge=0, le=MAX_SECONDS, allow_inf_nan=False)
 
 
 class HookSpec(_Strict):
     run: str | list[str]
     undo: str | None = None
-    timeout: float | None = Field(default=None, gt=0)
+    timeout: float | None = Field(default=None, gt=0, le=MAX_SECONDS, allow_inf_nan=False)
 
 
 HOOK_NAMES = ("pre_up", "post_create", "pre_spawn", "post_up", "pre_down", "post_down")
@@ -133,8 +149,12 @@ def parse(path: Path, text: str) -> Config:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: arrays or tables are nested too deeply to read") from None
     try:
         config = Config.model_validate(raw)
+    except RecursionError:
+        raise ConfigError(f"{path}: arrays or tables are nested too deeply to read") from None
     except ValidationError as exc:
         # For a union (a hook is a string, a list or a table) the deepest error comes from the
         # member that matched the kind of value written: report that one.
@@ -156,8 +176,11 @@ def _check_names(path: Path, text: str, config: Config) -> None:
 
     for kind, units in (("groups", config.groups), ("services", config.services)):
         for name in units:
-            if not UNIT_NAME.match(name):
+            if not UNIT_NAME.fullmatch(name):
                 fail((kind, name), f"name {name!r} must match {UNIT_NAME.pattern}")
+    for key in config.env:
+        if not envvars.KEY.fullmatch(key):
+            fail(("env", key), f"variable name {key!r} must match ^[A-Za-z_][A-Za-z0-9_]*$")
     for name in set(config.groups) & set(config.services):
         fail(("services", name), f"{name!r} is both a group and a service")
     for name, group in config.groups.items():
@@ -176,8 +199,10 @@ def _check_names(path: Path, text: str, config: Config) -> None:
     if cycle:
         kind = "groups" if cycle[0] in config.groups else "services"
         fail((kind, cycle[0], "depends_on"), "dependency cycle: " + " -> ".join(cycle))
+    # Both forms envvars expands, `${A}` and `$A`: a cycle through either would never end.
     env_graph = {
-        k: [r for r in re.findall(r"\$\{(\w+)", v) if r in config.env] for k, v in config.env.items()
+        k: [a or b for a, b in envvars.REF.findall(v) if (a or b) in config.env]
+        for k, v in config.env.items()
     }
     cycle = find_cycle(env_graph)
     if cycle:

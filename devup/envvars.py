@@ -8,7 +8,9 @@ import re
 import shlex
 from collections.abc import Mapping
 
-_REF = re.compile(r"\$\{(\w+)\}|\$(\w+)")
+from devup.errors import PreflightError
+
+REF = re.compile(r"\$\{(\w+)\}|\$(\w+)")
 _PLAIN = re.compile(r"^[A-Za-z0-9_./:@%+,=-]*$")
 
 
@@ -43,7 +45,7 @@ def session_vars(
         if name in env:
             return env[name]
         if name in extra:  # config validation rejects cycles, so this recursion ends
-            resolved[name] = _REF.sub(lambda m: expand(m.group(1) or m.group(2)), extra[name])
+            resolved[name] = REF.sub(lambda m: expand(m.group(1) or m.group(2)), extra[name])
             return resolved[name]
         return os.environ.get(name, "")
 
@@ -53,20 +55,82 @@ def session_vars(
     return env
 
 
-def dotenv(env: Mapping[str, str]) -> str:
-    lines = []
+KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# python-dotenv expands `${NAME}` and `${NAME:-default}` in every value, quoted or not, and has
+# no escape for `$`: a value containing this cannot reach a python-dotenv reader unchanged.
+_DOTENV_EXPANSION = re.compile(r"\$\{[^}:]*(?::-[^}]*)?\}")
+# In single quotes python-dotenv turns `\\` into `\` and reads `\'` as an escaped quote (so
+# does compose for a final backslash); sh reads both literally.
+_SINGLE_UNSAFE = re.compile(r"\\(?:\\|$)")
+
+
+class Unrepresentable(PreflightError):
+    """A value that no one env-file form gives back exactly to sh, compose and python-dotenv."""
+
+
+def file_value(key: str, value: str) -> str:
+    """`value` in the one form that `.` in sh/bash, compose's `env_file` and python-dotenv all
+    read back exactly, with nothing expanded or run (SPEC §4):
+
+    - plain characters stay unquoted;
+    - otherwise single quotes, which all three read literally, when the value has no `'` and no
+      backslash that python-dotenv would take as an escape (`\\\\`, or one at the very end);
+    - otherwise double quotes with `\\` and `"` escaped, which all three decode alike, when
+      the value has no `$` and no backtick (sh expands those in double quotes, and python-dotenv
+      has no escape to keep them).
+
+    Anything else (a `'` or such a backslash together with a `$` or a backtick, `${...}`, a
+    carriage return, NUL)
+    is an Unrepresentable error: refused before anything is written, never written unsafely.
+    """
+    problem = unrepresentable(value)
+    if problem:
+        raise Unrepresentable(
+            f"the value of {key} ({value!r}) cannot be written to .env.devup: it {problem}",
+            hint="sh, compose's env_file and python-dotenv would not all read it back exactly; "
+            "change the branch name, the [env] value or the environment variable it comes from",
+        )
+    if _PLAIN.fullmatch(value):
+        return value
+    if "'" not in value and not _SINGLE_UNSAFE.search(value):
+        return f"'{value}'"
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def unrepresentable(value: str) -> str | None:
+    """Why `value` has no env-file form all readers agree on (see file_value), or None."""
+    if "\0" in value:
+        return "contains a NUL character"
+    if "\r" in value:
+        return "contains a carriage return, which python-dotenv reads as a newline"
+    if _DOTENV_EXPANSION.search(value):
+        return "contains `${...}`, which python-dotenv always expands"
+    if ("'" in value or _SINGLE_UNSAFE.search(value)) and ("$" in value or "`" in value):
+        return (
+            "contains a ' (or a backslash python-dotenv reads as an escape) together with a $ or a backtick"
+        )
+    return None
+
+
+def check_file_safe(env: Mapping[str, str]) -> None:
+    """Refuse (exit 2) any key or value the env file cannot carry; called at preflight."""
     for key, value in env.items():
-        if _PLAIN.match(value):
-            lines.append(f"{key}={value}")
-        elif "'" not in value and "\n" not in value:
-            lines.append(f"{key}='{value}'")
-        else:
-            escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$").replace("\n", "\\n")
-            lines.append(f'{key}="{escaped}"')
-    return "\n".join(lines) + "\n"
+        if not KEY.fullmatch(key):
+            raise Unrepresentable(f"{key!r} is not a valid variable name (^[A-Za-z_][A-Za-z0-9_]*$)")
+        file_value(key, value)
+
+
+def dotenv(env: Mapping[str, str]) -> str:
+    """The env file: one `KEY=value` line per variable, each value in file_value's form."""
+    check_file_safe(env)
+    return "".join(f"{key}={file_value(key, value)}\n" for key, value in env.items())
 
 
 def shell(env: Mapping[str, str]) -> str:
+    """`export` lines for `eval`: POSIX single quotes (`'` as `'\\''`) are inert for any value."""
+    for key in env:
+        if not KEY.fullmatch(key):
+            raise Unrepresentable(f"{key!r} is not a valid variable name (^[A-Za-z_][A-Za-z0-9_]*$)")
     return "".join(f"export {key}={shlex.quote(value)}\n" for key, value in env.items())
 
 

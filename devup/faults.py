@@ -1,6 +1,7 @@
 """Fault injection, a test facility: DEVUP_FAULT="ACTION@POINT[,ACTION@POINT...]".
 
-ACTION is `raise` (the step fails) or `kill` (devup SIGKILLs itself, as a crash would).
+ACTION is `raise` (the step fails), `kill` (devup SIGKILLs itself, as a crash would) or `bug`
+(a programming error, not a DevupError, is raised).
 POINT is `before:STEP` or `after:STEP`, STEP one of pre_up, worktree, copy, ports, env_file,
 post_create, group:NAME, pre_spawn, service:NAME, post_up, commit.
 """
@@ -24,4 +25,6 @@ def hit(point: str) -> None:
         if where == point:
             if action == "kill":
                 os.kill(os.getpid(), signal.SIGKILL)
+            if action == "bug":
+                raise TypeError(f"injected programming error at {point} (DEVUP_FAULT)")
             raise InjectedFault(f"fault injected at {point} (DEVUP_FAULT)")

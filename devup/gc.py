@@ -2,18 +2,23 @@
 
 Only objects carrying this repository's identity are candidates: docker objects with its
 `dev.devup.repo` label, processes with its DEVUP_REPO_ID tag, leases in its name, and
-registered git worktrees of this repository under the worktrees folder. Nothing else.
+registered git worktrees of this repository that carry devup's own mark for a session with
+no record (never the main checkout, never one without the mark). Nothing else.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from devup import compose, git, journal, processes, state
 from devup.errors import DevupError
+from devup.hookspec import teardown_settings
+from devup.paths import CONFIG_NAME, ENV_FILE
 from devup.report import Reporter
+from devup.steps import worktree
 from devup.workspace import Workspace, recover_if_idle
 
 
@@ -78,15 +83,19 @@ def find(ws: Workspace, *, engine: bool = True) -> list[Orphan]:
     for port, lease in sorted(state.all_leases().items()):
         if lease.get("repo") == ws.repo.repo_id and lease.get("session") not in owned:
             found.append(Orphan("lease", str(port), lease.get("session", "?")))
-    folder = ws.worktrees_dir
-    if folder.is_dir():
-        for wt in git.worktrees(ws.repo.root):
-            if wt.path.parent.resolve() == folder.resolve() and wt.path.name not in owned:
-                found.append(Orphan("worktree", str(wt.path), wt.path.name))
+    main = ws.repo.root.resolve()
+    for wt in git.worktrees(ws.repo.root)[1:]:  # the first one listed is the main checkout
+        if wt.path.resolve() == main:
+            continue  # never the main checkout, whatever [project].worktrees says
+        mark = worktree.read_mark(ws.repo.common_dir, wt.path)
+        # Only a worktree devup made for a session carries the mark; a hand-made one, another
+        # tool's, or an attached one (--here) never does, and is never a candidate.
+        if mark is not None and mark["repo_id"] == ws.repo.repo_id and mark["session"] not in owned:
+            found.append(Orphan("worktree", str(wt.path), mark["session"]))
     return found
 
 
-def run(ws: Workspace, reporter: Reporter, *, dry_run: bool) -> list[Orphan]:
+def run(ws: Workspace, reporter: Reporter, *, dry_run: bool, force: bool = False) -> list[Orphan]:
     try:
         compose.engine_version()
         engine = True
@@ -99,15 +108,39 @@ def run(ws: Workspace, reporter: Reporter, *, dry_run: bool) -> list[Orphan]:
         for journal_path in (
             sorted(ws.repo.journals_dir.glob("*.jsonl")) if ws.repo.journals_dir.is_dir() else []
         ):
-            recover_if_idle(ws, journal_path.stem, reporter)
+            try:
+                recover_if_idle(ws, journal_path.stem, reporter)
+            except DevupError as exc:
+                # A corrupt or untrusted journal is that session's problem: it stays owned
+                # (see _owned) and the sweep goes on for everything else.
+                reporter.warn(f"session {journal_path.stem}: {exc.message}")
     found = find(ws, engine=engine)
     if dry_run:
         return found
     order = {"process": 0, "container": 1, "network": 2, "volume": 3, "worktree": 4, "lease": 5}
-    return [_remove(ws, o) for o in sorted(found, key=lambda o: order[o.kind])]
+    copied = teardown_settings(ws.repo.root / CONFIG_NAME).copy
+    return [_remove(ws, o, force=force, copied=copied) for o in sorted(found, key=lambda o: order[o.kind])]
 
 
-def _remove(ws: Workspace, orphan: Orphan) -> Orphan:
+def _precious(ws: Workspace, path: Path, copied: tuple[str, ...]) -> list[str]:
+    """Files in an orphan worktree that removing it would lose: uncommitted changes, untracked
+    and ignored files, except the env file and unchanged copies of `[worktree].copy` files."""
+    found = []
+    for rel in git.dirty_paths(path, ignored=True):
+        rel = rel.rstrip("/")
+        if rel == ENV_FILE:
+            continue
+        if any(rel == c or rel.startswith(c.rstrip("/") + "/") for c in copied):
+            ours, theirs = path / rel, ws.repo.root / rel
+            if ours.is_file() and not ours.is_symlink() and theirs.is_file():
+                with contextlib.suppress(OSError):
+                    if ours.read_bytes() == theirs.read_bytes():
+                        continue
+        found.append(rel)
+    return found
+
+
+def _remove(ws: Workspace, orphan: Orphan, *, force: bool, copied: tuple[str, ...]) -> Orphan:
     try:
         if orphan.kind == "process":
             processes.kill_pid(int(orphan.name))
@@ -119,15 +152,15 @@ def _remove(ws: Workspace, orphan: Orphan) -> Orphan:
             compose.client().volumes.get(orphan.name).remove(force=True)
         elif orphan.kind == "worktree":
             path = Path(orphan.name)
-            dirty = git.dirty_paths(path) if path.is_dir() else []
-            dirty = [p for p in dirty if p != ".env.devup"]
+            dirty = _precious(ws, path, copied) if path.is_dir() and not force else []
             if dirty:
                 return Orphan(
                     orphan.kind,
                     orphan.name,
                     orphan.session,
                     False,
-                    f"kept: uncommitted changes ({', '.join(dirty[:3])})",
+                    f"kept: uncommitted, untracked or ignored files ({', '.join(dirty[:3])}); "
+                    "`devup gc --force` removes it anyway",
                 )
             git.remove_worktree(ws.repo.root, path)
         elif orphan.kind == "lease":

@@ -14,7 +14,8 @@ from devup.paths import RepoPaths
 def find_repo(start: Path) -> RepoPaths:
     """The main checkout that `start` belongs to, from the main checkout or any worktree.
 
-    Pure file reads, no subprocess: every command starts here, and `ls` must start fast.
+    Pure file reads, no subprocess, for a checkout and its worktrees (every command starts
+    here, and `ls` must start fast); git itself is asked only for a submodule checkout.
     """
     here = start.resolve()
     for folder in (here, *here.parents):
@@ -27,11 +28,25 @@ def find_repo(start: Path) -> RepoPaths:
                 gitdir = (folder / text.split(":", 1)[1].strip()).resolve()
                 commondir = gitdir / "commondir"
                 common = (gitdir / commondir.read_text().strip()).resolve() if commondir.is_file() else gitdir
-                return RepoPaths(root=common.parent, common_dir=common)
+                if common.name == ".git" and (common.parent / ".git").resolve() == common:
+                    return RepoPaths(root=common.parent, common_dir=common)
+                # A submodule (its git dir is the superproject's .git/modules/NAME) or another
+                # layout where the main checkout is not the common dir's parent: ask git.
+                return _ask_git(folder)
     raise UsageError(
         f"{start} is not inside a git repository",
         hint="run devup from the main checkout of your project or from one of its session worktrees",
     )
+
+
+def _ask_git(folder: Path) -> RepoPaths:
+    common_out = git(folder, "rev-parse", "--git-common-dir").strip()
+    common = (folder / common_out).resolve()
+    result = runner.run(
+        ["git", "--git-dir", str(common), "rev-parse", "--show-toplevel"], cwd=folder, timeout=60
+    )
+    top = result.output.strip() if result.ok else ""
+    return RepoPaths(root=Path(top).resolve() if top else common.parent, common_dir=common)
 
 
 def _is_lock_contention(result: runner.Result) -> bool:
@@ -142,10 +157,17 @@ def delete_branch(root: Path, branch: str, *, expected: str) -> None:
         git(root, "branch", "-D", branch)
 
 
-def dirty_paths(worktree: Path) -> list[str]:
-    """Uncommitted changes and untracked files, as paths relative to the worktree."""
-    out = git(worktree, "status", "--porcelain", "--untracked-files=all")
+def dirty_paths(worktree: Path, *, ignored: bool = False) -> list[str]:
+    """Uncommitted changes and untracked files (and with `ignored`, ignored files too), as
+    paths relative to the worktree."""
+    args = ["status", "--porcelain", "--untracked-files=all"] + (["--ignored"] if ignored else [])
+    out = git(worktree, *args)
     return [line[3:] for line in out.splitlines() if line.strip()]
+
+
+def git_dir(worktree: Path) -> Path:
+    """The worktree's private git dir (`<common-dir>/worktrees/<id>` for a linked worktree)."""
+    return Path(git(worktree, "rev-parse", "--absolute-git-dir").strip())
 
 
 def exclude(common_dir: Path, pattern: str) -> None:
@@ -155,6 +177,54 @@ def exclude(common_dir: Path, pattern: str) -> None:
     if pattern not in text.splitlines():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text + ("" if text.endswith("\n") or not text else "\n") + pattern + "\n")
+
+
+def symlink_target(root: Path, commit: str, path: str) -> str | None:
+    """Where `path` points when it is a symlink in `commit`'s tree, else None."""
+    out = git(root, "ls-tree", "-z", commit, "--", path)
+    entry = out.split("\0", 1)[0]
+    if not entry.startswith("120000 "):
+        return None
+    return git(root, "cat-file", "blob", entry.split()[2])
+
+
+def unignoring_rule(gitignore: str, name: str) -> str | None:
+    """The rule of a root `.gitignore` that makes `name` (a file at the worktree root) NOT
+    ignored (`!name`, `!.env*`), when it is the last rule matching; else None.
+
+    A root .gitignore outranks info/exclude, where devup keeps the env file out of git: such a
+    rule would let `git add -A` stage the session's variables. Only the root .gitignore can
+    match a file at the root (git's wildmatch, approximated by fnmatch for these patterns).
+    """
+    import fnmatch
+
+    last: str | None = None
+    negated = False
+    for raw in gitignore.splitlines():
+        line = raw.rstrip()
+        if not line or line.startswith("#"):
+            continue
+        neg = line.startswith("!")
+        pattern = line[1:] if neg else line
+        pattern = pattern.removeprefix("\\")
+        if pattern.endswith("/"):
+            continue  # folders only
+        pattern = pattern.lstrip("/")
+        if "/" in pattern.rstrip("*"):
+            continue  # a path below the root
+        if fnmatch.fnmatchcase(name, pattern) or pattern in ("*", "**"):
+            last, negated = line, neg
+    return last if negated else None
+
+
+def is_ignored(worktree: Path, rel: str) -> bool:
+    return runner.run(["git", "check-ignore", "-q", rel], cwd=worktree, timeout=60).returncode == 0
+
+
+def show(root: Path, commit: str, path: str) -> str | None:
+    """The text of `path` at `commit`, or None when it is not there."""
+    result = runner.run(["git", "show", f"{commit}:{path}"], cwd=root, timeout=60, merge_stderr=False)
+    return result.output if result.ok else None
 
 
 def extract(root: Path, commit: str, paths: list[str], dest: Path) -> None:

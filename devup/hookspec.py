@@ -64,6 +64,11 @@ def _checked(name: str, value: Any) -> Hook | None:
     return normalise(name, value) if _valid(value) else None
 
 
+def _finite_timeout(value: Any) -> bool:
+    """As config.py allows: a number of seconds above 0, finite, at most a day."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0 < value <= 86400
+
+
 def _valid(value: Any) -> bool:
     """The shapes config.py's validation accepts for a hook (a malformed one is skipped)."""
 
@@ -77,6 +82,6 @@ def _valid(value: Any) -> bool:
         return (
             commands(value.get("run"))
             and (undo is None or isinstance(undo, str))
-            and (timeout is None or isinstance(timeout, int | float))
+            and (timeout is None or _finite_timeout(timeout))
         )
     return False

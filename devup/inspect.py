@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,9 +63,12 @@ def units(record: SessionRecord, containers: list[compose.ContainerState]) -> li
 
 
 def view(record: SessionRecord, containers: list[compose.ContainerState]) -> SessionView:
-    if record.status != "up":
-        return SessionView(record, record.status, units(record, containers))
     found = units(record, containers)
+    if not os.path.isdir(record.worktree):
+        # Deleted by hand: the session is not whole, and `up` (not a no-op then) recreates it.
+        found.insert(0, Unit("worktree", "worktree", "missing", False))
+    if record.status != "up":
+        return SessionView(record, record.status, found)
     return SessionView(record, "up" if all(u.healthy for u in found) else "degraded", found)
 
 
@@ -97,7 +101,19 @@ def status(ws: Workspace, name: str) -> SessionView:
                 hint=f"`devup recover {name}` finishes an interrupted run",
             )
         raise DevupError(f"no session named {name}", hint="`devup ls` lists the sessions")
-    return view(record, _containers(ws, [record], name))
+    try:
+        containers = _containers(ws, [record], name)
+    except DevupError as exc:
+        # SPEC: status exits 0 or 1. An engine that does not answer makes the session's
+        # containers unknown, hence not healthy (1), never a usage error (2).
+        unknown = [
+            Unit(f"{g.name}/{svc}", "container", f"unknown ({exc.message.splitlines()[0]})", False)
+            for g in record.groups
+            for svc in g.services
+        ]
+        procs = [u for u in units(record, []) if u.kind == "process"]
+        return SessionView(record, "degraded" if record.status == "up" else record.status, unknown + procs)
+    return view(record, containers)
 
 
 @dataclass(frozen=True)

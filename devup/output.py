@@ -112,6 +112,53 @@ class ConsoleReporter:
             self._status.stop()
 
 
+class TolerantStream:
+    """stdout/stderr that never raise: a closed pipe (`devup up x | head -1`), a full disk or a
+    vanished terminal must not stop a rollback halfway (SPEC §5.11). After the first failure the
+    stream drops what it is given, and its descriptor is pointed at /dev/null so that the
+    interpreter's own flush at exit cannot fail either."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self.broken = False
+
+    def write(self, text: str) -> int:
+        if not self.broken:
+            try:
+                return int(self._stream.write(text))
+            except (OSError, ValueError):
+                self._break()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.broken:
+            try:
+                self._stream.flush()
+            except (OSError, ValueError):
+                self._break()
+
+    def _break(self) -> None:
+        self.broken = True
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            try:
+                os.dup2(devnull, self._stream.fileno())
+            finally:
+                os.close(devnull)
+        except (OSError, ValueError, AttributeError):
+            pass
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def make_streams_tolerant() -> None:
+    if not isinstance(sys.stdout, TolerantStream):
+        sys.stdout = TolerantStream(sys.stdout)
+    if not isinstance(sys.stderr, TolerantStream):
+        sys.stderr = TolerantStream(sys.stderr)
+
+
 def emit_json(doc: Any) -> None:
     sys.stdout.write(json.dumps(doc, indent=2) + "\n")
     sys.stdout.flush()

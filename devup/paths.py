@@ -16,7 +16,7 @@ CONFIG_NAME = "devup.toml"
 
 
 def check_session_name(name: str) -> str:
-    if not NAME_RE.match(name):
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):  # `$` alone lets a final newline in
         raise UsageError(
             f"invalid session name {name!r}",
             hint="use 1-40 lower-case letters, digits and '-', not starting or ending with '-'",
@@ -34,6 +34,12 @@ def read_config(repo_root: Path) -> str:
             f"{CONFIG_NAME} not found in {repo_root}",
             hint="run `devup init` in the main checkout to write a starter devup.toml",
         ) from None
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{path}:{line}: not valid UTF-8 (byte {exc.start})",
+            hint="TOML files are UTF-8: save devup.toml as UTF-8",
+        ) from None
 
 
 def digest(text: str) -> str:
@@ -46,6 +52,23 @@ def state_root() -> Path:
         return Path(home)
     xdg = os.environ.get("XDG_STATE_HOME")
     return (Path(xdg) if xdg else Path.home() / ".local" / "state") / "devup"
+
+
+def ensure_dir(folder: Path) -> None:
+    """Create `folder` (and its parents); inside the state root every folder is 0700 whatever
+    the umask (SPEC §5.11): journals, records and logs hold the session's environment."""
+    folder.mkdir(parents=True, exist_ok=True)
+    root = state_root()
+    try:
+        rel = folder.relative_to(root)
+    except ValueError:
+        return
+    current = root
+    for part in ("", *rel.parts):
+        current = current / part if part else current
+        st = current.lstat()
+        if st.st_mode & 0o777 != 0o700 and st.st_uid == os.getuid():
+            os.chmod(current, 0o700)
 
 
 def ports_file() -> Path:
@@ -87,18 +110,20 @@ class RepoPaths:
     def journals_dir(self) -> Path:
         return self.state / "journals"
 
+    # Every path derived from a session name checks the name first: `status ../../x` must not
+    # read a record from outside the state folder.
     def record(self, name: str) -> Path:
-        return self.sessions_dir / f"{name}.json"
+        return self.sessions_dir / f"{check_session_name(name)}.json"
 
     def journal(self, name: str) -> Path:
-        return self.journals_dir / f"{name}.jsonl"
+        return self.journals_dir / f"{check_session_name(name)}.jsonl"
 
     def lock(self, name: str) -> Path:
-        return self.state / "locks" / f"{name}.lock"
+        return self.state / "locks" / f"{check_session_name(name)}.lock"
 
     def session_dir(self, name: str) -> Path:
         """Overrides and native-service logs of one session."""
-        return self.state / "data" / name
+        return self.state / "data" / check_session_name(name)
 
     def log(self, name: str, service: str) -> Path:
         return self.session_dir(name) / "logs" / f"{service}.log"

@@ -63,9 +63,14 @@ def plan(
     if groups:
         compose.compose_command()
         compose.engine_version()
-    path = Path(previous.worktree) if previous else ws.worktrees_dir / name
+    path = Path(previous.worktree) if previous else _worktrees_folder(ws) / name
     start = base or cfg.project.base or "HEAD"
     wt = worktree.plan(root=ws.repo.root, path=path, branch=branch, base=start)
+    _check_env_file(ws, cfg, ident, wt, mode)
+    _check_env_file_ignored(ws, wt)
+    if not wt.exists and cfg.worktree.copy_:
+        commit = wt.new_from or git.rev(ws.repo.root, f"refs/heads/{wt.branch}") or "HEAD"
+        files.check_branch_paths(root=ws.repo.root, commit=commit, patterns=cfg.worktree.copy_)
     recorded = {g.name: g.project for g in previous.groups} if previous else {}
     projects = {g: recorded.get(g) or ident.compose_project(g) for g in groups}
     models = compose_models(ws, cfg, ident, groups, wt, mode, projects) if groups else {}
@@ -83,6 +88,64 @@ def plan(
         aliases,
         previous,
         projects,
+    )
+
+
+def _worktrees_folder(ws: Workspace) -> Path:
+    """[project].worktrees, checked: a folder (or none yet), never a file or the filesystem root."""
+    folder = ws.worktrees_dir
+    where = f"{ws.repo.root / 'devup.toml'}: project.worktrees"
+    if folder == Path(folder.anchor) or folder == ws.repo.root or folder == ws.repo.common_dir:
+        raise PreflightError(
+            f"{where}: {folder} cannot hold session worktrees",
+            hint='point it at a folder of its own, e.g. worktrees = "../myapp-worktrees"',
+        )
+    if folder.exists() and not folder.is_dir():
+        raise PreflightError(
+            f"{where}: {folder} is a file, not a folder",
+            hint='point it at a folder of its own, e.g. worktrees = "../myapp-worktrees"',
+        )
+    return folder
+
+
+def _check_env_file_ignored(ws: Workspace, wt: worktree.WorktreePlan) -> None:
+    """The branch's .gitignore must not un-ignore the env file (exit 2): it holds the session's
+    variables, and `git add -A` would stage them."""
+    from devup.paths import ENV_FILE
+
+    if wt.exists:
+        path = wt.path / ".gitignore"
+        text = path.read_text(encoding="utf-8", errors="replace") if path.is_file() else None
+    else:
+        commit = wt.new_from or git.rev(ws.repo.root, f"refs/heads/{wt.branch}") or "HEAD"
+        text = git.show(ws.repo.root, commit, ".gitignore")
+    rule = git.unignoring_rule(text or "", ENV_FILE)
+    if rule is not None:
+        raise PreflightError(
+            f"the .gitignore of branch {wt.branch} has `{rule}`, which would let `git add -A` stage "
+            f"{ENV_FILE} (the session's variables); nothing was changed",
+            hint=f"remove that rule from the branch's .gitignore (devup keeps {ENV_FILE} out of git itself)",
+        )
+
+
+def _check_env_file(
+    ws: Workspace, cfg: Config, ident: Identity, wt: worktree.WorktreePlan, mode: Mode
+) -> None:
+    """Every variable can be written to the env file as inert data (SPEC §4), or `up` stops
+    here, before the first change (exit 2). Port numbers are digits: leaving them out changes
+    nothing about what a value contains."""
+    envvars.check_file_safe(
+        envvars.session_vars(
+            session=ident.session,
+            project=ident.project,
+            branch=wt.branch,
+            worktree=str(wt.path),
+            repo=str(ws.repo.root),
+            mode=mode,
+            resumed=wt.exists,
+            ports={},
+            extra=cfg.env,
+        )
     )
 
 

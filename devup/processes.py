@@ -36,7 +36,10 @@ def stop(pid: int, started: float, *, timeout: float) -> None:
     """SIGTERM the process group, SIGKILL after `timeout`; a process already gone is success."""
     if not is_alive(pid, started):
         return
-    pgid = os.getpgid(pid)
+    try:
+        pgid = os.getpgid(pid)
+    except ProcessLookupError:
+        return  # it exited between the check and now: stopped, as asked
     members = _group(pgid)
     _signal_group(pgid, signal.SIGTERM)
     alive = _wait_exited(members, timeout=timeout)
@@ -112,10 +115,22 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
         os.killpg(pgid, sig)
 
 
+def _ourselves() -> set[int]:
+    """This process and its ancestors: `devup down` run from a shell that inherited the
+    session's tags (a hook, `devup exec`, a service's terminal) must not kill itself or that
+    shell halfway through."""
+    me = psutil.Process()
+    return {me.pid, *(p.pid for p in me.parents())}
+
+
 def tagged_all(*, repo_id: str) -> list[psutil.Process]:
-    """Live processes carrying this repository's tag, whatever their session."""
+    """Live processes carrying this repository's tag, whatever their session (never devup
+    itself nor the processes it runs under)."""
     found = []
+    spared = _ourselves()
     for proc in psutil.process_iter():
+        if proc.pid in spared:
+            continue
         try:
             if proc.environ().get(TAG_REPO_ID) == repo_id and proc.status() != psutil.STATUS_ZOMBIE:
                 found.append(proc)

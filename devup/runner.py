@@ -11,10 +11,13 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Any
 
 from devup.errors import CommandFailed
+from devup.paths import ensure_dir
 
 _TAIL_LINES = 20
+_TAIL_WIDTH = 2000
 _active: set[subprocess.Popen[bytes]] = set()
 _active_lock = threading.Lock()
 # Set once devup is interrupted: waits that run no command (readiness polls) stop early.
@@ -33,7 +36,13 @@ class Result:
         return self.returncode == 0
 
     def tail(self, lines: int = _TAIL_LINES) -> str:
-        return "\n".join(deque(self.output.splitlines(), maxlen=lines))
+        """The last lines, each cut to a readable length: a 10 MB line is no error message."""
+        return "\n".join(
+            line
+            if len(line) <= _TAIL_WIDTH
+            else line[:_TAIL_WIDTH] + f" [... {len(line) - _TAIL_WIDTH} more characters]"
+            for line in deque(self.output.splitlines(), maxlen=lines)
+        )
 
     def raise_for_status(self, *, what: str = "command", shown: str | None = None) -> Result:
         if not self.ok:
@@ -63,20 +72,17 @@ def run(
     With `merge_stderr=False`, `output` is stdout alone (for parsing) and `errors` is stderr.
     """
     try:
-        proc = subprocess.Popen(
+        proc = _start(
             list(args),
             cwd=cwd,
             env=dict(env) if env is not None else None,
             stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE,
-            start_new_session=True,
         )
     except OSError as exc:
         result = Result(tuple(args), 127, f"cannot run {args[0]}: {exc.strerror}")
         return result.raise_for_status(what=what, shown=shown) if check else result
-    with _active_lock:
-        _active.add(proc)
     try:
         out, err = proc.communicate(stdin.encode() if stdin is not None else None, timeout=timeout)
         code: int | None = proc.returncode
@@ -91,9 +97,120 @@ def run(
     return result.raise_for_status(what=what, shown=shown) if check else result
 
 
+class _Deferral:
+    """A signal that arrives while the main thread starts a child is held back until the child
+    is registered: otherwise Interrupted, raised between Popen and the registration, would leave
+    a child that terminate_all() never sees."""
+
+    starting = False
+    pending: int | None = None
+
+
+def defer_signal(signum: int) -> bool:
+    """For the SIGINT/SIGTERM handler: True when the signal is held back (see _Deferral)."""
+    if _Deferral.starting and threading.current_thread() is threading.main_thread():
+        _Deferral.pending = signum
+        return True
+    return False
+
+
+def _start(args: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+    """Popen in a new session, registered for terminate_all() before any signal is handled."""
+    main = threading.current_thread() is threading.main_thread()
+    if main:
+        _Deferral.starting = True
+    try:
+        proc = subprocess.Popen(args, start_new_session=True, **kwargs)
+        with _active_lock:
+            _active.add(proc)
+        if _stopping.is_set():  # terminate_all() ran (in the main thread) while we started it
+            _kill_group(proc.pid, signal.SIGTERM)
+        return proc
+    finally:
+        if main:
+            _Deferral.starting = False
+            signum, _Deferral.pending = _Deferral.pending, None
+            if signum is not None:
+                from devup.errors import Interrupted
+
+                terminate_all()
+                raise Interrupted(signum)
+
+
+class _Tail:
+    """The last `keep` bytes of a stream, read by a thread that drains it to its end."""
+
+    def __init__(self, keep: int) -> None:
+        self.keep = keep
+        self._chunks: deque[bytes] = deque()
+        self._size = 0
+        self._lock = threading.Lock()
+        self.dropped = False
+
+    def drain(self, stream: IO[bytes]) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            while chunk := os.read(stream.fileno(), 65536):
+                with self._lock:
+                    self._chunks.append(chunk)
+                    self._size += len(chunk)
+                    while self._size - len(self._chunks[0]) >= self.keep:
+                        self._size -= len(self._chunks.popleft())
+                        self.dropped = True
+
+    def text(self) -> str:
+        with self._lock:
+            data = b"".join(self._chunks)[-self.keep :]
+        return data.decode(errors="replace")
+
+
+# Output a bounded run waits for once its command has exited: what the command itself wrote is
+# already in the pipe; only a background child can hold the pipe open longer.
+_DRAIN_GRACE = 0.5
+
+
+def run_bounded(
+    args: Sequence[str], *, cwd: Path, env: Mapping[str, str], timeout: float, keep: int = 64 * 1024
+) -> Result:
+    """Run a hook (or a readiness command): `timeout` bounds the whole run, a background child
+    that keeps the output pipe open never holds us past the command's own exit, and only the
+    last `keep` bytes of output are kept (a hook printing 300 MB must not cost 300 MB)."""
+    try:
+        proc = _start(
+            list(args),
+            cwd=cwd,
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+    except OSError as exc:
+        return Result(tuple(args), 127, f"cannot run {args[0]}: {exc.strerror}")
+    tail = _Tail(keep)
+    assert proc.stdout is not None
+    reader = threading.Thread(target=tail.drain, args=(proc.stdout,), daemon=True, name="devup-output")
+    reader.start()
+    code: int | None
+    try:
+        code = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc.pid, signal.SIGKILL)
+        proc.wait()
+        code = None
+    finally:
+        with _active_lock:
+            _active.discard(proc)
+    # The reader goes on draining a pipe a background child still holds (a daemon thread, so
+    # it never keeps devup alive); we take what has come so far.
+    reader.join(timeout=_DRAIN_GRACE)
+    output = tail.text()
+    if tail.dropped:
+        output = f"[... earlier output dropped: only the last {keep // 1024} KiB is kept]\n" + output
+    return Result(tuple(args), code, output)
+
+
 def spawn(args: Sequence[str], *, cwd: Path, env: Mapping[str, str], log_path: Path) -> int:
     """Start a process that outlives devup, in its own process group, output to `log_path`."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
+    ensure_dir(log_path.parent)
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
             list(args),
@@ -133,18 +250,13 @@ def stream(
     args: Sequence[str], *, on_line: Callable[[str], None], env: Mapping[str, str] | None = None
 ) -> int | None:
     """Run, handing each output line to `on_line` as it comes; terminate_all() ends it."""
-    proc = subprocess.Popen(
+    proc = _start(
         list(args),
         env=dict(env) if env is not None else None,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
-        start_new_session=True,
     )
-    with _active_lock:
-        _active.add(proc)
-    if _stopping.is_set():  # terminate_all() ran between the spawn and the line above
-        _kill_group(proc.pid, signal.SIGTERM)
     try:
         assert proc.stdout is not None
         for raw in proc.stdout:

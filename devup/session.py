@@ -19,7 +19,7 @@ from devup.journal import Journal
 from devup.report import Reporter
 from devup.steps import files, group, hooks, service, worktree
 from devup.undo import Leftover, UndoRecord, UndoStack
-from devup.workspace import Workspace, mark_failed
+from devup.workspace import Workspace, finish_rollback
 
 if TYPE_CHECKING:
     from devup import preflight
@@ -63,6 +63,10 @@ class UpResult:
             "resumed": self.resumed,
             "duration_s": round(self.duration_s, 3),
         }
+
+
+class UnexpectedError(DevupError):
+    """A programming error inside a step, reported as one (with the crash log), rolled back."""
 
 
 class UpFailed(DevupError):
@@ -183,6 +187,16 @@ class _Run:
             yield
             faults.hit(f"after:{name}")
         except (Exception, Interrupted) as exc:
+            if isinstance(exc, Exception) and not isinstance(exc, DevupError):
+                # A bug, not a failure devup knows how to explain: still rolled back, but said
+                # so, with the traceback in the crash log for a report.
+                from devup import crashlog
+
+                log = crashlog.write(exc)
+                exc = UnexpectedError(
+                    f"unexpected error (a bug in devup): {type(exc).__name__}: {exc}; "
+                    + (f"the details are in {log}; please report it" if log else "please report it")
+                )
             message = exc.message if isinstance(exc, DevupError) else str(exc)
             self.reporter.step_failed(name, time.monotonic() - t0, message)
             if isinstance(exc, Exception) and not isinstance(exc, StepFailed):
@@ -228,7 +242,12 @@ class _Run:
         self.env = self._vars()
         self._hook("pre_up", ws.repo.root)
         with self.step("worktree"):
-            created = worktree.apply(stack=self.stack, root=ws.repo.root, plan=plan.wt)
+            created = worktree.apply(
+                stack=self.stack,
+                root=ws.repo.root,
+                plan=plan.wt,
+                mark={"repo_id": self.ident.repo.repo_id, "session": self.req.name},
+            )
             self.created_worktree = self.created_worktree or created
         if created and self.cfg.worktree.copy_:
             with self.step("copy"):
@@ -243,6 +262,13 @@ class _Run:
             )
             self.env = self._vars()
             git.exclude(ws.repo.common_dir, paths.ENV_FILE)
+            if not git.is_ignored(wt_path, paths.ENV_FILE):
+                # Preflight read the root .gitignore; this is git's own word, for what it missed.
+                raise DevupError(
+                    f"git in {wt_path} does not ignore {paths.ENV_FILE}: a rule of the branch's "
+                    "ignore files un-ignores it, so `git add -A` would stage the session's variables",
+                    hint=f"remove the `!{paths.ENV_FILE}`-like rule from the branch's .gitignore",
+                )
             files.write_restorable(
                 stack=self.stack,
                 path=wt_path / paths.ENV_FILE,
@@ -288,6 +314,10 @@ class _Run:
         if not plan.resumed:
             # Write-ahead: a new session's leases all go with it, whatever was granted before a crash.
             self._push_release(None, "port leases")
+        else:
+            # Write-ahead: leasing may move the session off a port someone else binds now; a
+            # rollback gives the session back the leases its record names.
+            self._push_restore({k: prefer[k] for k in plan.lease_keys if k in prefer}, "previous port leases")
         granted = state.lease_ports(
             repo_id=self.ident.repo.repo_id,
             session=self.req.name,
@@ -305,6 +335,11 @@ class _Run:
         """The inverse of leasing: release `ports` (None: every lease of the session)."""
         record = {"repo_id": self.ident.repo.repo_id, "session": self.req.name, "ports": ports}
         self.stack.push(UndoRecord("ports_release", record, label))
+
+    def _push_restore(self, leases: dict[str, int], label: str) -> None:
+        if leases:
+            record = {"repo_id": self.ident.repo.repo_id, "session": self.req.name, "leases": leases}
+            self.stack.push(UndoRecord("ports_restore", record, label))
 
     def _held_keys(self) -> frozenset[str]:
         """Port keys a resumed session's own running units bind (so "busy" is not foreign)."""
@@ -331,6 +366,10 @@ class _Run:
                 avoid=frozenset({avoid}),
             )
             self._push_release(sorted(granted.values()), "replacement port leases")
+            # The displaced lease goes back on a rollback (journaled before it is released).
+            self._push_restore(
+                {k: avoid for k in leased if self.ports.get(k) == avoid}, f"lease of port {avoid}"
+            )
             state.release_ports(repo_id=self.ident.repo.repo_id, session=self.req.name, ports=[avoid])
             moved = dict(granted)
             moved.update({a: granted[f] for a, f in self.plan.aliases.items() if f in granted})
@@ -444,9 +483,9 @@ class _Run:
         steps.load_all()
         leftovers = self.stack.unwind(on_undo=self.reporter.undone)
         if not leftovers:
-            if self.plan.resumed:
-                mark_failed(self.ws, self.req.name)
-            self.journal.remove()
+            leftovers = finish_rollback(
+                self.ws, self.req.name, resumed=self.plan.resumed, reporter=self.reporter
+            )
         status = "rollback_incomplete" if leftovers else ("interrupted" if interrupted else "rolled_back")
         return UpFailed(session=self.req.name, status=status, step=step, cause=message, leftovers=leftovers)
 
@@ -509,6 +548,8 @@ def _signals() -> Iterator[None]:
         return
 
     def handler(signum: int, frame: FrameType | None) -> None:
+        if runner.defer_signal(signum):
+            return  # a child is being started: raised once it is registered
         runner.terminate_all()
         raise Interrupted(signum)
 

@@ -24,8 +24,10 @@ class CorruptState(DevupError):
 @contextlib.contextmanager
 def file_lock(path: Path, *, blocking: bool = True, busy_message: str = "") -> Iterator[None]:
     """flock: the kernel releases it when the process dies, so a killed run never wedges us."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    paths.ensure_dir(path.parent)
+    # Read-only is enough for flock, and keeps no file of the state folder open for writing (a
+    # remount read-only, or a full disk, then meets no writer of ours).
+    fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o600)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
@@ -41,7 +43,7 @@ def file_lock(path: Path, *, blocking: bool = True, busy_message: str = "") -> I
 def is_locked(path: Path) -> bool:
     if not path.exists():
         return False
-    fd = os.open(path, os.O_RDWR)
+    fd = os.open(path, os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
@@ -55,7 +57,7 @@ def write_atomic(path: Path, text: str, *, mode: int = 0o600) -> None:
     """Temp file in the same folder, fsync, os.replace: a reader sees the old or the new file."""
     import tempfile
 
-    path.parent.mkdir(parents=True, exist_ok=True)
+    paths.ensure_dir(path.parent)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -176,11 +178,10 @@ def _str(value: Any) -> str:
 def read_record(path: Path) -> SessionRecord | None:
     try:
         text = path.read_text(encoding="utf-8")
+        return SessionRecord.from_dict(json.loads(text))
     except FileNotFoundError:
         return None
-    try:
-        return SessionRecord.from_dict(json.loads(text))
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError, OSError) as exc:  # UTF-8 errors are ValueErrors
         problem = f"missing {exc}" if isinstance(exc, KeyError) else str(exc).splitlines()[0]
         raise CorruptState(
             f"session file {path} is corrupt: {problem}",
@@ -196,16 +197,52 @@ def write_record(path: Path, record: SessionRecord) -> None:
 
 
 def _read_leases(path: Path) -> dict[str, dict[str, Any]]:
+    """The lease file; a damaged one is moved aside and rebuilt from the session records
+    (SPEC §5.11): emptying it would hand other sessions' ports out again. Caller holds the lock."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        leases = data.get("leases", {})
-        return leases if isinstance(leases, dict) else {}
+        return _valid_leases(json.loads(path.read_text(encoding="utf-8")))
     except FileNotFoundError:
         return {}
-    except (json.JSONDecodeError, AttributeError):
-        # A corrupt lease file must not stop every session; the engine and bind checks still
-        # keep ports disjoint, and the next write replaces it.
-        return {}
+    except (ValueError, TypeError, KeyError, AttributeError, OSError):
+        return _rebuild_leases(path)
+
+
+def _valid_leases(data: Any) -> dict[str, dict[str, Any]]:
+    leases = data["leases"]
+    if not isinstance(leases, dict):
+        raise TypeError("leases is not an object")
+    for port, lease in leases.items():
+        int(port)
+        if not all(isinstance(lease.get(k), str) for k in ("repo", "session", "key")):
+            raise TypeError(f"lease of port {port} is malformed")
+    return leases
+
+
+def _rebuild_leases(path: Path) -> dict[str, dict[str, Any]]:
+    import sys
+    import time
+
+    aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}")
+    with contextlib.suppress(OSError):
+        os.replace(path, aside)
+    leases: dict[str, dict[str, Any]] = {}
+    for record_path in sorted(paths.state_root().glob("repos/*/sessions/*.json")):
+        try:
+            record = read_record(record_path)
+        except CorruptState:
+            continue  # that session's own problem; its ports are re-checked free before use
+        if record is None:
+            continue
+        # The longest key of a port is its full key (STORE_8080 over its alias STORE).
+        for key, port in sorted(record.ports.items(), key=lambda kv: len(kv[0])):
+            leases[str(port)] = {"repo": record.repo_id, "session": record.session, "key": key}
+    write_atomic(path, json.dumps({"leases": leases}, indent=1, sort_keys=True))
+    print(
+        f"warning: the port lease file {path} was damaged; moved it to {aside} and rebuilt it "
+        f"from the session records ({len(leases)} leases)",
+        file=sys.stderr,
+    )
+    return leases
 
 
 def port_is_free(port: int) -> bool:
@@ -291,5 +328,21 @@ def release_ports(*, repo_id: str, session: str, ports: list[int] | None = None)
             write_atomic(path, json.dumps({"leases": keep}, indent=1, sort_keys=True))
 
 
+def restore_leases(*, repo_id: str, session: str, leases: dict[str, int]) -> None:
+    """Lease `leases` (key -> port) to the session again where no one else holds the port."""
+    path = paths.ports_file()
+    with file_lock(path.with_suffix(".lock")):
+        current = _read_leases(path)
+        changed = False
+        for key, port in leases.items():
+            if str(port) not in current:
+                current[str(port)] = {"repo": repo_id, "session": session, "key": key}
+                changed = True
+        if changed:
+            write_atomic(path, json.dumps({"leases": current}, indent=1, sort_keys=True))
+
+
 def all_leases() -> dict[int, dict[str, Any]]:
-    return {int(p): lease for p, lease in _read_leases(paths.ports_file()).items()}
+    path = paths.ports_file()
+    with file_lock(path.with_suffix(".lock")):
+        return {int(p): lease for p, lease in _read_leases(path).items()}

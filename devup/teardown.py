@@ -105,6 +105,10 @@ def down(
         shutil.rmtree(ws.repo.session_dir(name), ignore_errors=True)
         ws.repo.record(name).unlink(missing_ok=True)
         _hook(settings.post_down, ident, ws.repo.root, env, reporter)
+        if settings.post_down is not None:
+            # What post_down left running in the background is the session's too (SPEC §2:
+            # down removes its processes).
+            processes.kill_tagged(repo_id=ws.repo.repo_id, session=name)
         return Outcome(name, "down", f"session {name} removed")
 
 

@@ -6,6 +6,7 @@ arguments, journaled before the step acts, so another process can undo it after 
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -97,7 +98,8 @@ class UndoStack:
             records = list(reversed(self._records))
         leftovers = unwind_records(self._journal, records, on_undo=on_undo)
         if not leftovers:
-            self._journal.append({"op": "end", "outcome": "rolled_back"})
+            # Not being able to say so is no leftover: the caller removes the journal next.
+            _append_quietly(self._journal, {"op": "end", "outcome": "rolled_back"})
         return leftovers
 
 
@@ -130,13 +132,25 @@ def unwind_records(
             return leftovers
         for (ident, record), error in zip(batch, results, strict=True):
             if error is None:
-                journal.append({"op": "undone", "id": ident})
+                # A full disk or a read-only state folder must not stop the unwind (SPEC
+                # §5.11): the record stays pending in the journal, and undoing it again is
+                # harmless (every inverse succeeds when its target is already gone).
+                _append_quietly(journal, {"op": "undone", "id": ident})
             else:
                 leftovers.append(Leftover(record.label, error))
             if on_undo:
-                on_undo(record.label, error)
+                with contextlib.suppress(Exception):  # reporting is never a reason to stop undoing
+                    on_undo(record.label, error)
         position += len(batch)
     return leftovers
+
+
+def _append_quietly(journal: Journal, entry: dict[str, Any]) -> bool:
+    try:
+        journal.append(entry)
+    except OSError:
+        return False
+    return True
 
 
 def _undo_batch(batch: list[tuple[int, UndoRecord]]) -> list[str | None]:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from devup import __version__, git, journal, state, steps
-from devup.errors import BusyError
+from devup.errors import BusyError, DevupError
 from devup.paths import CONFIG_NAME, RepoPaths, check_session_name, digest, read_config
 from devup.report import Reporter
 from devup.undo import Leftover, UndoRecord, unwind_records
@@ -83,10 +83,7 @@ class Workspace:
         leftovers = unwind_records(jr, records, on_undo=reporter.undone)
         if leftovers:
             return leftovers
-        if found.begin.get("resumed"):
-            mark_failed(self, name)
-        path.unlink(missing_ok=True)
-        return []
+        return finish_rollback(self, name, resumed=bool(found.begin.get("resumed")), reporter=reporter)
 
 
 def recover_if_idle(ws: Workspace, name: str, reporter: Reporter) -> None:
@@ -99,6 +96,23 @@ def recover_if_idle(ws: Workspace, name: str, reporter: Reporter) -> None:
             ws.recover(name, reporter)
     except BusyError:
         pass  # a run is in progress: it is not interrupted
+
+
+def finish_rollback(ws: Workspace, name: str, *, resumed: bool, reporter: Reporter) -> list[Leftover]:
+    """After a complete unwind: mark a resumed session failed, remove the journal. Neither may
+    stop or hide anything (SPEC §5.11): a journal that cannot be removed (a read-only state
+    folder) is a leftover, since the next command would replay it."""
+    if resumed:
+        try:
+            mark_failed(ws, name)
+        except (OSError, DevupError) as exc:
+            reporter.warn(f"could not mark session {name} failed: {getattr(exc, 'strerror', None) or exc}")
+    path = ws.repo.journal(name)
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as exc:
+        return [Leftover(f"journal {path}", f"could not be removed: {exc.strerror}")]
+    return []
 
 
 def mark_failed(ws: Workspace, name: str) -> None:

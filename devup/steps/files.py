@@ -7,34 +7,109 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from devup.errors import DevupError
+from devup.errors import DevupError, PreflightError
+from devup.paths import ensure_dir
 from devup.state import write_atomic
 from devup.undo import UndoRecord, UndoStack, inverse
 
 
-def copy_into(*, source_root: Path, worktree: Path, patterns: list[str]) -> list[str]:
-    """Copy untracked files named in `[worktree].copy`; returns what was copied.
+class CopyRefused(PreflightError):
+    """A `[worktree].copy` path that would read or write outside the main checkout or the worktree."""
 
-    Their inverse is the new worktree's own removal, so nothing is pushed here.
-    """
-    copied: list[str] = []
+
+def _inside(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
+
+
+def _refuse(rel: str, where: str, target: Path | str) -> CopyRefused:
+    return CopyRefused(
+        f"[worktree].copy: {rel} leads outside the {where} (through a symlink, to {target}); nothing was copied",
+        hint="devup copies only files inside the main checkout into the worktree: replace the symlink "
+        "with a real folder, or remove the path from [worktree].copy",
+    )
+
+
+def copy_sources(*, source_root: Path, patterns: list[str]) -> list[Path]:
+    """The files and folders `[worktree].copy` names in the main checkout, each checked to stay
+    inside it with every symlink on the way resolved (SPEC §5.11)."""
+    root = source_root.resolve()
+    found: list[Path] = []
     for pattern in patterns:
         matches = (
             sorted(source_root.glob(pattern)) if any(c in pattern for c in "*?[") else [source_root / pattern]
         )
         for src in matches:
             rel = src.relative_to(source_root)
-            if ".." in rel.parts or not src.exists():
+            if ".." in rel.parts or not os.path.lexists(src):
                 continue
-            dest = worktree / rel
-            if dest.exists():
-                continue  # tracked in the branch: the branch's own file wins
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            if src.is_dir():
-                shutil.copytree(src, dest, symlinks=True)
-            else:
-                shutil.copy2(src, dest, follow_symlinks=False)
-            copied.append(str(rel))
+            if not _inside(src.resolve(), root):
+                raise _refuse(str(rel), "main checkout", src.resolve())
+            if src.exists():
+                found.append(src)
+    return found
+
+
+def check_branch_paths(*, root: Path, commit: str, patterns: list[str]) -> None:
+    """Preflight for a worktree not made yet: no `[worktree].copy` destination may pass through
+    a symlink that the branch commits and that leads out of the worktree (exit 2)."""
+    for src in copy_sources(source_root=root, patterns=patterns):
+        rel = src.relative_to(root).as_posix()
+        target = _tree_escape(root, commit, rel)
+        if target is not None:
+            raise _refuse(rel, "worktree", target)
+
+
+def _tree_escape(root: Path, commit: str, rel: str) -> str | None:
+    """The symlink target through which `rel` leaves the tree of `commit`, or None."""
+    import posixpath
+
+    from devup import git
+
+    todo = [p for p in rel.split("/") if p]
+    done: list[str] = []
+    hops = 0
+    while todo:
+        candidate = [*done, todo.pop(0)]
+        target = git.symlink_target(root, commit, "/".join(candidate))
+        if target is None:
+            done = candidate
+            continue
+        hops += 1
+        joined = posixpath.normpath(posixpath.join(*done, target)) if done else posixpath.normpath(target)
+        if hops > 40 or target.startswith("/") or joined == ".." or joined.startswith("../"):
+            return target
+        todo = [p for p in joined.split("/") if p not in ("", ".")] + todo
+        done = []
+    return None
+
+
+def copy_into(*, source_root: Path, worktree: Path, patterns: list[str]) -> list[str]:
+    """Copy untracked files named in `[worktree].copy`; returns what was copied.
+
+    Nothing is read or written outside the main checkout and the worktree: a source or a
+    destination whose path passes through a symlink that leads out is refused.
+    Their inverse is the new worktree's own removal, so nothing is pushed here.
+    """
+    copied: list[str] = []
+    home = worktree.resolve()
+    for src in copy_sources(source_root=source_root, patterns=patterns):
+        rel = src.relative_to(source_root)
+        dest = worktree / rel
+        if os.path.lexists(dest):
+            continue  # tracked in the branch: the branch's own file (or link) wins
+        # The first folder on the way that exists, resolved: a link the branch commits must
+        # not take the copy out of the worktree (a committed `config -> /elsewhere`).
+        existing = dest.parent
+        while not os.path.lexists(existing):
+            existing = existing.parent
+        if not _inside(existing.resolve(), home):
+            raise _refuse(str(rel), "worktree", existing.resolve())
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(src, dest, symlinks=True)
+        else:
+            shutil.copy2(src, dest, follow_symlinks=False)
+        copied.append(str(rel))
     return copied
 
 
@@ -51,7 +126,7 @@ def make_dir(*, stack: UndoStack, path: Path, label: str) -> None:
     if path.exists():
         return
     stack.push(UndoRecord("dir_remove", {"path": str(path)}, label))
-    path.mkdir(parents=True, mode=0o700)
+    ensure_dir(path)
 
 
 @inverse("file_restore")

@@ -58,7 +58,7 @@ def run(*, stack: UndoStack | None, ident: Identity, hook: Hook, cwd: Path, env:
 
 
 def execute(*, command: str, name: str, cwd: Path, env: Mapping[str, str], timeout: float | None) -> None:
-    result = runner.run(["sh", "-c", command], cwd=cwd, env=env, timeout=timeout or DEFAULT_TIMEOUT)
+    result = runner.run_bounded(["sh", "-c", command], cwd=cwd, env=env, timeout=timeout or DEFAULT_TIMEOUT)
     if not result.ok:
         raise CommandFailed(
             command=command,

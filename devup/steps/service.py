@@ -131,7 +131,7 @@ def _probe(
         except OSError:
             return False
     if ready.cmd is not None:
-        return runner.run(["sh", "-c", ready.cmd], cwd=cwd, env=env, timeout=30).ok
+        return runner.run_bounded(["sh", "-c", ready.cmd], cwd=cwd, env=env, timeout=30).ok
     if ready.log is not None:
         try:
             return re.search(ready.log, _read_from(log_path, offset), re.MULTILINE) is not None

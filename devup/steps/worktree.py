@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,13 @@ def plan(*, root: Path, path: Path, branch: str, base: str) -> WorktreePlan:
     """Decide, without changing anything, how the worktree comes to be (SPEC §5.6)."""
     if git.runner_check_ref(root, branch) is False:
         raise PreflightError(f"{branch!r} is not a valid branch name")
+    if branch == "@" or re.fullmatch(r"[0-9a-fA-F]{40}|[0-9a-fA-F]{64}", branch):
+        # Valid ref names that git reads as something else: `@` is HEAD, 40 (64) hex digits a
+        # commit id, so git would check out a detached commit rather than the branch.
+        raise PreflightError(
+            f"{branch!r} cannot be a session's branch: git reads it as {'HEAD' if branch == '@' else 'a commit id'}",
+            hint="pass --branch with a branch name",
+        )
     existing = git.worktrees(root)
     here = next((w for w in existing if w.path.resolve() == path.resolve()), None)
     if here is not None:
@@ -57,8 +66,41 @@ def plan(*, root: Path, path: Path, branch: str, base: str) -> WorktreePlan:
     return WorktreePlan(path=path, branch=branch, exists=False, new_from=commit)
 
 
-def apply(*, stack: UndoStack, root: Path, plan: WorktreePlan) -> bool:
-    """Create the worktree unless it exists; returns whether this run created it."""
+# devup's own mark on a worktree it created (SPEC §5.11): `gc` removes a worktree only when it
+# carries this mark for a session that has no record. It lives in the worktree's private git
+# dir, where no checkout, `git clean` or `git add -A` can touch or stage it, and it goes away
+# with the worktree's registration.
+MARK_FILE = "devup-session"
+
+
+def write_mark(worktree: Path, *, repo_id: str, session: str) -> None:
+    from devup.state import write_atomic
+
+    text = json.dumps({"repo_id": repo_id, "session": session})
+    write_atomic(git.git_dir(worktree) / MARK_FILE, text + "\n")
+
+
+def read_mark(common_dir: Path, worktree: Path) -> dict[str, str] | None:
+    """The mark of the registered worktree at `worktree`, found through the registration
+    (`<common-dir>/worktrees/<id>/gitdir`), so a worktree folder deleted by hand still counts."""
+    target = worktree.resolve()
+    registrations = common_dir / "worktrees"
+    for private in sorted(registrations.iterdir()) if registrations.is_dir() else []:
+        try:
+            checkout = Path((private / "gitdir").read_text(encoding="utf-8").strip()).parent
+            if checkout.resolve() != target:
+                continue
+            data = json.loads((private / MARK_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and all(isinstance(data.get(k), str) for k in ("repo_id", "session")):
+            return {"repo_id": data["repo_id"], "session": data["session"]}
+    return None
+
+
+def apply(*, stack: UndoStack, root: Path, plan: WorktreePlan, mark: dict[str, str] | None = None) -> bool:
+    """Create the worktree unless it exists, with devup's mark; returns whether this run
+    created it."""
     if plan.exists:
         return False
     made = _outermost_missing(plan.path.parent)  # git makes the folders; their undo is ours
@@ -76,6 +118,8 @@ def apply(*, stack: UndoStack, root: Path, plan: WorktreePlan) -> bool:
         )
     )
     git.add_worktree(root, plan.path, branch=plan.branch, new_from=plan.new_from)
+    if mark is not None:
+        write_mark(plan.path, repo_id=mark["repo_id"], session=mark["session"])
     return True
 
 
