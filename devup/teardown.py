@@ -91,7 +91,7 @@ def down(
             record, lambda g: compose.down(project=g.project, volumes=True), reporter, "group"
         )
         (wt / paths.ENV_FILE).unlink(missing_ok=True)
-        if record.created_worktree and not keep_worktree:
+        if record.created_worktree and not record.attached and not keep_worktree:
             with _step(reporter, "worktree"):
                 worktree.undo(
                     {
@@ -105,6 +105,9 @@ def down(
         shutil.rmtree(ws.repo.session_dir(name), ignore_errors=True)
         ws.repo.record(name).unlink(missing_ok=True)
         _hook(settings.post_down, ident, ws.repo.root, env, reporter)
+        if record.attached:
+            # SPEC §8: a worktree another tool made stays, with or without --keep-worktree.
+            return Outcome(name, "down", f"session {name} removed; its attached worktree {wt} is kept")
         return Outcome(name, "down", f"session {name} removed")
 
 
