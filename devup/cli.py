@@ -173,7 +173,7 @@ def up(
     reporter = _reporter(as_json)
 
     def run() -> Any:
-        ws = _workspace()
+        ws = _up_workspace(worktree_path)
         attach_to, chosen = _attach_target(ws, name, here, worktree_path, branch, base, reporter)
         req = session.UpRequest(
             name=chosen,
@@ -196,6 +196,19 @@ def up(
         output.emit_json(doc)
     else:
         output.up_summary(doc, result.units, result.noop)
+
+
+def _up_workspace(attach_to: Path | None) -> Any:
+    """The repository of the current directory; outside any, the one `--worktree PATH` is of."""
+    from devup.errors import UsageError
+    from devup.workspace import open_workspace
+
+    try:
+        return _workspace()
+    except UsageError:
+        if attach_to is None or not attach_to.is_dir():
+            raise
+        return open_workspace(attach_to)
 
 
 def _attach_target(
