@@ -156,10 +156,26 @@ def test_worktree_option_attaches_from_anywhere_with_a_given_name(make):
     assert repo.devup("up", "other", "--worktree", str(wt)).returncode == 2
     other = agent_worktree(repo, "cy")
     assert repo.devup("up", "mine", "--worktree", str(other)).returncode == 2
+    again = repo.devup("up", "--here", "mine", "--json", cwd=wt)  # a healthy session: a no-op
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["ports"] == doc["ports"]
     result = repo.devup("down", "mine")  # `down NAME` keeps an attached worktree too
     assert result.returncode == 0 and "kept" in result.stdout
     assert wt in world.worktree_paths(repo.path) and branch_of(wt) == "feature/Login_Form"
     assert world.tagged_processes(repo_id=repo.repo_id) == []
+
+
+def test_down_after_the_tool_removed_the_attached_worktree(make):
+    """Cursor has no teardown hook and deletes old worktrees itself: `down NAME` still works."""
+    repo = make(HOST)
+    wt = agent_worktree(repo)
+    assert repo.devup("up", "--here", "a1", cwd=wt).returncode == 0
+    assert world.tagged_processes(repo_id=repo.repo_id, session="a1")
+    world.git(repo.path, "worktree", "remove", "--force", str(wt))
+    result = repo.devup("down", "a1")
+    assert result.returncode == 0, result.stderr
+    assert session_processes(repo, "a1") == [] and sessions(repo) == []
+    assert "worktree-agent-1" in world.branches(repo.path)
 
 
 def test_attach_refuses_what_is_not_a_worktree_of_this_repository(make, tmp_path):
