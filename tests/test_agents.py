@@ -281,6 +281,30 @@ def test_path_and_exec(make):
     assert repo.devup("down", "x").returncode == 0
 
 
+def test_path_and_exec_start_without_the_heavy_libraries(make):
+    """Agent tools call these in loops: neither the config model, the Docker SDK, rich,
+    tenacity, GitPython nor typer is imported on the common path (`python -X importtime`)."""
+    repo = make(HOST)
+    repo.up_json("x")
+    heavy = {"pydantic", "docker", "rich", "tenacity", "git", "typer", "click", "psutil", "yaml"}
+    for args in (["path", "x"], ["exec", "x", "--", "true"]):
+        result = subprocess.run(
+            [sys.executable, "-X", "importtime", "-m", "devup", *args],
+            cwd=repo.path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stderr
+        modules = {
+            line.split("|")[-1].strip().split(".")[0]
+            for line in result.stderr.splitlines()
+            if line.startswith("import time:")
+        }
+        assert "devup" in modules and modules & heavy == set(), (args, modules & heavy)
+    assert repo.devup("down", "x").returncode == 0
+
+
 # --- the Claude Code hooks -------------------------------------------------------------------------
 
 
