@@ -80,9 +80,26 @@ def find(ws: Workspace, *, engine: bool = True) -> list[Orphan]:
             found.append(Orphan("lease", str(port), lease.get("session", "?")))
     folder = ws.worktrees_dir
     if folder.is_dir():
+        # A session's worktree is never an orphan, whatever its folder is called: an attached one
+        # (SPEC §8) can sit in the worktrees folder under a name that is not its session's.
+        in_use = {Path(r.worktree).resolve() for r in _readable_records(ws)}
         for wt in git.worktrees(ws.repo.root):
+            if wt.path.resolve() in in_use:
+                continue
             if wt.path.parent.resolve() == folder.resolve() and wt.path.name not in owned:
                 found.append(Orphan("worktree", str(wt.path), wt.path.name))
+    return found
+
+
+def _readable_records(ws: Workspace) -> list[state.SessionRecord]:
+    found = []
+    for path in sorted(ws.repo.sessions_dir.glob("*.json")) if ws.repo.sessions_dir.is_dir() else []:
+        try:
+            record = state.read_record(path)
+        except DevupError:
+            continue  # a corrupt record: its name is still in `owned`, so its folder is kept
+        if record is not None:
+            found.append(record)
     return found
 
 

@@ -165,6 +165,24 @@ def test_worktree_option_attaches_from_anywhere_with_a_given_name(make):
     assert world.tagged_processes(repo_id=repo.repo_id) == []
 
 
+def test_gc_keeps_an_attached_worktree_in_the_worktrees_folder(make):
+    """Worktrunk can be set to put its worktrees where devup puts its own: the folder name is
+    then not the session's, and gc must still leave the attached worktree alone."""
+    repo = make(HOST)
+    wt = repo.path.parent / f"{repo.path.name}-worktrees" / "wt-made"
+    world.git(repo.path, "worktree", "add", "-q", "-b", "feat", str(wt))
+    (wt / "work.txt").write_text("x\n")
+    world.git(wt, "add", "work.txt")
+    world.git(wt, "commit", "-qm", "work")  # clean: only devup's own judgement can keep it
+    assert repo.devup("up", "--here", "other-name", cwd=wt).returncode == 0
+    result = repo.devup("gc")
+    assert result.returncode == 0, result.stderr
+    assert wt in world.worktree_paths(repo.path) and (wt / "work.txt").exists()
+    assert world.tagged_processes(repo_id=repo.repo_id, session="other-name")
+    assert repo.devup("down", "other-name").returncode == 0
+    assert wt in world.worktree_paths(repo.path)
+
+
 def test_down_after_the_tool_removed_the_attached_worktree(make):
     """Cursor has no teardown hook and deletes old worktrees itself: `down NAME` still works."""
     repo = make(HOST)
