@@ -1,5 +1,22 @@
-"""`python -m devup`."""
+"""`python -m devup` and the `devup` console script."""
 
-from devup.cli import main
+from __future__ import annotations
 
-main()
+import os
+import sys
+
+
+def main() -> None:
+    os.environ.setdefault("COMPOSE_STATUS_STDOUT", "0")  # as cli.main: CMD of `exec` sees the same
+    from devup import fastpath
+
+    code = fastpath.run(sys.argv[1:])
+    if code is not None:
+        sys.exit(code)
+    from devup.cli import main as cli_main
+
+    cli_main()
+
+
+if __name__ == "__main__":
+    main()

@@ -141,7 +141,10 @@ def _reporter(as_json: bool) -> Any:
 
 @app.command()
 def up(
-    name: Annotated[str, typer.Argument(help="Session name.")],
+    name: Annotated[
+        str | None,
+        typer.Argument(help="Session name (with --here/--worktree: default the branch, slugified)."),
+    ] = None,
     branch: Annotated[str | None, typer.Option(help="Branch to check out (default: NAME).")] = None,
     base: Annotated[str | None, typer.Option(help="Start point of a new branch.")] = None,
     mode: Annotated[ModeOpt | None, typer.Option(help="container | hybrid | host.")] = None,
@@ -149,6 +152,15 @@ def up(
         OnFailure, typer.Option("--on-failure", help="rollback (default) or keep for debugging.")
     ] = OnFailure.rollback,
     no_hooks: Annotated[bool, typer.Option("--no-hooks", help="Skip lifecycle hooks.")] = False,
+    here: Annotated[
+        bool,
+        typer.Option(
+            "--here", help="Attach to the worktree of the current directory (made by another tool)."
+        ),
+    ] = False,
+    worktree_path: Annotated[
+        Path | None, typer.Option("--worktree", help="Attach to this existing worktree of the repository.")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Create or resume session NAME; exit 0 means everything is up and ready."""
@@ -157,14 +169,16 @@ def up(
     reporter = _reporter(as_json)
 
     def run() -> Any:
-        ws = _workspace()
+        ws = _up_workspace(worktree_path)
+        attach_to, chosen = _attach_target(ws, name, here, worktree_path, branch, base, reporter)
         req = session.UpRequest(
-            name=name,
-            branch=branch,
+            name=chosen,
+            branch=branch if attach_to is None else attach_to.branch,
             base=base,
             mode=mode.value if mode else None,
             on_failure=on_failure.value,
             hooks=not no_hooks,
+            attach=attach_to.path if attach_to is not None else None,
         )
         return session.up(ws, req, reporter)
 
@@ -180,6 +194,47 @@ def up(
         output.up_summary(doc, result.units, result.noop)
 
 
+def _up_workspace(attach_to: Path | None) -> Any:
+    """The repository of the current directory; outside any, the one `--worktree PATH` is of."""
+    from devup.errors import UsageError
+    from devup.workspace import open_workspace
+
+    try:
+        return _workspace()
+    except UsageError:
+        if attach_to is None or not attach_to.is_dir():
+            raise
+        return open_workspace(attach_to)
+
+
+def _attach_target(
+    ws: Any,
+    name: str | None,
+    here: bool,
+    path: Path | None,
+    branch: str | None,
+    base: str | None,
+    reporter: Any,
+) -> tuple[Any, str]:
+    """`up`'s session NAME, and the worktree to attach to with --here/--worktree (SPEC §8)."""
+    from devup.errors import UsageError
+
+    if here and path is not None:
+        raise UsageError("--here and --worktree both name a worktree", hint="pass only one of them")
+    if not here and path is None:
+        if name is None:
+            raise UsageError("missing NAME", hint="`devup up NAME`, or `devup up --here` inside a worktree")
+        return None, name
+    from devup import attach
+
+    tgt = attach.target(ws, Path.cwd() if here else path.absolute(), here=here)  # type: ignore[union-attr]
+    attach.check_branch(tgt, branch, base)
+    chosen, derived = attach.session_name(ws, tgt, name)
+    if derived:
+        reporter.note(f"session name {chosen} (from branch {tgt.branch})")
+    return tgt, chosen
+
+
 @app.command()
 def stop(name: str, as_json: JsonOpt = False) -> None:
     """Stop the session's containers and processes; keep worktree, volumes and ports."""
@@ -192,25 +247,158 @@ def stop(name: str, as_json: JsonOpt = False) -> None:
 
 @app.command()
 def down(
-    name: str,
+    name: Annotated[
+        str | None, typer.Argument(help="Session name (with --here: the current worktree's).")
+    ] = None,
     keep_worktree: Annotated[
         bool, typer.Option("--keep-worktree", help="Leave the worktree in place.")
     ] = False,
     force: Annotated[
         bool, typer.Option("--force", help="Remove the worktree even with uncommitted changes.")
     ] = False,
+    here: Annotated[bool, typer.Option("--here", help="The session of the current worktree.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Remove the session: processes, containers, networks, volumes, leases, record, worktree."""
     from devup import output, teardown
 
     reporter = _reporter(as_json)
-    outcome = _guard(
-        lambda: teardown.down(_workspace(), name, reporter, keep_worktree=keep_worktree, force=force),
-        as_json=as_json,
-        session=name,
-    )
+
+    def run() -> Any:
+        ws = _workspace()
+        chosen = _here_session(ws, name) if here else name
+        if chosen is None:
+            from devup.errors import UsageError
+
+            raise UsageError(
+                "missing NAME", hint="`devup down NAME`, or `devup down --here` inside its worktree"
+            )
+        if isinstance(chosen, teardown.Outcome):
+            return chosen
+        return teardown.down(ws, chosen, reporter, keep_worktree=keep_worktree, force=force)
+
+    outcome = _guard(run, as_json=as_json, session=name)
     output.emit_json(outcome.to_json()) if as_json else output.plain(outcome.message)
+
+
+def _here_session(ws: Any, name: str | None) -> Any:
+    """`down --here`: the session whose worktree holds the current directory (or an "absent"
+    outcome when none does: teardown run twice by an agent tool is not an error)."""
+    from devup import attach, teardown
+    from devup.errors import UsageError
+
+    here = Path.cwd().resolve()
+    if here == ws.repo.root.resolve():
+        raise UsageError(
+            "the current directory is the main checkout, not a session's worktree",
+            hint="run it inside the session's worktree, or `devup down NAME`",
+        )
+    record = attach.session_at(ws, here)
+    if record is None:
+        return teardown.Outcome(name or "", "absent", f"no session uses {here}: nothing to do")
+    if name is not None and name != record.session:
+        raise UsageError(f"the current worktree is session {record.session}'s, not {name}'s")
+    return record.session
+
+
+def _existing(name: str) -> Any:
+    """The record of session `name` for `path`/`exec`: a missing one is exit 2 (SPEC §2)."""
+    from devup.errors import UsageError
+    from devup.paths import check_session_name
+
+    check_session_name(name)
+    ws = _workspace()
+    _recover_idle(ws, name)
+    record = ws.record(name)
+    if record is None:
+        raise UsageError(f"no session named {name}", hint="`devup ls` lists the sessions")
+    return record
+
+
+@app.command("path")
+def path_(name: str) -> None:
+    """Print the session's worktree path and nothing else (for `cd "$(devup path NAME)"`)."""
+    record = _guard(lambda: _existing(name), session=name)
+    sys.stdout.write(record.worktree + "\n")
+
+
+@app.command(
+    "exec",
+    context_settings={"allow_interspersed_args": False, "ignore_unknown_options": True},
+)
+def exec_(
+    name: str,
+    command: Annotated[list[str], typer.Argument(help="CMD [ARGS...], after `--`.")],
+) -> None:
+    """Run CMD in the session's worktree with the session's variables; exit with CMD's code."""
+    from devup import runner
+
+    def run() -> None:
+        record = _existing(name)
+        wt = Path(record.worktree)
+        if not wt.is_dir():
+            from devup.errors import UsageError
+
+            raise UsageError(f"the worktree of session {name} ({wt}) no longer exists")
+        # click keeps the `--` when options after NAME are passed through untouched.
+        argv = command[1:] if command[:1] == ["--"] else command
+        if not argv:
+            from devup.errors import UsageError
+
+            raise UsageError("missing CMD", hint=f"`devup exec {name} -- CMD [ARGS...]`")
+        runner.replace_process(argv, cwd=wt, env={**os.environ, **record.env})
+
+    _guard(run, session=name)
+
+
+hook_app = typer.Typer(help="Handlers that other tools call as their hooks.", no_args_is_help=True)
+integrate_app = typer.Typer(help="Register devup as another tool's setup and teardown.", no_args_is_help=True)
+app.add_typer(hook_app, name="hook")
+app.add_typer(integrate_app, name="integrate")
+
+
+class ClaudeEvent(str, Enum):
+    worktree_create = "worktree-create"
+    worktree_remove = "worktree-remove"
+
+
+@hook_app.command("claude-code")
+def hook_claude_code(
+    event: Annotated[ClaudeEvent, typer.Argument(help="worktree-create | worktree-remove.")],
+) -> None:
+    """Claude Code's WorktreeCreate/WorktreeRemove hook: payload on stdin; create prints the path."""
+    from devup import claude_code
+
+    reporter = _reporter(False)
+    if event is ClaudeEvent.worktree_remove:
+        message = _guard(lambda: claude_code.worktree_remove(claude_code.read_payload(), reporter))
+        sys.stderr.write(message + "\n")
+        return
+    # Claude Code reads the worktree path from stdout: everything else devup or its children
+    # print (hooks, compose, git) goes to stderr, the descriptor itself redirected.
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        path = _guard(lambda: claude_code.worktree_create(claude_code.read_payload(), reporter))
+    finally:
+        reporter.close()
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+    sys.stdout.write(f"{path}\n")
+    sys.stdout.flush()
+
+
+@integrate_app.command("claude-code")
+def integrate_claude_code(
+    remove: Annotated[bool, typer.Option("--remove", help="Take devup's hooks out again.")] = False,
+) -> None:
+    """Add devup as the WorktreeCreate/WorktreeRemove hooks in .claude/settings.json."""
+    from devup import claude_code, output
+
+    message = _guard(lambda: claude_code.integrate(_workspace().repo.root, _reporter(False), remove=remove))
+    output.plain(message)
 
 
 @app.command("ls")

@@ -45,8 +45,14 @@ def plan(
     base: str | None,
     mode: Mode | None,
     previous: state.SessionRecord | None,
+    attach: Path | None = None,
 ) -> Plan:
     """Decide everything `up` will do, checking it all before the first change (exit 2)."""
+    if attach is not None and previous is not None and Path(previous.worktree).resolve() != attach.resolve():
+        raise UsageError(
+            f"session {name} already exists with worktree {previous.worktree}, not {attach}",
+            hint="pass another NAME, or `devup down` that session first",
+        )
     if previous is not None:
         if branch not in (None, previous.branch):
             raise UsageError(f"session {name} is on branch {previous.branch}, not {branch}")
@@ -63,7 +69,7 @@ def plan(
     if groups:
         compose.compose_command()
         compose.engine_version()
-    path = Path(previous.worktree) if previous else _worktrees_folder(ws) / name
+    path = Path(previous.worktree) if previous else (attach or _worktrees_folder(ws) / name)
     start = base or cfg.project.base or "HEAD"
     wt = worktree.plan(root=ws.repo.root, path=path, branch=branch, base=start)
     _check_env_file(ws, cfg, ident, wt, mode)

@@ -11,9 +11,9 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NoReturn
 
-from devup.errors import CommandFailed
+from devup.errors import CommandFailed, DevupError
 from devup.paths import ensure_dir
 
 _TAIL_LINES = 20
@@ -267,3 +267,23 @@ def stream(
             _active.discard(proc)
         if proc.poll() is None:
             _kill_group(proc.pid, signal.SIGTERM)
+
+
+def replace_process(args: Sequence[str], *, cwd: Path, env: Mapping[str, str]) -> NoReturn:
+    """Become `args` (execvpe) in `cwd`: its exit code and its signals are then the caller's
+    own, with no process in between. A command that cannot be run is exit 127 (126 when it is
+    found but not executable), as a shell reports it."""
+    import sys
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.chdir(cwd)
+    except OSError as exc:
+        raise DevupError(f"cannot enter {cwd}: {exc.strerror}") from None
+    try:
+        os.execvpe(args[0], list(args), dict(env))
+    except OSError as exc:
+        error = DevupError(f"cannot run {args[0]}: {exc.strerror}", hint="check the command and PATH")
+        error.exit_code = 126 if isinstance(exc, PermissionError) else 127
+        raise error from None

@@ -34,6 +34,7 @@ class UpRequest:
     mode: Mode | None = None
     on_failure: Literal["rollback", "keep"] = "rollback"
     hooks: bool = True
+    attach: Path | None = None  # an existing worktree made by another tool (SPEC §8, attach.py)
 
 
 @dataclass(frozen=True)
@@ -142,7 +143,14 @@ def up(ws: Workspace, req: UpRequest, reporter: Reporter) -> UpResult:
 
         cfg = ws.config
         plan = preflight.plan(
-            ws, cfg, name=req.name, branch=req.branch, base=req.base, mode=req.mode, previous=previous
+            ws,
+            cfg,
+            name=req.name,
+            branch=req.branch,
+            base=req.base,
+            mode=req.mode,
+            previous=previous,
+            attach=req.attach,
         )
         return _Run(ws, cfg, req, plan, reporter).execute(started)
 
@@ -461,6 +469,7 @@ class _Run:
             created_at=plan.previous.created_at if plan.previous else now,
             updated_at=now,
             config_digest=self.ws.config_digest,
+            attached=self.req.attach is not None or bool(plan.previous and plan.previous.attached),
         )
 
     def _fail(self, exc: BaseException) -> UpFailed:

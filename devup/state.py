@@ -136,6 +136,7 @@ class SessionRecord:
     created_at: float
     updated_at: float
     config_digest: str = ""  # of the devup.toml this session was last brought up with
+    attached: bool = False  # the worktree was made by another tool (SPEC §8): never removed
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2)
@@ -166,6 +167,7 @@ class SessionRecord:
             created_at=float(data["created_at"]),
             updated_at=float(data["updated_at"]),
             config_digest=_str(data.get("config_digest", "")),
+            attached=bool(data.get("attached", False)),
         )
 
 

@@ -91,7 +91,7 @@ def down(
             record, lambda g: compose.down(project=g.project, volumes=True), reporter, "group"
         )
         (wt / paths.ENV_FILE).unlink(missing_ok=True)
-        if record.created_worktree and not keep_worktree:
+        if record.created_worktree and not record.attached and not keep_worktree:
             with _step(reporter, "worktree"):
                 worktree.undo(
                     {
@@ -109,6 +109,9 @@ def down(
             # What post_down left running in the background is the session's too (SPEC §2:
             # down removes its processes).
             processes.kill_tagged(repo_id=ws.repo.repo_id, session=name)
+        if record.attached:
+            # SPEC §8: a worktree another tool made stays, with or without --keep-worktree.
+            return Outcome(name, "down", f"session {name} removed; its attached worktree {wt} is kept")
         return Outcome(name, "down", f"session {name} removed")
 
 

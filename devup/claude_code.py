@@ -1,0 +1,211 @@
+"""Claude Code integration (SPEC §8): the WorktreeCreate/WorktreeRemove hook handlers and
+`devup integrate claude-code`, which registers them in the repository's .claude/settings.json.
+
+Claude Code runs a WorktreeCreate command hook with a JSON object on stdin and takes the
+worktree's absolute path from its stdout; any non-zero exit aborts the worktree. The payload
+has changed between versions (`name` in 2.1.x builds, `worktree_name` in the documented schema;
+`base_commit` or `base_ref` when present), so every spelling is read and unknown fields ignored.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import json
+import os
+import select
+import time
+from pathlib import Path
+from typing import Any
+
+from devup import attach, state
+from devup.errors import DevupError, UsageError
+from devup.report import Reporter
+from devup.workspace import Workspace, open_workspace
+
+CREATE_COMMAND = "devup hook claude-code worktree-create"
+REMOVE_COMMAND = "devup hook claude-code worktree-remove"
+EVENTS = {"WorktreeCreate": CREATE_COMMAND, "WorktreeRemove": REMOVE_COMMAND}
+SETTINGS = Path(".claude") / "settings.json"
+PAYLOAD_TIMEOUT = 30.0  # seconds; Claude Code writes the payload at once
+
+
+class PayloadError(UsageError):
+    """The hook's stdin did not hold one JSON object in time; nothing was changed."""
+
+
+def read_payload(fd: int = 0, *, timeout: float | None = None) -> dict[str, Any]:
+    """Read exactly one JSON object from `fd`, returning as soon as it is complete.
+
+    Never waits for end of input: a caller that keeps its end of the pipe open (as a hook
+    runner may) must not hang us. Chunks are read with os.read as they arrive and parsed with
+    raw_decode, which tells a complete object from a prefix of one.
+    """
+    limit = timeout if timeout is not None else float(os.environ.get("DEVUP_HOOK_TIMEOUT", PAYLOAD_TIMEOUT))
+    deadline = time.monotonic() + limit
+    decoder, text = codecs.getincrementaldecoder("utf-8")(errors="replace"), ""
+    parser = json.JSONDecoder()
+    while True:
+        remaining = deadline - time.monotonic()
+        ready, _, _ = select.select([fd], [], [], max(remaining, 0))
+        if not ready:
+            raise PayloadError(
+                f"no complete JSON object on standard input after {limit:g} s",
+                hint="the hook expects Claude Code's payload, e.g. "
+                '`echo \'{"name": "agent-1", "cwd": "."}\' | devup hook claude-code worktree-create`',
+            )
+        chunk = os.read(fd, 65536)
+        text += decoder.decode(chunk, final=not chunk)
+        body = text.lstrip()
+        if body and not body.startswith("{"):
+            raise PayloadError(f"standard input is not a JSON object: {body[:60]!r}")
+        if body:
+            try:
+                found, _ = parser.raw_decode(body)
+            except json.JSONDecodeError as exc:
+                if not chunk:
+                    raise PayloadError(f"standard input ended inside the JSON object: {exc.msg}") from None
+            else:
+                assert isinstance(found, dict)
+                return found
+        if not chunk:
+            raise PayloadError("standard input ended before a JSON object came")
+
+
+def _text(payload: dict[str, Any], *keys: str) -> str | None:
+    for key in keys:
+        value = payload.get(key)
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+    return None
+
+
+def worktree_create(payload: dict[str, Any], reporter: Reporter) -> Path:
+    """Bring up the session the payload names, in devup's own worktree; return its path."""
+    from devup import session  # the whole `up` machinery: only this handler needs it
+
+    raw = _text(payload, "name", "worktree_name")
+    if raw is None:
+        raise PayloadError(
+            "the payload names no worktree (neither `name` nor `worktree_name`)",
+            hint='run it as Claude Code\'s WorktreeCreate hook, or pass {"name": ...}',
+        )
+    name = attach.slugify(raw)
+    if not name:
+        raise PayloadError(f"worktree name {raw!r} gives no usable session name")
+    ws = open_workspace(Path(_text(payload, "cwd") or os.getcwd()))
+    base = _text(payload, "base_commit", "base_ref")
+    if name != raw:
+        reporter.note(f"session name {name} (from Claude Code's worktree name {raw!r})")
+    result = session.up(ws, session.UpRequest(name=name, base=base), reporter)
+    return Path(result.worktree).resolve()
+
+
+def worktree_remove(payload: dict[str, Any], reporter: Reporter) -> str:
+    """Bring down the session whose worktree the payload names; a dirty worktree is refused
+    (as `down` refuses it). A path no session uses is nothing to do."""
+    from devup import teardown
+
+    raw = _text(payload, "worktree_path", "path")
+    if raw is None:
+        raise PayloadError("the payload has no `worktree_path`")
+    path = Path(raw)
+    ws = _workspace_of(path, _text(payload, "cwd"))
+    record = attach.session_at(ws, path)
+    if record is None:
+        return f"no devup session uses {path}: nothing to do"
+    return teardown.down(ws, record.session, reporter).message
+
+
+def _workspace_of(path: Path, cwd: str | None) -> Workspace:
+    if path.is_dir():
+        try:
+            return open_workspace(path)
+        except DevupError:
+            pass  # a folder that is no longer a worktree: fall back to the repository in cwd
+    return open_workspace(Path(cwd or os.getcwd()))
+
+
+# --- integrate ----------------------------------------------------------------------------
+
+
+def _is_ours(hook: Any, command: str) -> bool:
+    return isinstance(hook, dict) and hook.get("type") == "command" and hook.get("command") == command
+
+
+def _load(path: Path) -> dict[str, Any] | None:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(
+            f"{path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); nothing was changed",
+            hint="fix the file, then run `devup integrate claude-code` again",
+        ) from None
+    if not isinstance(data, dict) or not isinstance(data.get("hooks", {}), dict):
+        raise UsageError(f"{path}: expected a JSON object with an object `hooks`; nothing was changed")
+    for event in EVENTS:
+        if not isinstance(data.get("hooks", {}).get(event, []), list):
+            raise UsageError(f"{path}: hooks.{event} is not a list; nothing was changed")
+    return data
+
+
+def _add(data: dict[str, Any], reporter: Reporter) -> None:
+    hooks = data.setdefault("hooks", {})
+    for event, command in EVENTS.items():
+        groups = hooks.setdefault(event, [])
+        if any(_is_ours(h, command) for g in groups if isinstance(g, dict) for h in g.get("hooks", [])):
+            continue
+        if event == "WorktreeCreate" and groups:
+            reporter.warn(
+                "another WorktreeCreate hook is configured too; Claude Code takes the worktree path "
+                "from a WorktreeCreate hook's output, so keep only one of them"
+            )
+        groups.append({"hooks": [{"type": "command", "command": command}]})
+
+
+def _remove(data: dict[str, Any]) -> None:
+    hooks = data.get("hooks")
+    if not isinstance(hooks, dict):
+        return
+    for event, command in EVENTS.items():
+        groups = hooks.get(event)
+        if not isinstance(groups, list):
+            continue
+        kept = []
+        for group in groups:
+            if isinstance(group, dict) and isinstance(group.get("hooks"), list):
+                rest = [h for h in group["hooks"] if not _is_ours(h, command)]
+                if not rest and group["hooks"]:
+                    continue  # a group that held only devup's hook: devup added it
+                group = {**group, "hooks": rest}
+            kept.append(group)
+        if kept:
+            hooks[event] = kept
+        else:
+            del hooks[event]
+    if not hooks:
+        del data["hooks"]
+
+
+def integrate(root: Path, reporter: Reporter, *, remove: bool = False) -> str:
+    """Merge devup's hooks into (or take them out of) `root`/.claude/settings.json, keeping
+    every other key and hook; changes nothing when there is nothing to change."""
+    path = root / SETTINGS
+    original = _load(path)
+    data = json.loads(json.dumps(original)) if original is not None else {}
+    _remove(data) if remove else _add(data, reporter)
+    if data == (original if original is not None else {}) and (original is not None or remove):
+        return f"{path}: devup's hooks are {'not there' if remove else 'already there'}; nothing changed"
+    if remove and not data:
+        path.unlink()  # devup's hooks were all it held: as if integrate had never run
+        with contextlib.suppress(OSError):
+            path.parent.rmdir()  # only when empty: .claude may hold other things
+        return f"removed devup's hooks from {path} (nothing else was in it: file removed)"
+    mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
+    state.write_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n", mode=mode)
+    verb = "removed devup's hooks from" if remove else "added devup's WorktreeCreate/WorktreeRemove hooks to"
+    return f"{verb} {path}"
