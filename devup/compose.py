@@ -102,6 +102,10 @@ def client() -> Any:
             host = _context_host()
             if host:
                 kwargs["base_url"] = host
+        if (kwargs.get("base_url") or os.environ.get("DOCKER_HOST", "")).startswith("ssh://"):
+            # The system ssh (its config, agent and known hosts), as the docker CLI uses it;
+            # the SDK's own paramiko transport is not installed.
+            kwargs["use_ssh_client"] = True
         if "base_url" in kwargs:
             return docker.DockerClient(**kwargs)
         return docker.from_env(**kwargs)
@@ -177,6 +181,7 @@ class GroupModel:
     volumes: list[str]  # non-external, as named in the files
     networks: list[str]  # non-external
     container_names: dict[str, str] = field(default_factory=dict)
+    binds: dict[str, list[str]] = field(default_factory=dict)  # service -> bind-mounted host paths
 
 
 def load_model(*, project: str, files: list[Path], cwd: Path, env: Mapping[str, str]) -> GroupModel:
@@ -194,6 +199,7 @@ def load_model(*, project: str, files: list[Path], cwd: Path, env: Mapping[str, 
     data = json.loads(result.output[result.output.index("{") :])
     services: dict[str, list[PortSpec]] = {}
     names: dict[str, str] = {}
+    binds: dict[str, list[str]] = {}
     for name, svc in (data.get("services") or {}).items():
         specs: list[PortSpec] = []
         for port in svc.get("ports") or []:
@@ -202,9 +208,16 @@ def load_model(*, project: str, files: list[Path], cwd: Path, env: Mapping[str, 
         services[name] = specs
         if svc.get("container_name"):
             names[name] = svc["container_name"]
+        sources = [
+            str(v["source"]) for v in svc.get("volumes") or [] if v.get("type") == "bind" and v.get("source")
+        ]
+        if sources:
+            binds[name] = sources
     volumes = [n for n, v in (data.get("volumes") or {}).items() if not (v or {}).get("external")]
     networks = [n for n, v in (data.get("networks") or {}).items() if not (v or {}).get("external")]
-    return GroupModel(services=services, volumes=volumes, networks=networks, container_names=names)
+    return GroupModel(
+        services=services, volumes=volumes, networks=networks, container_names=names, binds=binds
+    )
 
 
 def port_keys(service: str, specs: list[PortSpec]) -> list[tuple[str, int]]:
@@ -356,11 +369,27 @@ def _engine_socket() -> str | None:
     return host.removeprefix("unix://") if host.startswith("unix://") else None
 
 
+def _plain_tcp() -> tuple[str, int] | None:
+    """(host, port) of an engine reached by tcp:// without TLS (a remote `ls` stays SDK-free)."""
+    host = os.environ.get("DOCKER_HOST", "")
+    if (
+        not host.startswith("tcp://")
+        or os.environ.get("DOCKER_TLS_VERIFY")
+        or os.environ.get("DOCKER_CERT_PATH")
+    ):
+        return None
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(host)
+    return (parts.hostname, parts.port or 2375) if parts.hostname else None
+
+
 def _list_containers(labels: list[str]) -> list[dict[str, Any]]:
     """`GET /containers/json` by label. On a local socket, plain http.client: `ls` and `status`
     run this on every call, and loading the docker SDK would cost more than the whole command."""
     path = _engine_socket()
-    if path is None:
+    tcp = _plain_tcp()
+    if path is None and tcp is None:
         return list(client().api.containers(all=True, filters={"label": labels}))
     import http.client
     import socket
@@ -373,14 +402,18 @@ def _list_containers(labels: list[str]) -> list[dict[str, Any]]:
             self.sock.connect(str(path))
 
     query = urllib.parse.urlencode({"all": "1", "filters": json.dumps({"label": labels})})
-    conn = UnixHTTPConnection("localhost", timeout=30)
+    conn = (
+        UnixHTTPConnection("localhost", timeout=30)
+        if tcp is None
+        else http.client.HTTPConnection(*tcp, timeout=10)
+    )
     try:
         conn.request("GET", f"/containers/json?{query}")
         response = conn.getresponse()
         body = response.read()
     except OSError as exc:
         raise EngineUnavailable(
-            f"the Docker engine does not answer at {path}: {exc.strerror or exc}",
+            f"the Docker engine does not answer at {path or os.environ.get('DOCKER_HOST')}: {exc.strerror or exc}",
             hint="start it (e.g. `sudo systemctl start docker` or `sudo dockerd &`); `devup doctor` checks",
         ) from None
     finally:
@@ -422,4 +455,12 @@ def containers(*, repo_id: str, session: str | None = None) -> list[ContainerSta
                 exit_code=int(exit_match.group(1)) if exit_match else 0,
             )
         )
+    return found
+
+
+def published_ports() -> set[int]:
+    """Host ports the engine's running containers publish, whoever made them (remote leasing)."""
+    found: set[int] = set()
+    for c in client().api.containers():
+        found |= {int(p["PublicPort"]) for p in c.get("Ports") or [] if p.get("PublicPort")}
     return found

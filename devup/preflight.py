@@ -8,7 +8,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from devup import compose, envvars, git, state
+from devup import compose, envvars, git, mounts, remote, state
 from devup.config import Config, GroupCfg, Mode, ServiceCfg
 from devup.errors import DevupError, PreflightError, UsageError
 from devup.model import Identity
@@ -42,6 +42,7 @@ def plan(
     base: str | None,
     mode: Mode | None,
     previous: state.SessionRecord | None,
+    engine: remote.Engine | None = None,
 ) -> Plan:
     """Decide everything `up` will do, checking it all before the first change (exit 2)."""
     if previous is not None:
@@ -63,7 +64,8 @@ def plan(
     path = Path(previous.worktree) if previous else ws.worktrees_dir / name
     start = base or cfg.project.base or "HEAD"
     wt = worktree.plan(root=ws.repo.root, path=path, branch=branch, base=start)
-    models = compose_models(ws, cfg, ident, groups, wt, mode) if groups else {}
+    engine = engine or remote.Engine(None, remote.DEFAULT_HOST)
+    models = compose_models(ws, cfg, ident, groups, wt, mode, engine=engine) if groups else {}
     lease_keys, aliases = port_keys(models, services)
     return Plan(
         ident,
@@ -87,6 +89,8 @@ def compose_models(
     groups: dict[str, GroupCfg],
     wt: worktree.WorktreePlan,
     mode: Mode,
+    *,
+    engine: remote.Engine,
 ) -> dict[str, compose.GroupModel]:
     """Validate every group's files with `docker compose config`, from the branch's own files."""
     env = {
@@ -101,6 +105,7 @@ def compose_models(
             resumed=wt.exists,
             ports={},
             extra=cfg.env,
+            host=engine.address,
         ),
     }
     with contextlib.ExitStack() as cleanup:
@@ -161,6 +166,14 @@ def compose_models(
                     hint=f"remove them yourself (e.g. `docker compose -p {project} down`) or pick another session name",
                 )
             models[gname] = model
+        if engine.remote:
+            mounts.refuse_local_binds(
+                models=models,
+                read_from=where,
+                project_dirs={g: where / Path(c.files[0]).parent for g, c in groups.items()},
+                local_roots=[wt.path, ws.repo.root, Path.home()],
+                engine_label=engine.label,
+            )
         return models
 
 
