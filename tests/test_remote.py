@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 import urllib.request
@@ -187,6 +188,33 @@ post_up = "echo $DEVUP_HOST > hook-saw-host"
     assert world.tagged_processes(repo_id=repo.repo_id, session="h") == []
 
 
+def test_docker_host_or_docker_context_chooses_the_engine_and_ls_stays_light(rmake, remote):
+    repo = rmake(group_toml(), DB)
+    repo.up_json("a", env={"DOCKER_HOST": remote.host})
+    repo.up_json("b", env={"DOCKER_CONTEXT": CONTEXT})
+    for name in ("a", "b"):
+        assert remote.running(repo_id=repo.repo_id, session=name) != []
+    assert world.labelled("container", repo_id=repo.repo_id) == []
+    # ls from a shell on the local engine: both remote, both up, and no docker SDK loaded.
+    listed = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "devup", "ls"],
+        cwd=repo.path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **local_env()},
+    )
+    assert listed.returncode == 0, listed.stderr
+    rows = listed.stdout.splitlines()[1:]
+    assert len(rows) == 2 and all(" up " in r and remote.host in r for r in rows)
+    loaded = {
+        line.rsplit("|", 1)[1].strip().split(".")[0] for line in listed.stderr.splitlines() if "|" in line
+    }
+    assert loaded.isdisjoint({"docker", "pydantic", "rich", "tenacity", "git"})
+    for name in ("a", "b"):
+        assert repo.devup("down", name).returncode == 0
+        assert_gone(repo, remote, name)
+
+
 # --- ports on the remote host ------------------------------------------------------------------
 
 
@@ -313,6 +341,28 @@ def test_sigkill_during_up_then_recover_from_a_local_shell_removes_it_remotely(r
     # Recovery also stopped the `docker compose up` devup left running: nothing comes back.
     time.sleep(1)
     assert_gone(repo, remote, "k", rolled_back=True)
+
+
+def test_failed_up_on_a_remote_engine_rolls_back_there_and_a_resume_keeps_its_data(rmake, remote):
+    repo = rmake(group_toml(extra='[hooks]\npost_up = "true"\n'), DB)
+    fault = {"DEVUP_FAULT": "raise@before:post_up"}
+    failed = repo.devup("up", "f", "--context", CONTEXT, env=fault)
+    assert failed.returncode == 1, failed.stderr
+    assert_gone(repo, remote, "f", rolled_back=True)
+    repo.up_json("f", "--context", CONTEXT)
+    [container] = remote.labelled("container", repo_id=repo.repo_id, session="f")
+    remote.docker("exec", container, "sh", "-c", "echo precious > /data/file")
+    assert repo.devup("stop", "f").returncode == 0
+    resumed = repo.devup("up", "f", env={**fault, **local_env()})
+    assert resumed.returncode == 1, resumed.stderr
+    assert remote.labelled("volume", repo_id=repo.repo_id, session="f") != []
+    assert repo.worktree("f").is_dir()
+    again = repo.up_json("f", env=local_env())
+    [container] = remote.labelled("container", repo_id=repo.repo_id, session="f")
+    assert remote.docker("exec", container, "cat", "/data/file").strip() == "precious"
+    assert answers(remote.address, again["ports"]["STORE"]) == "f"
+    assert repo.devup("down", "f", env=local_env()).returncode == 0
+    assert_gone(repo, remote, "f")
 
 
 # --- refused and bad input ---------------------------------------------------------------------
