@@ -10,6 +10,7 @@ No docker SDK here: `ls` reads engines from the records and must start fast.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import urllib.parse
@@ -43,7 +44,12 @@ class Engine:
         """DEVUP_HOST: where the session's published ports answer, as seen from this machine."""
         if not self.remote:
             return LOCAL_ADDRESS
-        return urllib.parse.urlsplit(self.host).hostname or LOCAL_ADDRESS
+        name = urllib.parse.urlsplit(self.host).hostname or LOCAL_ADDRESS
+        if self.host.startswith("ssh://"):
+            # An ssh endpoint may name a `Host` alias of the user's ssh config, which only ssh
+            # resolves: ask ssh which machine it would connect to.
+            return _ssh_hostname(name)
+        return name
 
     @property
     def label(self) -> str:
@@ -62,6 +68,19 @@ class Engine:
             return None
         context = data.get("context")
         return Engine(context if isinstance(context, str) else None, data["host"])
+
+
+@functools.cache
+def _ssh_hostname(name: str) -> str:
+    """`HostName` of `name` in the user's ssh config (`ssh -G`), else `name` itself."""
+    from devup import runner
+
+    result = runner.run(["ssh", "-G", name], timeout=10, merge_stderr=False)
+    for line in result.output.splitlines() if result.ok else []:
+        key, _, value = line.partition(" ")
+        if key == "hostname" and value.strip():
+            return value.strip()
+    return name
 
 
 def url_host(address: str) -> str:

@@ -195,3 +195,129 @@ def _teardown(*, netns: str, here: str, root: Path, dockerd: subprocess.Popen[by
     _sh("ip", "netns", "del", netns, check=False)
     _sh("ip", "link", "del", here, check=False)  # usually gone with the namespace already
     shutil.rmtree(root, ignore_errors=True)
+
+
+SSH_CONTEXT = "remote-ssh"
+SSH_ALIAS = "remote-box"  # a Host alias only the ssh config knows
+
+
+@dataclass(frozen=True)
+class SshEndpoint:
+    host: str  # ssh://root@remote-box
+    bin_dir: Path  # put first on PATH: an `ssh` that reads the harness's ssh config
+
+
+@contextlib.contextmanager
+def ssh_endpoint(engine: RemoteEngine) -> Iterator[SshEndpoint]:
+    """sshd in the engine's namespace (Debian's openssh-server), a key for root, and a docker
+    context `remote-ssh` = ssh://root@remote-box, where `remote-box` is an alias of the harness's
+    own ssh config for the namespace's address. Sessions run `docker system dial-stdio` there,
+    pointed at the second engine's socket."""
+    sshd = shutil.which("sshd") or ("/usr/sbin/sshd" if Path("/usr/sbin/sshd").exists() else None)
+    if sshd is None:
+        raise Unavailable("sshd not found (Debian: apt-get install openssh-server)")
+    folder = engine.root / "ssh"
+    folder.mkdir()
+    for key in ("host_key", "id"):
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(folder / key)],
+            check=True,
+            capture_output=True,
+        )
+    (folder / "authorized_keys").write_text((folder / "id.pub").read_text())
+    remote_config = engine.root / "remote-docker-config"
+    remote_config.mkdir()
+    (folder / "sshd_config").write_text(
+        "\n".join(
+            [
+                f"ListenAddress {engine.address}:22",
+                f"HostKey {folder / 'host_key'}",
+                f"PidFile {folder / 'sshd.pid'}",
+                f"AuthorizedKeysFile {folder / 'authorized_keys'}",
+                "PermitRootLogin prohibit-password",
+                "PasswordAuthentication no",
+                "KbdInteractiveAuthentication no",
+                "UsePAM no",
+                "StrictModes no",
+                f"SetEnv DOCKER_HOST=unix://{engine.root / 'docker.sock'} DOCKER_CONFIG={remote_config}",
+                "",
+            ]
+        )
+    )
+    (folder / "client_config").write_text(
+        "\n".join(
+            [
+                f"Host {SSH_ALIAS}",
+                f"  HostName {engine.address}",
+                "  User root",
+                f"  IdentityFile {folder / 'id'}",
+                "  IdentitiesOnly yes",
+                "  StrictHostKeyChecking no",
+                "  UserKnownHostsFile /dev/null",
+                "  BatchMode yes",
+                "  LogLevel ERROR",
+                "",
+            ]
+        )
+    )
+    bin_dir = engine.root / "bin"
+    bin_dir.mkdir()
+    wrapper = bin_dir / "ssh"
+    wrapper.write_text(
+        f'#!/bin/sh\nexec {shutil.which("ssh") or "/usr/bin/ssh"} -F {folder / "client_config"} "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    made_privsep = not Path("/run/sshd").exists()
+    if made_privsep:
+        Path("/run/sshd").mkdir(mode=0o755)  # sshd insists on its privilege-separation folder
+    proc = subprocess.Popen(
+        [
+            "nsenter",
+            f"--net=/var/run/netns/{engine.netns}",
+            sshd,
+            "-D",
+            "-e",
+            "-f",
+            str(folder / "sshd_config"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=open(folder / "sshd.log", "wb"),  # noqa: SIM115
+        start_new_session=True,
+    )
+    try:
+        env = {
+            **os.environ,
+            "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+            "DOCKER_CONFIG": str(engine.config_dir),
+        }
+        host = f"ssh://root@{SSH_ALIAS}"
+        deadline = time.monotonic() + 30
+        while True:
+            probe = subprocess.run(
+                ["ssh", SSH_ALIAS, "true"], env=env, capture_output=True, text=True, timeout=30
+            )
+            if probe.returncode == 0:
+                break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise Unavailable(
+                    f"sshd in the namespace does not answer: {probe.stderr.strip()} "
+                    f"{(folder / 'sshd.log').read_text(errors='replace')[-500:]}"
+                )
+            time.sleep(0.2)
+        subprocess.run(
+            ["docker", "context", "create", SSH_CONTEXT, "--docker", f"host={host}"],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+        yield SshEndpoint(host=host, bin_dir=bin_dir)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if made_privsep:
+            with contextlib.suppress(OSError):
+                Path("/run/sshd").rmdir()

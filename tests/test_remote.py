@@ -24,7 +24,15 @@ import pytest
 
 from tests import conftest, world
 from tests.conftest import BUSYBOX, Repo, isolated, port_range
-from tests.remote_engine import CONTEXT, RemoteEngine, Unavailable, remote_engine
+from tests.remote_engine import (
+    CONTEXT,
+    SSH_CONTEXT,
+    RemoteEngine,
+    SshEndpoint,
+    Unavailable,
+    remote_engine,
+    ssh_endpoint,
+)
 from tests.test_faults import compose_service
 
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("engine")]
@@ -38,6 +46,18 @@ def remote() -> Iterator[RemoteEngine]:
             yield found
     except Unavailable as exc:
         reason = f"REMOTE-ENGINE TESTS NOT RUN: cannot create a network namespace with a second engine: {exc}"
+        warnings.warn(reason, stacklevel=1)
+        print(f"\n{'!' * 78}\n!! {reason}\n{'!' * 78}", file=sys.stderr)
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def remote_ssh(remote: RemoteEngine) -> Iterator[SshEndpoint]:
+    try:
+        with ssh_endpoint(remote) as found:
+            yield found
+    except Unavailable as exc:
+        reason = f"ssh:// TESTS NOT RUN: cannot run sshd in the namespace: {exc}"
         warnings.warn(reason, stacklevel=1)
         print(f"\n{'!' * 78}\n!! {reason}\n{'!' * 78}", file=sys.stderr)
         pytest.skip(reason)
@@ -213,6 +233,34 @@ def test_docker_host_or_docker_context_chooses_the_engine_and_ls_stays_light(rma
     for name in ("a", "b"):
         assert repo.devup("down", name).returncode == 0
         assert_gone(repo, remote, name)
+
+
+def test_ssh_context_runs_there_and_every_later_command_goes_there(rmake, remote, remote_ssh, monkeypatch):
+    # The endpoint is ssh://root@remote-box, an alias only the ssh config knows.
+    monkeypatch.setenv("PATH", f"{remote_ssh.bin_dir}{os.pathsep}{os.environ['PATH']}")
+    repo = rmake(group_toml(), DB)
+    doc = repo.up_json("s", "--context", SSH_CONTEXT)
+    port = doc["ports"]["STORE"]
+    assert remote.running(repo_id=repo.repo_id, session="s") != []
+    assert world.labelled("container", repo_id=repo.repo_id) == []
+    assert answers(remote.address, port) == "s" and answers("127.0.0.1", port) is None
+    # DEVUP_HOST is the machine ssh connects to, not the alias.
+    assert f"DEVUP_HOST={remote.address}" in Path(doc["env_file"]).read_text().splitlines()
+    status = repo.devup("status", "s", "--json", env=local_env())
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["engine"] == {
+        "context": SSH_CONTEXT,
+        "host": remote_ssh.host,
+        "remote": True,
+    }
+    assert remote_ssh.host in repo.devup("ls", env=local_env()).stdout
+    assert repo.devup("stop", "s", env=local_env()).returncode == 0
+    assert remote.running(repo_id=repo.repo_id, session="s") == []
+    again = repo.up_json("s", env=local_env())
+    assert again["ports"] == doc["ports"] and answers(remote.address, port) == "s"
+    down = repo.devup("down", "s", env=local_env())
+    assert down.returncode == 0, down.stderr
+    assert_gone(repo, remote, "s")
 
 
 # --- ports on the remote host ------------------------------------------------------------------
