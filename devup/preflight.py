@@ -60,7 +60,7 @@ def plan(
     groups, services = cfg.groups_for(mode), cfg.services_for(mode)
     if groups:
         compose.compose_command()
-        compose.engine_version()
+        _engine_answers(engine)
     path = Path(previous.worktree) if previous else ws.worktrees_dir / name
     start = base or cfg.project.base or "HEAD"
     wt = worktree.plan(root=ws.repo.root, path=path, branch=branch, base=start)
@@ -80,6 +80,20 @@ def plan(
         aliases,
         previous,
     )
+
+
+def _engine_answers(engine: remote.Engine | None) -> None:
+    """The engine answers; a remote one that does not is named, with how to check it."""
+    try:
+        compose.engine_version()
+    except compose.EngineUnavailable as exc:
+        if engine is None or not engine.remote:
+            raise
+        check = f"docker --context {engine.context} info" if engine.context else f"docker -H {engine.host} info"
+        raise compose.EngineUnavailable(
+            f"the remote Docker engine {engine.label} does not answer: {exc.message}",
+            hint=f"check that the machine is up and reachable (`{check}`); `devup doctor` lists every context",
+        ) from None
 
 
 def compose_models(

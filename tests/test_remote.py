@@ -337,12 +337,14 @@ def test_port_taken_on_the_remote_host_between_lease_and_bind_moves(rmake, remot
 
 
 def test_stop_status_logs_gc_and_down_act_on_the_recorded_engine(rmake, remote):
-    repo = rmake(group_toml(), DB)
+    talking = DB["compose/db.yaml"].replace('"sh", "-c", "', '"sh", "-c", "echo started-${DEVUP_SESSION}; ')
+    repo = rmake(group_toml(), {"compose/db.yaml": talking})
     first = repo.up_json("g", "--context", CONTEXT)
     here = local_env()
     assert repo.devup("status", "g", env=here).returncode == 0  # healthy: seen on the remote engine
     logs = repo.devup("logs", "g", env=here)
     assert logs.returncode == 0, logs.stderr
+    assert "db/store | started-g" in logs.stdout.splitlines()
     stopped = repo.devup("stop", "g", env=here)
     assert stopped.returncode == 0, stopped.stderr
     assert remote.running(repo_id=repo.repo_id, session="g") == []
@@ -429,6 +431,16 @@ def test_bind_mount_of_a_local_path_on_a_remote_engine_is_exit_2_and_changes_not
     assert "b" not in world.branches(repo.path)
     assert not repo.worktree("b").exists()
     assert json.loads(repo.devup("ls", "--json").stdout) == []
+
+
+def test_a_remote_engine_that_does_not_answer_is_named_and_nothing_is_made(rmake, remote):
+    repo = rmake(group_toml(), DB)
+    dead = f"tcp://{remote.address}:2376"  # the namespace's address, a port nothing listens on
+    result = repo.devup("up", "d", env={"DOCKER_HOST": dead})
+    assert result.returncode == 2, result.stderr
+    assert f"remote Docker engine {dead} does not answer" in result.stderr
+    assert f"docker -H {dead} info" in result.stderr
+    assert "d" not in world.branches(repo.path) and not repo.worktree("d").exists()
 
 
 def test_unknown_context_is_exit_2_naming_it(rmake, remote):
