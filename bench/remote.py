@@ -196,6 +196,7 @@ def measure(engine: RemoteEngine, tmp: Path, rounds: int) -> int:
     ctx.env.pop("DOCKER_CONTEXT", None)
     samples: dict[str, list[float]] = {"devup up": [], "raw up": [], "devup down": [], "raw down": []}
     broken = False
+    last_up: base.Ran | None = None
     try:
         for n in range(1, rounds + 1):
             name = f"up-r{n}"
@@ -207,7 +208,7 @@ def measure(engine: RemoteEngine, tmp: Path, rounds: int) -> int:
                     samples["raw down"].append(raw_teardown(ctx, raw))
                 else:
                     ctx.sessions.add(name)
-                    up = ctx.dv("up", name, "--context", CONTEXT)
+                    up = last_up = ctx.dv("up", name, "--context", CONTEXT)
                     samples["devup up"].append(up.seconds)
                     down = ctx.dv("down", name)
                     samples["devup down"].append(down.seconds)
@@ -233,6 +234,10 @@ def measure(engine: RemoteEngine, tmp: Path, rounds: int) -> int:
             print(f"  {metric:<5} devup {d:.2f}s  raw {r:.2f}s  ratio {d / r:.2f}x{target}")
     for k, v in samples.items():
         print(f"  samples {k}: {', '.join(f'{x:.2f}' for x in v)}")
+    if last_up is not None:
+        print("  timeline of the last devup up (when each progress line reached the bench):")
+        print(base.step_lines(last_up))
+    print(f"  load average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
     if left:
         print("LEFT BEHIND on the remote engine: " + ", ".join(left))
     return 1 if broken or left else 0

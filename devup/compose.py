@@ -102,10 +102,11 @@ def client() -> Any:
             host = _context_host()
             if host:
                 kwargs["base_url"] = host
-        if (kwargs.get("base_url") or os.environ.get("DOCKER_HOST", "")).startswith("ssh://"):
-            # The system ssh (its config, agent and known hosts), as the docker CLI uses it;
-            # the SDK's own paramiko transport is not installed.
-            kwargs["use_ssh_client"] = True
+        host = kwargs.get("base_url") or os.environ.get("DOCKER_HOST", "")
+        if host.startswith("ssh://"):
+            from devup import sshproxy  # the user's ssh, as the docker CLI uses it; no paramiko
+
+            kwargs["base_url"] = sshproxy.socket_for(host)
         if "base_url" in kwargs:
             return docker.DockerClient(**kwargs)
         return docker.from_env(**kwargs)
@@ -364,8 +365,13 @@ def remove_volumes(*, project: str, session: str, repo_id: str, keep: set[str]) 
 
 
 def _engine_socket() -> str | None:
-    """The engine's unix socket, or None when it is reached another way (tcp, ssh, TLS)."""
+    """The engine's unix socket (an ssh engine's local forwarder), or None when it is reached
+    another way (tcp, TLS)."""
     host = os.environ.get("DOCKER_HOST") or _context_host() or "unix:///var/run/docker.sock"
+    if host.startswith("ssh://"):
+        from devup import sshproxy
+
+        host = sshproxy.socket_for(host)
     return host.removeprefix("unix://") if host.startswith("unix://") else None
 
 

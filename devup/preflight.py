@@ -89,7 +89,9 @@ def _engine_answers(engine: remote.Engine | None) -> None:
     except compose.EngineUnavailable as exc:
         if engine is None or not engine.remote:
             raise
-        check = f"docker --context {engine.context} info" if engine.context else f"docker -H {engine.host} info"
+        check = (
+            f"docker --context {engine.context} info" if engine.context else f"docker -H {engine.host} info"
+        )
         raise compose.EngineUnavailable(
             f"the remote Docker engine {engine.label} does not answer: {exc.message}",
             hint=f"check that the machine is up and reachable (`{check}`); `devup doctor` lists every context",

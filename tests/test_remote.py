@@ -253,7 +253,19 @@ def test_ssh_context_runs_there_and_every_later_command_goes_there(rmake, remote
         "host": remote_ssh.host,
         "remote": True,
     }
-    assert remote_ssh.host in repo.devup("ls", env=local_env()).stdout
+    listed = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "devup", "ls"],
+        cwd=repo.path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **local_env()},
+    )
+    [row] = listed.stdout.splitlines()[1:]
+    assert " up " in row and remote_ssh.host in row  # up: its container was seen over ssh
+    loaded = {
+        line.rsplit("|", 1)[1].strip().split(".")[0] for line in listed.stderr.splitlines() if "|" in line
+    }
+    assert "docker" not in loaded and "paramiko" not in loaded
     assert repo.devup("stop", "s", env=local_env()).returncode == 0
     assert remote.running(repo_id=repo.repo_id, session="s") == []
     again = repo.up_json("s", env=local_env())
