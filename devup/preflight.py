@@ -92,8 +92,12 @@ def _engine_answers(engine: remote.Engine | None) -> None:
         check = (
             f"docker --context {engine.context} info" if engine.context else f"docker -H {engine.host} info"
         )
+        from devup import sshproxy
+
+        said = sshproxy.errors(engine.host)
         raise compose.EngineUnavailable(
-            f"the remote Docker engine {engine.label} does not answer: {exc.message}",
+            f"the remote Docker engine {engine.label} does not answer: {exc.message}"
+            + (f"\nssh said:\n{said}" if said else ""),
             hint=f"check that the machine is up and reachable (`{check}`); `devup doctor` lists every context",
         ) from None
 

@@ -34,6 +34,18 @@ def ssh_args(host: str) -> list[str]:
     return [*args, "--", parts.hostname or "", "docker", "system", "dial-stdio"]
 
 
+_logs: dict[str, Path] = {}
+
+
+def errors(host: str) -> str:
+    """The last lines ssh wrote for `host` (why a connection failed), or ''."""
+    log = _logs.get(host)
+    try:
+        return "\n".join(log.read_text(errors="replace").strip().splitlines()[-5:]) if log else ""
+    except OSError:
+        return ""
+
+
 @functools.cache
 def socket_for(host: str) -> str:
     """unix://… of a socket that forwards to the ssh engine `host` (one per host and process)."""
@@ -43,7 +55,7 @@ def socket_for(host: str) -> str:
     server.bind(str(path))
     server.listen(16)
     args = ssh_args(host)
-    log = folder / "ssh.log"
+    log = _logs[host] = folder / "ssh.log"
 
     def serve() -> None:
         while True:

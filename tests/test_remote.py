@@ -273,6 +273,10 @@ def test_ssh_context_runs_there_and_every_later_command_goes_there(rmake, remote
     down = repo.devup("down", "s", env=local_env())
     assert down.returncode == 0, down.stderr
     assert_gone(repo, remote, "s")
+    # An ssh endpoint that cannot be reached: exit 2, with what ssh said.
+    dead = repo.devup("up", "t", env={"DOCKER_HOST": "ssh://root@remote-box:2222"})
+    assert dead.returncode == 2, dead.stderr
+    assert "ssh said:" in dead.stderr and "2222" in dead.stderr
 
 
 # --- ports on the remote host ------------------------------------------------------------------
