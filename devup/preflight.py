@@ -96,7 +96,8 @@ def _engine_answers(engine: remote.Engine | None) -> None:
 
         said = sshproxy.errors(engine.host)
         raise compose.EngineUnavailable(
-            f"the remote Docker engine {engine.label} does not answer: {exc.message}"
+            f"the remote Docker engine {engine.label} does not answer: "
+            + exc.message.removeprefix("the Docker engine does not answer: ")
             + (f"\nssh said:\n{said}" if said else ""),
             hint=f"check that the machine is up and reachable (`{check}`); `devup doctor` lists every context",
         ) from None

@@ -21,8 +21,10 @@ def contexts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         (meta / "meta.json").write_text(json.dumps({"Name": name, "Endpoints": {"docker": {"Host": host}}}))
     (config / "config.json").write_text("{}")
     monkeypatch.setenv("DOCKER_CONFIG", str(config))
-    monkeypatch.delenv("DOCKER_HOST", raising=False)
-    monkeypatch.delenv("DOCKER_CONTEXT", raising=False)
+    for var in ("DOCKER_HOST", "DOCKER_CONTEXT", "DOCKER_CERT_PATH", "DOCKER_TLS_VERIFY"):
+        # setenv first: it records the variable, so whatever remote.bind() sets is undone after.
+        monkeypatch.setenv(var, "")
+        monkeypatch.delenv(var)
     monkeypatch.setattr(remote, "_original", None)
     return config
 
@@ -82,6 +84,12 @@ def test_binding_sets_docker_host_for_children_and_choosing_still_reads_the_user
     assert os.environ["DOCKER_HOST"] == "tcp://198.18.0.2:2375" and "DOCKER_CONTEXT" not in os.environ
     # A new session chosen after binding (say, after recovering another) follows the user's shell.
     assert remote.current() == remote.Engine("box", "ssh://me@box.example")
+
+
+def test_the_binding_test_leaves_the_environment_as_it_found_it():
+    import os
+
+    assert os.environ.get("DOCKER_HOST") != "tcp://198.18.0.2:2375"
 
 
 def test_configured_context_is_read_without_validating_the_rest():
