@@ -121,6 +121,9 @@ def _session(name: str) -> tuple[Any, Any]:
     record = ws.record(name)
     if record is None:
         raise DevupError(f"no session named {name}", hint="`devup ls` lists the sessions")
+    from devup import remote
+
+    remote.bind_record(record)  # logs (and the like) read the session's engine, not the shell's
     return ws, record
 
 
@@ -161,6 +164,12 @@ def up(
     worktree_path: Annotated[
         Path | None, typer.Option("--worktree", help="Attach to this existing worktree of the repository.")
     ] = None,
+    context: Annotated[
+        str | None,
+        typer.Option(
+            "--context", help="Docker context to run a new session's groups on (another machine's engine)."
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Create or resume session NAME; exit 0 means everything is up and ready."""
@@ -179,6 +188,7 @@ def up(
             on_failure=on_failure.value,
             hooks=not no_hooks,
             attach=attach_to.path if attach_to is not None else None,
+            context=context,
         )
         return session.up(ws, req, reporter)
 
@@ -191,7 +201,10 @@ def up(
     if as_json:
         output.emit_json(doc)
     else:
-        output.up_summary(doc, result.units, result.noop)
+        engine = (
+            None if result.engine is None else {**result.engine.to_json(), "remote": result.engine.remote}
+        )
+        output.up_summary(doc, result.units, result.noop, engine)
 
 
 def _up_workspace(attach_to: Path | None) -> Any:
@@ -410,7 +423,11 @@ def ls_(as_json: JsonOpt = False) -> None:
     rows = [v.to_json() for v in listing.sessions]
     for problem in listing.problems:
         output.err.print(f"[yellow]warning:[/] {problem}")
-    output.emit_json(rows) if as_json else output.sessions_table(rows)
+    if as_json:
+        output.emit_json(rows)  # SPEC §2's fields exactly; the engine is in the table and `status`
+    else:
+        engines = [inspect.engine_json(v.record) for v in listing.sessions]
+        output.sessions_table([{**r, "engine": e} for r, e in zip(rows, engines, strict=True)])
 
 
 @app.command()
@@ -424,11 +441,15 @@ def status(name: str, as_json: JsonOpt = False) -> None:
         return inspect.status(ws, name)
 
     found = _guard(run, as_json=as_json, session=name)
-    units = [{"name": u.name, "kind": u.kind, "state": u.state, "healthy": u.healthy} for u in found.units]
+    units = [
+        {"name": u.name, "kind": u.kind, "state": u.state, "healthy": u.healthy, "url": u.url}
+        for u in found.units
+    ]
+    engine = inspect.engine_json(found.record)
     if as_json:
-        output.emit_json({**found.to_json(), "units": units})
+        output.emit_json({**found.to_json(), "engine": engine, "units": units})
     else:
-        output.status_table(name, found.status, units)
+        output.status_table(name, found.status, units, engine=engine)
     raise typer.Exit(0 if found.status == "up" else 1)
 
 
@@ -478,14 +499,16 @@ def doctor(as_json: JsonOpt = False) -> None:
 
     checks = doc_mod.run()
     ok = all(c["ok"] for c in checks.values())
+    contexts = _guard(doc_mod.contexts, as_json=as_json)
     if as_json:
-        output.emit_json({"ok": ok, "checks": checks})
+        output.emit_json({"ok": ok, "checks": checks, "contexts": contexts})
     else:
         for name, c in checks.items():
             mark = "[green]✓[/]" if c["ok"] else "[red]✗[/]"
             output.out.print(f"{mark} {name:<8} {c['version'] or c['error']}")
             if not c["ok"]:
                 output.out.print(f"   fix: {c['fix']}")
+        output.contexts_table(contexts)
     raise typer.Exit(0 if ok else 1)
 
 

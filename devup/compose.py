@@ -102,6 +102,11 @@ def client() -> Any:
             host = _context_host()
             if host:
                 kwargs["base_url"] = host
+        host = kwargs.get("base_url") or os.environ.get("DOCKER_HOST", "")
+        if host.startswith("ssh://"):
+            from devup import sshproxy  # the user's ssh, as the docker CLI uses it; no paramiko
+
+            kwargs["base_url"] = sshproxy.socket_for(host)
         if "base_url" in kwargs:
             return docker.DockerClient(**kwargs)
         return docker.from_env(**kwargs)
@@ -311,16 +316,37 @@ def remove_volumes(*, project: str, session: str, repo_id: str, keep: set[str]) 
 
 
 def _engine_socket() -> str | None:
-    """The engine's unix socket, or None when it is reached another way (tcp, ssh, TLS)."""
+    """The engine's unix socket (an ssh engine's local forwarder), or None when it is reached
+    another way (tcp, TLS)."""
     host = os.environ.get("DOCKER_HOST") or _context_host() or "unix:///var/run/docker.sock"
+    if host.startswith("ssh://"):
+        from devup import sshproxy
+
+        host = sshproxy.socket_for(host)
     return host.removeprefix("unix://") if host.startswith("unix://") else None
+
+
+def _plain_tcp() -> tuple[str, int] | None:
+    """(host, port) of an engine reached by tcp:// without TLS (a remote `ls` stays SDK-free)."""
+    host = os.environ.get("DOCKER_HOST", "")
+    if (
+        not host.startswith("tcp://")
+        or os.environ.get("DOCKER_TLS_VERIFY")
+        or os.environ.get("DOCKER_CERT_PATH")
+    ):
+        return None
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(host)
+    return (parts.hostname, parts.port or 2375) if parts.hostname else None
 
 
 def _list_containers(labels: list[str]) -> list[dict[str, Any]]:
     """`GET /containers/json` by label. On a local socket, plain http.client: `ls` and `status`
     run this on every call, and loading the docker SDK would cost more than the whole command."""
     path = _engine_socket()
-    if path is None:
+    tcp = _plain_tcp()
+    if path is None and tcp is None:
         return list(client().api.containers(all=True, filters={"label": labels}))
     import http.client
     import socket
@@ -333,14 +359,18 @@ def _list_containers(labels: list[str]) -> list[dict[str, Any]]:
             self.sock.connect(str(path))
 
     query = urllib.parse.urlencode({"all": "1", "filters": json.dumps({"label": labels})})
-    conn = UnixHTTPConnection("localhost", timeout=30)
+    conn = (
+        UnixHTTPConnection("localhost", timeout=30)
+        if tcp is None
+        else http.client.HTTPConnection(*tcp, timeout=10)
+    )
     try:
         conn.request("GET", f"/containers/json?{query}")
         response = conn.getresponse()
         body = response.read()
     except OSError as exc:
         raise EngineUnavailable(
-            f"the Docker engine does not answer at {path}: {exc.strerror or exc}",
+            f"the Docker engine does not answer at {path or os.environ.get('DOCKER_HOST')}: {exc.strerror or exc}",
             hint="start it (e.g. `sudo systemctl start docker` or `sudo dockerd &`); `devup doctor` checks",
         ) from None
     finally:
@@ -408,4 +438,12 @@ def restarts(*, project: str) -> dict[str, Restarts]:
             state=str(data.get("State", {}).get("Status", "")),
             count=int(data.get("RestartCount") or 0),
         )
+    return found
+
+
+def published_ports() -> set[int]:
+    """Host ports the engine's running containers publish, whoever made them (remote leasing)."""
+    found: set[int] = set()
+    for c in client().api.containers():
+        found |= {int(p["PublicPort"]) for p in c.get("Ports") or [] if p.get("PublicPort")}
     return found

@@ -51,6 +51,7 @@ class GroupModel:
     # of the same session (group A creates `name: temporal-network`, B joins it as external)
     linked_networks: dict[str, str] = field(default_factory=dict)
     linked_volumes: dict[str, str] = field(default_factory=dict)
+    binds: dict[str, list[str]] = field(default_factory=dict)  # service -> bind-mounted host paths
 
     def shared(self) -> list[str]:
         """What every session shares: external objects that are not another group's."""
@@ -67,6 +68,7 @@ def parse(data: dict[str, Any], *, project: str) -> GroupModel:
     services: dict[str, list[PortSpec]] = {}
     names: dict[str, str] = {}
     joins: dict[str, list[str]] = {}
+    binds: dict[str, list[str]] = {}
     refusals: list[Refusal] = []
     for name, svc in (data.get("services") or {}).items():
         services[name] = [
@@ -80,6 +82,11 @@ def parse(data: dict[str, Any], *, project: str) -> GroupModel:
         ]
         if svc.get("container_name"):
             names[name] = str(svc["container_name"])
+        sources = [
+            str(v["source"]) for v in svc.get("volumes") or [] if v.get("type") == "bind" and v.get("source")
+        ]
+        if sources:
+            binds[name] = sources
         mode = svc.get("network_mode")
         if mode == "host":
             refusals.append(
@@ -141,6 +148,7 @@ def parse(data: dict[str, Any], *, project: str) -> GroupModel:
         external_networks={n: str(v.get("name") or n) for n, v in nets.items() if v.get("external")},
         external_volumes={n: str(v.get("name") or n) for n, v in vols.items() if v.get("external")},
         refusals=refusals,
+        binds=binds,
     )
 
 

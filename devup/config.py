@@ -32,6 +32,7 @@ class ProjectCfg(_Strict):
     worktrees: str | None = None
     base: str | None = None
     mode: Mode = "container"
+    context: str | None = Field(default=None, min_length=1)  # docker context of the sessions (§6)
 
 
 class PortsCfg(_Strict):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from devup import compose, runner
+from devup import compose, remote, runner
 from devup.errors import DevupError
 
 
@@ -39,3 +39,28 @@ def run() -> dict[str, dict[str, Any]]:
             "install Compose v2 (docker compose plugin or a v2 docker-compose binary)",
         ),
     }
+
+
+def contexts() -> list[dict[str, Any]]:
+    """Each docker context: the engine it points at, whether that is remote, whether it answers.
+
+    An engine that does not answer is reported, not a failure: a remote machine may be off.
+    """
+    current = remote.current_context()
+    found = []
+    for name in sorted(remote.contexts()):
+        engine = remote.by_context(name, where="doctor")
+        remote.bind(engine)
+        entry: dict[str, Any] = {
+            "name": name,
+            "host": engine.host,
+            "remote": engine.remote,
+            "current": name == current,
+            "address": engine.address,
+        }
+        try:
+            entry.update(answers=True, version=compose.engine_version(attempts=1), error=None)
+        except DevupError as exc:
+            entry.update(answers=False, version=None, error=exc.message)
+        found.append(entry)
+    return found

@@ -25,8 +25,12 @@ def session_vars(
     resumed: bool,
     ports: Mapping[str, int],
     extra: Mapping[str, str],
+    host: str = "127.0.0.1",
 ) -> dict[str, str]:
-    """The DEVUP_* variables, then `[env]` expanded against them, each other and the environment."""
+    """The DEVUP_* variables, then `[env]` expanded against them, each other and the environment.
+
+    `host` is DEVUP_HOST: where the session's published ports answer (a remote engine's host).
+    """
     env = {
         "DEVUP_SESSION": session,
         "DEVUP_PROJECT": project,
@@ -35,6 +39,7 @@ def session_vars(
         "DEVUP_REPO": repo,
         "DEVUP_MODE": mode,
         "DEVUP_RESUMED": "1" if resumed else "0",
+        "DEVUP_HOST": host,
     }
     env.update({f"DEVUP_PORT_{key}": str(port) for key, port in sorted(ports.items())})
     resolved: dict[str, str] = {}

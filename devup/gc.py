@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from devup import compose, git, journal, processes, state
+from devup import compose, git, journal, processes, remote, state
 from devup.errors import DevupError
 from devup.hookspec import teardown_settings
 from devup.paths import CONFIG_NAME, ENV_FILE
@@ -29,6 +29,7 @@ class Orphan:
     session: str
     removed: bool = False
     error: str | None = None
+    engine: remote.Engine | None = None  # where a container, network or volume is
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -37,6 +38,7 @@ class Orphan:
             "session": self.session,
             "removed": self.removed,
             "error": self.error,
+            "engine": None if self.engine is None else self.engine.host,
         }
 
 
@@ -58,22 +60,55 @@ def _owned(ws: Workspace) -> set[str]:
     return owned
 
 
-def find(ws: Workspace, *, engine: bool = True) -> list[Orphan]:
+def engines(ws: Workspace) -> list[remote.Engine]:
+    """Every engine this repository's sessions used (recorded when each was created), and the
+    environment's: a leftover on a remote engine is found from any shell."""
+    recorded = [remote.engine_of(r) for r in _records(ws)]
+    try:
+        here: list[remote.Engine | None] = [remote.current()]
+    except DevupError:
+        here = []
+    return remote.distinct([*here, *remote.known(ws.repo.state), *recorded])
+
+
+def _records(ws: Workspace) -> list[state.SessionRecord]:
+    found = []
+    for path in sorted(ws.repo.sessions_dir.glob("*.json")) if ws.repo.sessions_dir.is_dir() else []:
+        try:
+            record = state.read_record(path)
+        except DevupError:
+            continue
+        if record is not None:
+            found.append(record)
+    return found
+
+
+def _on_engine(ws: Workspace, owned: set[str], engine: remote.Engine | None) -> list[Orphan]:
+    """Containers, networks and volumes of the repository on the engine this process is bound to."""
+    found: list[Orphan] = []
+    client = compose.client()
+    label = [f"{compose.LABEL_REPO}={ws.repo.repo_id}"]
+    for c in client.containers.list(all=True, filters={"label": label}):
+        if c.labels.get(compose.LABEL_SESSION) not in owned:
+            found.append(Orphan("container", c.name, c.labels.get(compose.LABEL_SESSION, "?"), engine=engine))
+    for n in client.networks.list(filters={"label": label}):
+        if n.attrs.get("Labels", {}).get(compose.LABEL_SESSION) not in owned:
+            session = n.attrs["Labels"].get(compose.LABEL_SESSION, "?")
+            found.append(Orphan("network", n.name, session, engine=engine))
+    for v in client.volumes.list(filters={"label": label}):
+        session = (v.attrs.get("Labels") or {}).get(compose.LABEL_SESSION, "?")
+        if session not in owned:
+            found.append(Orphan("volume", v.name, session, engine=engine))
+    return found
+
+
+def find(ws: Workspace, *, engine: bool | list[remote.Engine] = True) -> list[Orphan]:
+    """Orphans on each engine of `engine` (True: every engine of `engines(ws)`), and here."""
     owned = _owned(ws)
     found: list[Orphan] = []
-    if engine:
-        client = compose.client()
-        label = [f"{compose.LABEL_REPO}={ws.repo.repo_id}"]
-        for c in client.containers.list(all=True, filters={"label": label}):
-            if c.labels.get(compose.LABEL_SESSION) not in owned:
-                found.append(Orphan("container", c.name, c.labels.get(compose.LABEL_SESSION, "?")))
-        for n in client.networks.list(filters={"label": label}):
-            if n.attrs.get("Labels", {}).get(compose.LABEL_SESSION) not in owned:
-                found.append(Orphan("network", n.name, n.attrs["Labels"].get(compose.LABEL_SESSION, "?")))
-        for v in client.volumes.list(filters={"label": label}):
-            session = (v.attrs.get("Labels") or {}).get(compose.LABEL_SESSION, "?")
-            if session not in owned:
-                found.append(Orphan("volume", v.name, session))
+    for where in engines(ws) if engine is True else engine or []:
+        remote.bind(where)
+        found += _on_engine(ws, owned, where)
     seen_pids: set[int] = set()
     for proc in processes.tagged_all(repo_id=ws.repo.repo_id):
         session = proc.environ().get(processes.TAG_SESSION, "?")
@@ -96,12 +131,19 @@ def find(ws: Workspace, *, engine: bool = True) -> list[Orphan]:
 
 
 def run(ws: Workspace, reporter: Reporter, *, dry_run: bool, force: bool = False) -> list[Orphan]:
-    try:
-        compose.engine_version()
-        engine = True
-    except DevupError:
-        engine = False
-        reporter.warn("the Docker engine does not answer: containers, networks and volumes were not checked")
+    answering = []
+    for index, where in enumerate(engines(ws)):
+        remote.bind(where)
+        try:
+            # The environment's engine gets the usual ~4 s to ride out a blip; the others, which
+            # may simply be switched off, one attempt.
+            compose.engine_version(attempts=5 if index == 0 else 1)
+            answering.append(where)
+        except DevupError:
+            reporter.warn(
+                f"the Docker engine {where.label} does not answer: "
+                "its containers, networks and volumes were not checked"
+            )
     if not dry_run:
         # An interrupted run is undone from its journal first: that removes exactly what it
         # made (branch included), which the sweep below could not know.
@@ -114,7 +156,7 @@ def run(ws: Workspace, reporter: Reporter, *, dry_run: bool, force: bool = False
                 # A corrupt or untrusted journal is that session's problem: it stays owned
                 # (see _owned) and the sweep goes on for everything else.
                 reporter.warn(f"session {journal_path.stem}: {exc.message}")
-    found = find(ws, engine=engine)
+    found = find(ws, engine=answering)
     if dry_run:
         return found
     order = {"process": 0, "container": 1, "network": 2, "volume": 3, "worktree": 4, "lease": 5}
@@ -141,6 +183,7 @@ def _precious(ws: Workspace, path: Path, copied: tuple[str, ...]) -> list[str]:
 
 
 def _remove(ws: Workspace, orphan: Orphan, *, force: bool, copied: tuple[str, ...]) -> Orphan:
+    remote.bind(orphan.engine)
     try:
         if orphan.kind == "process":
             processes.kill_pid(int(orphan.name))
@@ -167,5 +210,5 @@ def _remove(ws: Workspace, orphan: Orphan, *, force: bool, copied: tuple[str, ..
             state.release_ports(repo_id=ws.repo.repo_id, session=orphan.session, ports=[int(orphan.name)])
     except Exception as exc:  # report per object; one failure must not stop the rest
         message = getattr(exc, "message", None) or getattr(exc, "explanation", None) or str(exc)
-        return Orphan(orphan.kind, orphan.name, orphan.session, False, str(message))
-    return Orphan(orphan.kind, orphan.name, orphan.session, True)
+        return Orphan(orphan.kind, orphan.name, orphan.session, False, str(message), orphan.engine)
+    return Orphan(orphan.kind, orphan.name, orphan.session, True, engine=orphan.engine)

@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from devup import compose, journal, state
+from devup import compose, journal, remote, state
 from devup.errors import DevupError
 from devup.state import ProcessRecord, SessionRecord
 from devup.workspace import Workspace
@@ -24,6 +24,35 @@ class Unit:
     kind: str  # "container" | "process"
     state: str
     healthy: bool
+    url: str = ""
+
+
+_WEB_TARGETS = frozenset({80, 443, 3000, 4000, 5000, 5173, 8000, 8025, 8080, 8081, 8443, 8888, 9000, 9001})
+
+
+def urls(record: SessionRecord) -> dict[str, str]:
+    """A URL per unit with a web port: containers at DEVUP_HOST (a remote engine's host), native
+    services here, where they run."""
+    there = remote.url_host(record.env.get("DEVUP_HOST", remote.LOCAL_ADDRESS))
+    found: dict[str, str] = {}
+    for g in record.groups:
+        for svc in g.services:
+            base = svc.upper().replace("-", "_")
+            for key in sorted(record.ports):
+                target = key[len(base) + 1 :]
+                # SERVICE_TARGET, or SERVICE_TARGET_N for the Nth publishing of one target
+                if (
+                    key.startswith(f"{base}_")
+                    and target.replace("_", "").isdigit()
+                    and int(target.split("_")[0]) in _WEB_TARGETS
+                ):
+                    found[f"{g.name}/{svc}"] = f"http://{there}:{record.ports[key]}/"
+                    break
+    for name in record.services:
+        port = record.ports.get(name.upper().replace("-", "_"))
+        if port:
+            found[name] = f"http://{remote.LOCAL_ADDRESS}:{port}/"
+    return found
 
 
 @dataclass(frozen=True)
@@ -44,8 +73,14 @@ class SessionView:
         }
 
 
+def engine_json(record: SessionRecord) -> dict[str, Any] | None:
+    engine = remote.engine_of(record)
+    return None if engine is None else {**engine.to_json(), "remote": engine.remote}
+
+
 def units(record: SessionRecord, containers: list[compose.ContainerState]) -> list[Unit]:
     found: list[Unit] = []
+    link = urls(record)
     for group in record.groups:
         for svc in group.services:
             mine = [c for c in containers if c.project == group.project and c.service == svc]
@@ -55,10 +90,19 @@ def units(record: SessionRecord, containers: list[compose.ContainerState]) -> li
             for c in mine:
                 label = c.state + (f" ({c.health})" if c.health else "")
                 healthy = c.state == "running" and c.health in (None, "healthy")
-                found.append(Unit(f"{group.name}/{svc}", "container", label, healthy))
+                found.append(
+                    Unit(
+                        f"{group.name}/{svc}",
+                        "container",
+                        label,
+                        healthy,
+                        link.get(f"{group.name}/{svc}", ""),
+                    )
+                )
     for name, proc in record.services.items():
         alive = process_alive(proc)
-        found.append(Unit(name, "process", f"running (pid {proc.pid})" if alive else "exited", alive))
+        state_ = f"running (pid {proc.pid})" if alive else "exited"
+        found.append(Unit(name, "process", state_, alive, link.get(name, "")))
     return found
 
 
@@ -101,6 +145,7 @@ def status(ws: Workspace, name: str) -> SessionView:
                 hint=f"`devup recover {name}` finishes an interrupted run",
             )
         raise DevupError(f"no session named {name}", hint="`devup ls` lists the sessions")
+    remote.bind_record(record)  # the session's engine, whatever the environment says
     try:
         containers = _containers(ws, [record], name)
     except DevupError as exc:
@@ -134,12 +179,7 @@ def ls(ws: Workspace) -> Listing:
             continue
         if record is not None:
             records.append(record)
-    try:
-        containers = _containers(ws, records)
-    except DevupError as exc:
-        problems.append(exc.message)
-        containers = []
-    views = [view(r, containers) for r in records]
+    views = _views_per_engine(ws, records, problems)
     known = {r.session for r in records}
     for path in sorted(ws.repo.journals_dir.glob("*.jsonl")) if ws.repo.journals_dir.is_dir() else []:
         name = path.stem
@@ -174,6 +214,32 @@ def ls(ws: Workspace) -> Listing:
             env={},
             created_at=begin.get("at", 0),
             updated_at=begin.get("at", 0),
+            engine=_engine_dict(begin.get("engine")),
         )
         views.append(SessionView(ghost, "interrupted"))
     return Listing(sorted(views, key=lambda v: v.record.session), problems)
+
+
+def _views_per_engine(ws: Workspace, records: list[SessionRecord], problems: list[str]) -> list[SessionView]:
+    """One container query per engine the sessions run on, each session judged by its own engine's
+    containers. Records from before engines were recorded go first, on the environment's engine."""
+    by_engine: dict[str | None, list[SessionRecord]] = {}
+    for r in records:
+        engine = remote.engine_of(r)
+        by_engine.setdefault(None if engine is None else engine.host, []).append(r)
+    views: list[SessionView] = []
+    for host in sorted(by_engine, key=lambda h: (h is not None, h or "")):
+        group = by_engine[host]
+        remote.bind(remote.engine_of(group[0]))
+        try:
+            containers = _containers(ws, group)
+        except DevupError as exc:
+            problems.append(exc.message)
+            containers = []
+        views += [view(r, containers) for r in group]
+    return views
+
+
+def _engine_dict(value: object) -> dict[str, str | None]:
+    engine = remote.Engine.from_json(value)
+    return {} if engine is None else {"context": engine.context, "host": engine.host}

@@ -171,7 +171,9 @@ def error(message: str, hint: str | None) -> None:
         _console("err").print(f"[cyan]hint:[/] {escape(hint)}", soft_wrap=True)
 
 
-def up_summary(doc: dict[str, Any], units: list[tuple[str, str, str]], noop: bool) -> None:
+def up_summary(
+    doc: dict[str, Any], units: list[tuple[str, str, str]], noop: bool, engine: Any = None
+) -> None:
     verb = "already up (nothing to do)" if noop else ("resumed" if doc["resumed"] else "up")
     title = f"session {doc['session']}"
     if _colour_stdout():
@@ -181,6 +183,8 @@ def up_summary(doc: dict[str, Any], units: list[tuple[str, str, str]], noop: boo
     )
     if units:
         _columns(("unit", "ports (DEVUP_PORT_…)", "url"), [list(u) for u in units])
+    if engine and engine.get("remote"):
+        sys.stdout.write(f"engine    {engine_label(engine)}   (ports answer at its host)\n")
     sys.stdout.write(
         f"worktree  {doc['worktree']}\n"
         f"env file  {doc['env_file']}   (`devup env {doc['session']} --format shell` for eval)\n"
@@ -225,7 +229,7 @@ def sessions_table(rows: list[dict[str, Any]]) -> None:
         sys.stdout.write("no sessions\n")
         return
     _columns(
-        ("session", "status", "mode", "branch", "worktree", "ports"),
+        ("session", "status", "mode", "branch", "worktree", "ports", "engine"),
         [
             [
                 r["session"],
@@ -236,6 +240,7 @@ def sessions_table(rows: list[dict[str, Any]]) -> None:
                 " ".join(
                     f"{k}={v}" for k, v in r["ports"].items() if "_" not in k or k.rsplit("_", 1)[1].isalpha()
                 ),
+                engine_label(r.get("engine")),
             ]
             for r in rows
         ],
@@ -243,13 +248,25 @@ def sessions_table(rows: list[dict[str, Any]]) -> None:
     )
 
 
-def status_table(name: str, status: str, units: list[dict[str, Any]]) -> None:
-    sys.stdout.write(f"session {name}: {status}\n")
+def status_table(name: str, status: str, units: list[dict[str, Any]], *, engine: Any = None) -> None:
+    on = f" (engine {engine_label(engine)})" if engine and engine.get("remote") else ""
+    sys.stdout.write(f"session {name}: {status}{on}\n")
     _columns(
-        ("unit", "kind", "state", "healthy"),
-        [[u["name"], u["kind"], u["state"], "yes" if u["healthy"] else "no"] for u in units],
+        ("unit", "kind", "state", "healthy", "url"),
+        [
+            [u["name"], u["kind"], u["state"], "yes" if u["healthy"] else "no", u.get("url", "")]
+            for u in units
+        ],
         coloured=3,
     )
+
+
+def engine_label(engine: Any) -> str:
+    """A recorded engine as `ls` and `status` show it: local, or the context and endpoint."""
+    from devup import remote
+
+    found = remote.Engine.from_json(engine)
+    return "-" if found is None else found.label
 
 
 def plain(text: str) -> None:
@@ -286,3 +303,20 @@ def orphans(found: list[Any], *, dry_run: bool) -> None:
         else:
             state = f"[red]not removed[/] ({o.error})"
         _console("out").print(f"{state} {o.kind} {o.name} (session {o.session})")
+
+
+def contexts_table(contexts: list[dict[str, Any]]) -> None:
+    """`doctor`: each docker context's engine, local or remote, and whether it answers."""
+    sys.stdout.write("docker contexts:\n")
+    _columns(
+        ("  context", "engine", "where", "answers"),
+        [
+            [
+                f"{'*' if c['current'] else ' '} {c['name']}",
+                c["host"],
+                f"remote ({c['address']})" if c["remote"] else "local",
+                f"yes (engine {c['version']})" if c["answers"] else f"no: {c['error'].splitlines()[0]}",
+            ]
+            for c in contexts
+        ],
+    )

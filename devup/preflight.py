@@ -8,7 +8,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from devup import compose, compose_inputs, envvars, git, state
+from devup import compose, compose_inputs, envvars, git, mounts, remote, state
 from devup.config import Config, GroupCfg, Mode, ServiceCfg
 from devup.errors import DevupError, PreflightError, UsageError
 from devup.model import Identity
@@ -46,6 +46,7 @@ def plan(
     mode: Mode | None,
     previous: state.SessionRecord | None,
     attach: Path | None = None,
+    engine: remote.Engine | None = None,
 ) -> Plan:
     """Decide everything `up` will do, checking it all before the first change (exit 2)."""
     if attach is not None and previous is not None and Path(previous.worktree).resolve() != attach.resolve():
@@ -68,7 +69,7 @@ def plan(
     groups, services = cfg.groups_for(mode), cfg.services_for(mode)
     if groups:
         compose.compose_command()
-        compose.engine_version()
+        _engine_answers(engine)
     path = Path(previous.worktree) if previous else (attach or _worktrees_folder(ws) / name)
     start = base or cfg.project.base or "HEAD"
     wt = worktree.plan(root=ws.repo.root, path=path, branch=branch, base=start)
@@ -79,7 +80,8 @@ def plan(
         files.check_branch_paths(root=ws.repo.root, commit=commit, patterns=cfg.worktree.copy_)
     recorded = {g.name: g.project for g in previous.groups} if previous else {}
     projects = {g: recorded.get(g) or ident.compose_project(g) for g in groups}
-    models = compose_models(ws, cfg, ident, groups, wt, mode, projects) if groups else {}
+    engine = engine or remote.Engine(None, remote.DEFAULT_HOST)
+    models = compose_models(ws, cfg, ident, groups, wt, mode, projects, engine=engine) if groups else {}
     lease_keys, aliases = port_keys(models, services)
     return Plan(
         ident,
@@ -155,6 +157,27 @@ def _check_env_file(
     )
 
 
+def _engine_answers(engine: remote.Engine | None) -> None:
+    """The engine answers; a remote one that does not is named, with how to check it."""
+    try:
+        compose.engine_version()
+    except compose.EngineUnavailable as exc:
+        if engine is None or not engine.remote:
+            raise
+        check = (
+            f"docker --context {engine.context} info" if engine.context else f"docker -H {engine.host} info"
+        )
+        from devup import sshproxy
+
+        said = sshproxy.errors(engine.host)
+        raise compose.EngineUnavailable(
+            f"the remote Docker engine {engine.label} does not answer: "
+            + exc.message.removeprefix("the Docker engine does not answer: ")
+            + (f"\nssh said:\n{said}" if said else ""),
+            hint=f"check that the machine is up and reachable (`{check}`); `devup doctor` lists every context",
+        ) from None
+
+
 def compose_models(
     ws: Workspace,
     cfg: Config,
@@ -163,6 +186,8 @@ def compose_models(
     wt: worktree.WorktreePlan,
     mode: Mode,
     projects: dict[str, str],
+    *,
+    engine: remote.Engine,
 ) -> dict[str, compose.GroupModel]:
     """Validate every group's files with `docker compose config`, from the branch's own files."""
     env = {
@@ -177,6 +202,7 @@ def compose_models(
             resumed=wt.exists,
             ports={},
             extra=cfg.env,
+            host=engine.address,
         ),
     }
     with contextlib.ExitStack() as cleanup:
@@ -242,7 +268,16 @@ def compose_models(
                     hint=f"remove them yourself (e.g. `docker compose -p {project} down`) or pick another session name",
                 )
             models[gname] = model
-        return compose.link_groups(models, projects)
+        models = compose.link_groups(models, projects)
+        if engine.remote:
+            mounts.refuse_local_binds(
+                models=models,
+                read_from=where,
+                project_dirs={g: where / Path(c.files[0]).parent for g, c in groups.items()},
+                local_roots=[wt.path, ws.repo.root, Path.home()],
+                engine_label=engine.label,
+            )
+        return models
 
 
 def port_keys(

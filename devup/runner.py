@@ -227,6 +227,21 @@ def spawn(args: Sequence[str], *, cwd: Path, env: Mapping[str, str], log_path: P
     return proc.pid
 
 
+def pipe(args: Sequence[str], *, stderr_path: Path) -> subprocess.Popen[bytes]:
+    """Start a process to talk to through its stdin and stdout (a byte stream, e.g. an ssh
+    channel); stderr goes to `stderr_path`. Not ended by terminate_all(): a rollback after an
+    interrupt still needs the engine connections it carries."""
+    with open(stderr_path, "ab") as err:
+        return subprocess.Popen(
+            list(args),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            start_new_session=True,
+            bufsize=0,
+        )
+
+
 def terminate_all() -> None:
     """Stop every command `run` is waiting on (used when devup is interrupted)."""
     _stopping.set()

@@ -7,13 +7,13 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from devup import compose, dag, envvars, faults, git, inspect, journal, paths, runner, state, steps
+from devup import compose, dag, envvars, faults, git, inspect, journal, paths, remote, runner, state, steps
 from devup.errors import DevupError, Interrupted, StepFailed, UsageError
 from devup.journal import Journal
 from devup.report import Reporter
@@ -35,6 +35,7 @@ class UpRequest:
     on_failure: Literal["rollback", "keep"] = "rollback"
     hooks: bool = True
     attach: Path | None = None  # an existing worktree made by another tool (SPEC §8, attach.py)
+    context: str | None = None  # --context: the docker context of a new session's groups
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,7 @@ class UpResult:
     duration_s: float
     noop: bool = False
     units: list[tuple[str, str, str]] = field(default_factory=list)  # (unit, port variables, url)
+    engine: remote.Engine | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -127,6 +129,8 @@ def up(ws: Workspace, req: UpRequest, reporter: Reporter) -> UpResult:
                 leftovers=leftovers,
             )
         previous = ws.record(req.name)
+        engine = _engine_for(ws, req, previous)
+        remote.bind(engine)  # this run, its children and any rollback act on the session's engine
         unchanged = (
             previous is not None
             and req.mode in (None, previous.mode)
@@ -151,8 +155,25 @@ def up(ws: Workspace, req: UpRequest, reporter: Reporter) -> UpResult:
             mode=req.mode,
             previous=previous,
             attach=req.attach,
+            engine=engine,
         )
-        return _Run(ws, cfg, req, plan, reporter).execute(started)
+        return _Run(ws, cfg, req, plan, reporter, engine).execute(started)
+
+
+def _engine_for(ws: Workspace, req: UpRequest, previous: state.SessionRecord | None) -> remote.Engine:
+    """A session stays on the engine it was created on (guarantee 10); a new one gets SPEC §6's
+    choice. A record from before engines were recorded keeps the environment's engine."""
+    if previous is None:
+        return remote.choose(option=req.context, configured=remote.configured_context(ws.config_text))
+    recorded = remote.engine_of(previous) or remote.current()
+    if req.context:
+        asked = remote.by_context(req.context, where="--context")
+        if asked.host != recorded.host:
+            raise UsageError(
+                f"session {req.name} runs on engine {recorded.label}, not on {asked.label}",
+                hint=f"`devup down {req.name}` first to move it to another engine",
+            )
+    return recorded
 
 
 def _config_unchanged_since_up(ws: Workspace, name: str) -> bool:
@@ -174,8 +195,10 @@ class _Run:
         req: UpRequest,
         plan: preflight.Plan,
         reporter: Reporter,
+        engine: remote.Engine,
     ) -> None:
         self.ws, self.cfg, self.req, self.plan, self.reporter = ws, cfg, req, plan, reporter
+        self.engine = engine
         self.ident = plan.ident
         self.journal = Journal(ws.repo.journal(req.name))
         self.stack = UndoStack(self.journal)
@@ -215,6 +238,7 @@ class _Run:
     def execute(self, started: float) -> UpResult:
         plan = self.plan
         self.journal.remove()
+        remote.remember(self.ws.repo.state, self.engine)
         self.journal.append(
             {
                 "op": "begin",
@@ -226,6 +250,7 @@ class _Run:
                 "mode": plan.mode,
                 "worktree": str(plan.wt.path),
                 "at": time.time(),
+                "engine": self.engine.to_json(),
             }
         )
         try:
@@ -314,7 +339,17 @@ class _Run:
             resumed=plan.resumed,
             ports=self.ports,
             extra=self.cfg.env,
+            host=self.engine.address,
         )
+
+    def _port_free(self) -> Callable[[str, int], bool] | None:
+        """On a remote engine, a container's port must be free on the engine's host; a native
+        service's port, on this machine (None: every port here, the default)."""
+        if not self.engine.remote:
+            return None
+        native = {n.upper().replace("-", "_") for n, s in self.plan.services.items() if s.port}
+        there = remote.port_checker(self.engine, compose.published_ports)
+        return lambda key, port: state.port_is_free(port) if key in native else there(port)
 
     def _lease(self) -> None:
         plan = self.plan
@@ -333,6 +368,7 @@ class _Run:
             prefer=prefer,
             port_range=self.cfg.ports.range,
             held=self._held_keys(),
+            is_free=self._port_free(),
         )
         if plan.resumed and granted:
             self._push_release(sorted(granted.values()), "new port leases")
@@ -372,6 +408,7 @@ class _Run:
                 prefer={},
                 port_range=self.cfg.ports.range,
                 avoid=frozenset({avoid}),
+                is_free=self._port_free(),
             )
             self._push_release(sorted(granted.values()), "replacement port leases")
             # The displaced lease goes back on a rollback (journaled before it is released).
@@ -470,6 +507,7 @@ class _Run:
             updated_at=now,
             config_digest=self.ws.config_digest,
             attached=self.req.attach is not None or bool(plan.previous and plan.previous.attached),
+            engine=self.engine.to_json(),
         )
 
     def _fail(self, exc: BaseException) -> UpFailed:
@@ -503,11 +541,9 @@ class _Run:
         state.write_record(self.ws.repo.record(self.req.name), record)
 
 
-_WEB_TARGETS = frozenset({80, 443, 3000, 4000, 5000, 5173, 8000, 8025, 8080, 8081, 8443, 8888, 9000, 9001})
-
-
 def _result(record: state.SessionRecord, *, resumed: bool, started: float, noop: bool = False) -> UpResult:
     units: list[tuple[str, str, str]] = []
+    urls = inspect.urls(record)
     for g in record.groups:
         for svc in g.services:
             base = svc.upper().replace("-", "_")
@@ -517,19 +553,11 @@ def _result(record: state.SessionRecord, *, resumed: bool, started: float, noop:
                 if k.startswith(f"{base}_") and k[len(base) + 1 :].replace("_", "").isdigit()
             )
             shown = ", ".join(f"{k}={record.ports[k]}" for k in keys) or "-"
-            url = next(
-                (
-                    f"http://127.0.0.1:{record.ports[k]}/"
-                    for k in keys
-                    if int(k[len(base) + 1 :].split("_")[0]) in _WEB_TARGETS
-                ),
-                "",
-            )
-            units.append((f"{g.name}/{svc}", shown, url))
+            units.append((f"{g.name}/{svc}", shown, urls.get(f"{g.name}/{svc}", "")))
     for name in record.services:
         key = name.upper().replace("-", "_")
         port = record.ports.get(key)
-        units.append((name, f"{key}={port}" if port else "-", f"http://127.0.0.1:{port}/" if port else ""))
+        units.append((name, f"{key}={port}" if port else "-", urls.get(name, "")))
     return UpResult(
         session=record.session,
         mode=record.mode,
@@ -542,6 +570,7 @@ def _result(record: state.SessionRecord, *, resumed: bool, started: float, noop:
         duration_s=time.monotonic() - started,
         noop=noop,
         units=units,
+        engine=remote.engine_of(record),
     )
 
 

@@ -8,7 +8,7 @@ import errno
 import fcntl
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -137,6 +137,8 @@ class SessionRecord:
     updated_at: float
     config_digest: str = ""  # of the devup.toml this session was last brought up with
     attached: bool = False  # the worktree was made by another tool (SPEC §8): never removed
+    # {"context", "host"} of the engine its groups run on (remote.Engine); {} in older records.
+    engine: dict[str, str | None] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2)
@@ -168,7 +170,17 @@ class SessionRecord:
             updated_at=float(data["updated_at"]),
             config_digest=_str(data.get("config_digest", "")),
             attached=bool(data.get("attached", False)),
+            engine=_engine(data.get("engine")),
         )
+
+
+def _engine(value: Any) -> dict[str, str | None]:
+    if not value:
+        return {}
+    if not isinstance(value, dict):
+        raise TypeError(f"engine: expected an object, found {type(value).__name__}")
+    context = value.get("context")
+    return {"context": None if context is None else _str(context), "host": _str(value["host"])}
 
 
 def _str(value: Any) -> str:
@@ -268,12 +280,19 @@ def lease_ports(
     port_range: tuple[int, int],
     avoid: frozenset[int] = frozenset(),
     held: frozenset[str] = frozenset(),
+    is_free: Callable[[str, int], bool] | None = None,
 ) -> dict[str, int]:
     """Lease one port per key, preferring `prefer`; returns only the ports newly leased.
 
     A key this session already leases keeps its port if the port is free, or if `held`
     says one of the session's own running units is what binds it; otherwise it moves.
+    `is_free(key, port)` says where a key's port must be free (a remote engine's host for its
+    containers' ports); by default, on this machine.
     """
+
+    def free(key: str, port: int) -> bool:
+        return is_free(key, port) if is_free is not None else port_is_free(port)
+
     path = paths.ports_file()
     with file_lock(path.with_suffix(".lock")):
         leases = _read_leases(path)
@@ -289,15 +308,15 @@ def lease_ports(
             want = prefer.get(key)
             if want is not None and want not in avoid:
                 if mine.get(want) == key:
-                    if key in held or port_is_free(want):
+                    if key in held or free(key, want):
                         continue  # still ours: nothing new to lease
                     del leases[str(want)]  # ours, but someone else binds it now: move
-                elif want not in taken and port_is_free(want):
+                elif want not in taken and free(key, want):
                     granted[key] = want
                     taken.add(want)
                     continue
             for port in candidates:
-                if port not in taken and port not in avoid and port_is_free(port):
+                if port not in taken and port not in avoid and free(key, port):
                     granted[key] = port
                     taken.add(port)
                     break

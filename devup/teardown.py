@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from devup import compose, dag, git, paths, processes, state
+from devup import compose, dag, git, paths, processes, remote, state
 from devup.errors import BusyError, DevupError
 from devup.hookspec import Hook, teardown_settings
 from devup.model import Identity
@@ -50,6 +50,7 @@ def stop(ws: Workspace, name: str, reporter: Reporter) -> Outcome:
         record = ws.record(name)
         if record is None:
             raise DevupError(f"no session named {name}", hint="`devup ls` lists the sessions")
+        remote.bind_record(record)  # the session's engine, whatever the environment says
         _stop_services(ws, record, reporter, "stop service")
         _each_group_in_reverse(record, lambda g: compose.stop(project=g.project), reporter, "stop group")
         state.write_record(ws.repo.record(name), record.replace(status="stopped", services={}))
@@ -82,6 +83,7 @@ def down(
             state.release_ports(repo_id=ws.repo.repo_id, session=name)
             shutil.rmtree(ws.repo.session_dir(name), ignore_errors=True)
             return Outcome(name, "absent", f"no session named {name}: nothing to do")
+        remote.bind_record(record)  # the session's engine, whatever the environment says
         ident = _ident(ws, record)
         wt = Path(record.worktree)
         env = {**record.env}

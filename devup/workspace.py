@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from devup import __version__, git, journal, state, steps
+from devup import __version__, git, journal, remote, state, steps
 from devup.errors import BusyError, DevupError
 from devup.paths import CONFIG_NAME, RepoPaths, check_session_name, digest, read_config
 from devup.report import Reporter
@@ -77,6 +77,8 @@ class Workspace:
                 path.unlink(missing_ok=True)
             return None
         reporter.note(f"rolling back the interrupted run of {name}")
+        # Undone on the engine the run used, whatever this shell's DOCKER_HOST says (guarantee 10).
+        remote.bind(remote.Engine.from_json(found.begin.get("engine")))
         records = [(i, UndoRecord.from_json(r)) for i, r in reversed(found.pending)]
         steps.load_all()  # every inverse a journal may name
         jr = journal.Journal(path)

@@ -315,3 +315,28 @@ ensure_compose() {
 ensure_images() {
     "$DEVUP_ROOT/scripts/build-images"
 }
+
+# ---------------------------------------------------------------- sshd (remote-engine tests)
+
+# ensure_sshd: Debian's openssh-server, for the ssh:// tests of tests/test_remote.py, which run
+# sshd only inside a network namespace of their own. Installing it must not start an sshd on
+# this machine: where no policy-rc.d forbids service starts, one does for the install.
+ensure_sshd() {
+    if have sshd || [[ -x /usr/sbin/sshd ]]; then
+        return 0
+    fi
+    if ! can_apt; then
+        warn "sshd missing (not root with apt-get): the ssh:// remote-engine tests will be skipped"
+        return 0
+    fi
+    local guard=""
+    if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+        guard=/usr/sbin/policy-rc.d
+        printf '#!/bin/sh\nexit 101\n' >"$guard"
+        chmod 755 "$guard"
+    fi
+    apt_install --no-install-recommends openssh-server
+    if [[ -n "$guard" ]]; then
+        rm -f "$guard"
+    fi
+}

@@ -24,7 +24,7 @@ ALLOWED = {
 
 # Imports flow one way, top to bottom: a module may import its own layer and the layers below.
 LAYERS: list[tuple[str, set[str]]] = [
-    ("cli", {"__main__", "cli", "output"}),
+    ("cli", {"__main__", "cli", "output", "fastpath"}),
     (
         "use cases",
         {
@@ -40,7 +40,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "doctor",
             "data",
             "attach",
-            "remote",
+            "claude_code",
         },
     ),
     ("steps", {"steps"}),
@@ -49,13 +49,18 @@ LAYERS: list[tuple[str, set[str]]] = [
         "adapters",
         {
             "compose",
+            "compose_model",
+            "compose_inputs",
+            "mounts",
+            "remote",
+            "sshproxy",
+            "crashlog",
             "engine",
             "git",
             "processes",
             "state",
             "config",
             "model",
-            "paths",
             "envvars",
             "hookspec",
             "dag",
@@ -64,6 +69,7 @@ LAYERS: list[tuple[str, set[str]]] = [
         },
     ),
     ("runner", {"runner"}),
+    ("paths", {"paths"}),  # where state lives, and making its folders 0700: below everyone
     ("errors", {"errors", "devup"}),  # "devup": the package itself, for __version__
 ]
 

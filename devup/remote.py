@@ -1,0 +1,292 @@
+"""Which Docker engine a session runs on (SPEC §6), and binding this process to it.
+
+A session records its engine ({"context", "host"}) when it is created; every later command on it
+binds the process to that engine (DOCKER_HOST for devup, the docker SDK and every compose child,
+DOCKER_CONTEXT dropped) whatever the environment says then: a cleanup run from a shell pointed
+elsewhere must not look at the wrong engine and find nothing to remove (guarantee 10).
+
+No docker SDK here: `ls` reads engines from the records and must start fast.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import urllib.parse
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from devup.errors import UsageError
+
+DEFAULT_HOST = "unix:///var/run/docker.sock"
+LOCAL_ADDRESS = "127.0.0.1"
+_ENV_KEYS = ("DOCKER_HOST", "DOCKER_CONTEXT", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH")
+# The user's environment as it was before the first bind: choosing an engine for a new session
+# must read what the user said, not what binding an earlier session (a recovery) set.
+_original: dict[str, str | None] | None = None
+
+
+@dataclass(frozen=True)
+class Engine:
+    context: str | None  # the docker context it was chosen by, None for DOCKER_HOST
+    host: str  # the endpoint: unix:///…, tcp://host:port, ssh://user@host
+
+    @property
+    def remote(self) -> bool:
+        """A unix socket (or named pipe, fd) or a loopback address is local; anything else remote."""
+        return not _is_local(self.host)
+
+    @property
+    def address(self) -> str:
+        """DEVUP_HOST: where the session's published ports answer, as seen from this machine."""
+        if not self.remote:
+            return LOCAL_ADDRESS
+        name = urllib.parse.urlsplit(self.host).hostname or LOCAL_ADDRESS
+        if self.host.startswith("ssh://"):
+            # An ssh endpoint may name a `Host` alias of the user's ssh config, which only ssh
+            # resolves: ask ssh which machine it would connect to.
+            return _ssh_hostname(name)
+        return name
+
+    @property
+    def label(self) -> str:
+        """How `ls` and `status` show it."""
+        if not self.remote:
+            return "local" if self.context in (None, "default") else f"{self.context} (local)"
+        return f"{self.context} ({self.host})" if self.context else self.host
+
+    def to_json(self) -> dict[str, Any]:
+        return {"context": self.context, "host": self.host}
+
+    @staticmethod
+    def from_json(data: Any) -> Engine | None:
+        """The engine of a record or journal; None when it predates engine recording."""
+        if not isinstance(data, dict) or not isinstance(data.get("host"), str) or not data["host"]:
+            return None
+        context = data.get("context")
+        return Engine(context if isinstance(context, str) else None, data["host"])
+
+
+@functools.cache
+def _ssh_hostname(name: str) -> str:
+    """`HostName` of `name` in the user's ssh config (`ssh -G`), else `name` itself."""
+    from devup import runner
+
+    result = runner.run(["ssh", "-G", name], timeout=10, merge_stderr=False)
+    for line in result.output.splitlines() if result.ok else []:
+        key, _, value = line.partition(" ")
+        if key == "hostname" and value.strip():
+            return value.strip()
+    return name
+
+
+def url_host(address: str) -> str:
+    """`address` as the host part of a URL (an IPv6 literal in brackets)."""
+    return f"[{address}]" if ":" in address else address
+
+
+def _is_local(host: str) -> bool:
+    scheme, _, rest = host.partition("://")
+    if scheme in ("unix", "npipe", "fd"):
+        return True
+    name = urllib.parse.urlsplit(host).hostname or rest.split(":")[0]
+    if name == "localhost":
+        return True
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+# --- choosing ------------------------------------------------------------------------------
+
+
+def _user_env(key: str) -> str | None:
+    if _original is not None:
+        return _original.get(key)
+    return os.environ.get(key) or None
+
+
+def _config_dir() -> Path:
+    return Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker")
+
+
+def contexts() -> dict[str, str]:
+    """Every docker context the CLI knows, name -> engine endpoint (`default` included)."""
+    found = {"default": DEFAULT_HOST}
+    for meta in sorted((_config_dir() / "contexts" / "meta").glob("*/meta.json")):
+        try:
+            data = json.loads(meta.read_text())
+            name, host = data.get("Name"), data.get("Endpoints", {}).get("docker", {}).get("Host")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(name, str) and isinstance(host, str) and host:
+            found[name] = host
+    return found
+
+
+def current_context() -> str:
+    """The docker CLI's current context: DOCKER_CONTEXT, else config.json's, else default."""
+    named = _user_env("DOCKER_CONTEXT")
+    if named:
+        return named
+    try:
+        current = json.loads((_config_dir() / "config.json").read_text()).get("currentContext")
+    except (OSError, ValueError, AttributeError):
+        current = None
+    return current if isinstance(current, str) and current else "default"
+
+
+def by_context(name: str, *, where: str) -> Engine:
+    """The engine docker context `name` points at; an unknown name is exit 2."""
+    known = contexts()
+    if name == "default":
+        return Engine("default", _user_env("DOCKER_HOST") or DEFAULT_HOST)
+    if name not in known:
+        raise UsageError(
+            f"docker context {name!r} ({where}) does not exist",
+            hint=f"known contexts: {', '.join(sorted(known))}; create it with "
+            f"`docker context create {name} --docker host=ssh://user@machine`",
+        )
+    return Engine(name, known[name])
+
+
+def configured_context(config_text: str) -> str | None:
+    """`[project].context`, read without validating the rest (config.py validates it)."""
+    import tomllib
+
+    try:
+        value = tomllib.loads(config_text).get("project", {}).get("context")
+    except (tomllib.TOMLDecodeError, AttributeError):
+        return None
+    return value if isinstance(value, str) and value else None
+
+
+def choose(*, option: str | None, configured: str | None) -> Engine:
+    """SPEC §6's order: `--context`, `[project].context`, DOCKER_HOST, the current context."""
+    if option:
+        return by_context(option, where="--context")
+    if configured:
+        return by_context(configured, where="[project].context in devup.toml")
+    host = _user_env("DOCKER_HOST")
+    if host:
+        return Engine(None, host)
+    return by_context(current_context(), where="the current docker context")
+
+
+def current() -> Engine:
+    """The engine the user's environment points at now."""
+    return choose(option=None, configured=None)
+
+
+# --- binding -------------------------------------------------------------------------------
+
+
+def bind(engine: Engine | None) -> None:
+    """Point this process and its children at `engine` (None: a record from before engines were
+    recorded, which keeps the environment's engine)."""
+    global _original
+    if engine is None:
+        return
+    if _original is None:
+        _original = {k: os.environ.get(k) or None for k in _ENV_KEYS}
+    os.environ["DOCKER_HOST"] = engine.host
+    os.environ.pop("DOCKER_CONTEXT", None)
+    tls = _tls_dir(engine.context) if engine.context else None
+    if tls is not None:
+        os.environ["DOCKER_CERT_PATH"] = str(tls)
+        os.environ["DOCKER_TLS_VERIFY"] = "1"
+    elif engine.context is not None:
+        # A context without TLS material: a TLS setting of the shell is for another engine.
+        os.environ.pop("DOCKER_CERT_PATH", None)
+        os.environ.pop("DOCKER_TLS_VERIFY", None)
+    import sys
+
+    compose = sys.modules.get("devup.compose")
+    if compose is not None:  # a client made for another engine must not be reused
+        compose.client.cache_clear()
+
+
+def _tls_dir(context: str) -> Path | None:
+    """Where the docker CLI keeps a context's TLS files (contexts/tls/<sha256 of name>/docker)."""
+    import hashlib
+
+    folder = _config_dir() / "contexts" / "tls" / hashlib.sha256(context.encode()).hexdigest() / "docker"
+    return folder if (folder / "ca.pem").is_file() else None
+
+
+def engine_of(record: Any) -> Engine | None:
+    return Engine.from_json(getattr(record, "engine", None))
+
+
+def bind_record(record: Any) -> None:
+    """Bind to the engine a session record names (every command on an existing session)."""
+    bind(engine_of(record))
+
+
+# --- what the repository has used ------------------------------------------------------------
+
+
+def remember(state_dir: Path, engine: Engine) -> None:
+    """Add `engine` to the repository's list of engines its sessions used: `gc` looks for leftovers
+    on each of them, also after a session's record is gone."""
+    from devup import state
+
+    path = state_dir / "engines.json"
+    with state.file_lock(path.with_suffix(".lock")):
+        known = _read_engines(path)
+        if engine not in known:
+            state.write_atomic(path, json.dumps([e.to_json() for e in [*known, engine]], indent=1))
+
+
+def known(state_dir: Path) -> list[Engine]:
+    return _read_engines(state_dir / "engines.json")
+
+
+def _read_engines(path: Path) -> list[Engine]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return []
+    found = [Engine.from_json(d) for d in data] if isinstance(data, list) else []
+    return [e for e in found if e is not None]
+
+
+def distinct(engines: Iterable[Engine | None]) -> list[Engine]:
+    """One entry per endpoint, in order (two contexts naming one engine are one engine)."""
+    seen: dict[str, Engine] = {}
+    for e in engines:
+        if e is not None and e.host not in seen:
+            seen[e.host] = e
+    return list(seen.values())
+
+
+# --- ports on a remote host ----------------------------------------------------------------
+
+
+def port_checker(engine: Engine, published: Callable[[], set[int]]) -> Callable[[int], bool]:
+    """Whether a port is free on the engine's host: not published by any of its containers (one
+    engine query per leasing) and nothing answers a connection to host:port."""
+    import socket
+
+    taken: set[int] | None = None
+    address = engine.address
+
+    def free(port: int) -> bool:
+        nonlocal taken
+        if taken is None:
+            taken = published()
+        if port in taken:
+            return False
+        try:
+            with socket.create_connection((address, port), timeout=0.5):
+                return False  # something listens there
+        except OSError:
+            return True
+
+    return free

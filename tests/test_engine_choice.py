@@ -1,0 +1,98 @@
+"""Which engine a new session gets, and what is local (devup/remote.py), without an engine."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from devup import remote
+from devup.errors import UsageError
+
+
+@pytest.fixture
+def contexts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A DOCKER_CONFIG with contexts `big` (tcp) and `box` (ssh), the way the docker CLI stores them."""
+    config = tmp_path / "docker-config"
+    for n, (name, host) in enumerate({"big": "tcp://198.18.0.2:2375", "box": "ssh://me@box.example"}.items()):
+        meta = config / "contexts" / "meta" / f"id{n}"
+        meta.mkdir(parents=True)
+        (meta / "meta.json").write_text(json.dumps({"Name": name, "Endpoints": {"docker": {"Host": host}}}))
+    (config / "config.json").write_text("{}")
+    monkeypatch.setenv("DOCKER_CONFIG", str(config))
+    for var in ("DOCKER_HOST", "DOCKER_CONTEXT", "DOCKER_CERT_PATH", "DOCKER_TLS_VERIFY"):
+        # setenv first: it records the variable, so whatever remote.bind() sets is undone after.
+        monkeypatch.setenv(var, "")
+        monkeypatch.delenv(var)
+    monkeypatch.setattr(remote, "_original", None)
+    return config
+
+
+@pytest.mark.parametrize(
+    ("host", "local", "address"),
+    [
+        ("unix:///var/run/docker.sock", True, "127.0.0.1"),
+        ("tcp://127.0.0.1:2375", True, "127.0.0.1"),
+        ("tcp://127.8.9.10:2375", True, "127.0.0.1"),
+        ("tcp://localhost:2375", True, "127.0.0.1"),
+        ("tcp://[::1]:2375", True, "127.0.0.1"),
+        ("npipe:////./pipe/docker_engine", True, "127.0.0.1"),
+        ("tcp://198.18.0.2:2375", False, "198.18.0.2"),
+        ("tcp://[fd00::7]:2376", False, "fd00::7"),
+        ("tcp://big-box.example:2376", False, "big-box.example"),
+    ],
+)
+def test_local_is_a_unix_socket_or_loopback_and_devup_host_follows(host, local, address):
+    engine = remote.Engine(None, host)
+    assert engine.remote is not local
+    assert engine.address == address
+
+
+def test_ipv6_addresses_are_bracketed_in_urls():
+    assert remote.url_host("fd00::7") == "[fd00::7]" and remote.url_host("10.0.0.1") == "10.0.0.1"
+
+
+def test_choice_order_option_then_config_then_docker_host_then_current_context(contexts, monkeypatch):
+    monkeypatch.setenv("DOCKER_HOST", "tcp://198.18.0.9:2375")
+    monkeypatch.setenv("DOCKER_CONTEXT", "box")
+    assert remote.choose(option="big", configured="box") == remote.Engine("big", "tcp://198.18.0.2:2375")
+    assert remote.choose(option=None, configured="big").context == "big"
+    assert remote.choose(option=None, configured=None) == remote.Engine(None, "tcp://198.18.0.9:2375")
+    monkeypatch.delenv("DOCKER_HOST")
+    assert remote.choose(option=None, configured=None) == remote.Engine("box", "ssh://me@box.example")
+    monkeypatch.delenv("DOCKER_CONTEXT")
+    (contexts / "config.json").write_text(json.dumps({"currentContext": "big"}))
+    assert remote.choose(option=None, configured=None).context == "big"
+    (contexts / "config.json").write_text("{}")
+    assert remote.choose(option=None, configured=None) == remote.Engine("default", remote.DEFAULT_HOST)
+
+
+def test_an_unknown_context_is_a_usage_error_listing_the_known_ones(contexts):
+    with pytest.raises(UsageError) as caught:
+        remote.choose(option="nope", configured=None)
+    assert "nope" in caught.value.message and "big, box, default" in (caught.value.hint or "")
+
+
+def test_binding_sets_docker_host_for_children_and_choosing_still_reads_the_users_environment(
+    contexts, monkeypatch
+):
+    monkeypatch.setenv("DOCKER_CONTEXT", "box")
+    remote.bind(remote.Engine("big", "tcp://198.18.0.2:2375"))
+    import os
+
+    assert os.environ["DOCKER_HOST"] == "tcp://198.18.0.2:2375" and "DOCKER_CONTEXT" not in os.environ
+    # A new session chosen after binding (say, after recovering another) follows the user's shell.
+    assert remote.current() == remote.Engine("box", "ssh://me@box.example")
+
+
+def test_the_binding_test_leaves_the_environment_as_it_found_it():
+    import os
+
+    assert os.environ.get("DOCKER_HOST") != "tcp://198.18.0.2:2375"
+
+
+def test_configured_context_is_read_without_validating_the_rest():
+    assert remote.configured_context('[project]\ncontext = "big"\n[nonsense]\nx = 1\n') == "big"
+    assert remote.configured_context("[project]\nname = 'x'\n") is None
+    assert remote.configured_context("not toml [") is None
