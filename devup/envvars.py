@@ -70,12 +70,12 @@ _SINGLE_UNSAFE = re.compile(r"\\(?:\\|$)")
 
 
 class Unrepresentable(PreflightError):
-    """A value that no one env-file form gives back exactly to sh, compose and python-dotenv."""
+    """A variable that cannot be written at all: a name that is no variable name, or a NUL."""
 
 
 def file_value(key: str, value: str) -> str:
-    """`value` in the one form that `.` in sh/bash, compose's `env_file` and python-dotenv all
-    read back exactly, with nothing expanded or run (SPEC §4):
+    """`value` in the form that `.` in sh/bash, compose's `env_file` and python-dotenv all read
+    back exactly, with nothing expanded or run (SPEC §4):
 
     - plain characters stay unquoted;
     - otherwise single quotes, which all three read literally, when the value has no `'` and no
@@ -84,22 +84,27 @@ def file_value(key: str, value: str) -> str:
       the value has no `$` and no backtick (sh expands those in double quotes, and python-dotenv
       has no escape to keep them).
 
-    Anything else (a `'` or such a backslash together with a `$` or a backtick, `${...}`, a
-    carriage return, NUL)
-    is an Unrepresentable error: refused before anything is written, never written unsafely.
+    The rest (a `'` or such a backslash together with a `$` or a backtick, `${...}`, a carriage
+    return) has no form all of them agree on. Such a value is still written, in the form sh and
+    bash read back exactly and that runs nothing anywhere (single quotes when it has no `'`, else
+    double quotes with `\\`, `"`, `$` and the backtick escaped); the python-dotenv and compose
+    readers then see a value that differs from it, which `inexact` names so that `up` says so.
+    A branch name like ``pr'`id` `` must not stop a CI job, and must never run.
     """
-    problem = unrepresentable(value)
-    if problem:
+    if "\0" in value:
         raise Unrepresentable(
-            f"the value of {key} ({value!r}) cannot be written to .env.devup: it {problem}",
-            hint="sh, compose's env_file and python-dotenv would not all read it back exactly; "
-            "change the branch name, the [env] value or the environment variable it comes from",
+            f"the value of {key} ({value!r}) contains a NUL character, which no environment can carry"
         )
-    if _PLAIN.fullmatch(value):
-        return value
-    if "'" not in value and not _SINGLE_UNSAFE.search(value):
+    if unrepresentable(value) is None:
+        if _PLAIN.fullmatch(value):
+            return value
+        if "'" not in value and not _SINGLE_UNSAFE.search(value):
+            return f"'{value}'"
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if "'" not in value:
         return f"'{value}'"
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$").replace("`", "\\`")
+    return f'"{escaped}"'
 
 
 def unrepresentable(value: str) -> str | None:
@@ -117,8 +122,15 @@ def unrepresentable(value: str) -> str | None:
     return None
 
 
+def inexact(env: Mapping[str, str]) -> dict[str, str]:
+    """Key -> why python-dotenv and compose's env_file will not read its value back exactly
+    (sh, bash and `eval` of the shell format always do)."""
+    return {k: why for k, v in env.items() if (why := unrepresentable(v)) is not None}
+
+
 def check_file_safe(env: Mapping[str, str]) -> None:
-    """Refuse (exit 2) any key or value the env file cannot carry; called at preflight."""
+    """Refuse (exit 2) a key that is no variable name or a value no env file can carry; called
+    at preflight, before anything changes."""
     for key, value in env.items():
         if not KEY.fullmatch(key):
             raise Unrepresentable(f"{key!r} is not a valid variable name (^[A-Za-z_][A-Za-z0-9_]*$)")

@@ -308,6 +308,11 @@ class _Run:
                 text=envvars.dotenv(self.env),
                 label=f"env file {wt_path / paths.ENV_FILE}",
             )
+            for key, why in envvars.inexact(self.env).items():
+                self.reporter.warn(
+                    f"{key} {why}: sh, bash and `devup env --format shell` read it exactly, "
+                    f"python-dotenv and compose's env_file read {paths.ENV_FILE} differently"
+                )
         if created:
             self._hook("post_create", wt_path)
         if plan.groups:
