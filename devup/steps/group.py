@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -62,7 +61,8 @@ def up(
         )
     )
     files = [worktree / f for f in cfg.files] + [override]
-    for attempt in range(1, _ATTEMPTS + 1):
+
+    def attempt() -> None:
         compose.write_override(override, project=project, model=model, ports=ports, labels=ident.labels(name))
         # Tagged like every process devup starts: if devup is killed mid-`up`, recovery stops
         # this compose too, so it cannot create containers after the rollback.
@@ -74,22 +74,23 @@ def up(
             wait_timeout=cfg.wait_timeout,
         )
         if result.ok:
-            break
+            return
+        failure = CommandFailed(
+            command=f"docker compose -p {project} up -d --wait",
+            returncode=result.returncode,
+            output_tail=result.tail(),
+            what=f"group {name}:",
+        )
         taken = compose.taken_port(result.output)
-        transient = taken is not None or any(t in result.output for t in _TRANSIENT)
-        if not transient or attempt == _ATTEMPTS:
-            raise CommandFailed(
-                command=f"docker compose -p {project} up -d --wait",
-                returncode=result.returncode,
-                output_tail=result.tail(),
-                what=f"group {name}:",
-            )
         if taken is not None:
             # Someone bound the port between lease and bind: lease another and try again.
-            keys = [k for k, p in ports.items() if p == taken]
-            ports.update(relet(keys, taken))
-        else:
-            time.sleep(0.2 * 2**attempt)
+            ports.update(relet([k for k, p in ports.items() if p == taken], taken))
+            raise _Transient(failure, wait=False)
+        if any(t in result.output for t in _TRANSIENT):
+            raise _Transient(failure, wait=True)
+        raise failure  # deterministic: an invalid file, an image that is not there
+
+    _retry_transient(attempt)
     _check_settled(ident=ident, project=project, name=name, restarts_before=restarts_before)
     return GroupRecord(
         name=name,
@@ -98,6 +99,36 @@ def up(
         services=sorted(model.services),
         depends_on=list(cfg.depends_on),
     )
+
+
+class _Transient(Exception):
+    """A compose failure worth another attempt: the engine blinked, or a port was taken."""
+
+    def __init__(self, failure: CommandFailed, *, wait: bool) -> None:
+        super().__init__(failure.message)
+        self.failure, self.wait = failure, wait
+
+
+def _retry_transient(attempt: Callable[[], None]) -> None:
+    """Up to _ATTEMPTS tries; an engine blip waits 0.4, 0.8, 1.6 s, a moved port retries at once.
+    The last failure is reported as compose reported it."""
+    from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
+
+    def wait(state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        return 0.2 * 2**state.attempt_number if isinstance(exc, _Transient) and exc.wait else 0.0
+
+    try:
+        for round_ in Retrying(
+            retry=retry_if_exception_type(_Transient),
+            wait=wait,
+            stop=stop_after_attempt(_ATTEMPTS),
+            reraise=True,
+        ):
+            with round_:
+                attempt()
+    except _Transient as exc:
+        raise exc.failure from None
 
 
 def _check_settled(
