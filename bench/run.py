@@ -609,6 +609,27 @@ def startup(ctx: Ctx, runs: int) -> dict[str, list[float]]:
     return times
 
 
+def session_startup(ctx: Ctx, runs: int) -> dict[str, list[float]]:
+    """The read-only commands on a repository with LS_SESSIONS sessions, interleaved with
+    `python -c pass`: what each costs over starting the interpreter at all."""
+    session = "ls-01"
+    cmds: dict[str, tuple[list[str], Path]] = {
+        "python_pass_s": ([sys.executable, "-c", "pass"], ctx.repo),
+        "devup_ls_n": ([*ctx.devup, "ls"], ctx.repo),
+        "devup_env": ([*ctx.devup, "env", session], ctx.repo),
+        "devup_status": ([*ctx.devup, "status", session], ctx.repo),
+    }
+    if run([*ctx.devup, "path", session], cwd=ctx.repo, env=ctx.env, check=False).code == 0:
+        cmds["devup_path"] = ([*ctx.devup, "path", session], ctx.repo)
+    for args, cwd in cmds.values():
+        run(args, cwd=cwd, env=ctx.env)
+    times: dict[str, list[float]] = {k: [] for k in cmds}
+    for _ in range(runs):
+        for key, (args, cwd) in cmds.items():
+            times[key].append(run(args, cwd=cwd, env=ctx.env).seconds)
+    return times
+
+
 # --- cleanup ---------------------------------------------------------------------------------------
 
 
@@ -771,8 +792,18 @@ def build_rows(samples: Samples) -> list[Row]:
         Row("up (2 groups + 2 services)", m.get("devup_up"), m.get("raw_up"), "ratio", 1.10),
         Row("down", m.get("devup_down"), m.get("raw_down"), "ratio", 1.10),
         Row("rollback (fault before post_up)", m.get("devup_rollback"), m.get("raw_down"), "ratio", 1.10),
-        Row("up of a session already up", m.get("devup_up_noop"), None, "abs", 0.5),
+        Row("up of a session already up", m.get("devup_up_noop"), None, "abs", 0.25),
         Row(f"ls with {LS_SESSIONS} sessions", m.get("devup_ls_20"), None, "abs", 0.3),
+        Row(
+            f"startup: devup ls ({LS_SESSIONS - 1} sessions)",
+            m.get("devup_ls_n"),
+            m.get("python_pass_s"),
+            "overhead",
+            0.15,
+        ),
+        Row("startup: devup env NAME", m.get("devup_env"), m.get("python_pass_s"), "overhead", 0.15),
+        Row("startup: devup status NAME", m.get("devup_status"), m.get("python_pass_s"), "overhead", 0.15),
+        Row("startup: devup path NAME", m.get("devup_path"), m.get("python_pass_s"), "overhead", 0.15),
         Row("startup: devup --help", m.get("devup_help"), m.get("python_pass"), "overhead", 0.15),
         Row(
             "startup: devup ls (no sessions)", m.get("devup_ls_empty"), m.get("python_pass"), "overhead", 0.15
@@ -927,6 +958,9 @@ def main(argv: list[str] | None = None) -> int:
             devup_cycle(ctx, "w", None, noop_runs=0, ls_runs=0, ls_ready=False)
         log(f"bench: creating {LS_SESSIONS - 1} host-mode sessions for `ls`")
         extra["ls_sessions_create_s"] = make_ls_sessions(ctx, LS_SESSIONS - 1)
+        log(f"bench: read-only commands with {LS_SESSIONS - 1} sessions, {opts.startup_runs} runs each")
+        for key, values in session_startup(ctx, opts.startup_runs).items():
+            samples.data[key] = values
         for i in range(1, opts.rounds + 1):
             rnd = f"r{i}"
             order: list[Callable[[], None]] = [

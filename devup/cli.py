@@ -366,9 +366,16 @@ def init(
     from devup import output
 
     names = [t.strip() for item in (with_ or []) for t in item.split(",") if t.strip()]
-    written = _guard(lambda: init_mod.init(_workspace().repo.root, names))
+    root = _guard(lambda: _workspace().repo.root)
+    written = _guard(lambda: init_mod.init(root, names))
     for path in written:
         output.plain(f"wrote {path}")
+    # devup reads config and compose files from the session's branch: say so before `up` refuses.
+    shown = " ".join(str(p.relative_to(root)) if p.is_relative_to(root) else str(p) for p in written)
+    output.plain(
+        f"next: review them, then commit them (`git add {shown} && git commit -m 'devup'`), "
+        "then `devup up NAME`"
+    )
 
 
 def main() -> None:

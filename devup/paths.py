@@ -58,15 +58,6 @@ def repo_id_of(common_dir: Path) -> str:
 
 
 def _sha256_hex(data: bytes) -> str:
-    # CPython's own sha256 module gives hashlib's digest without loading OpenSSL, which costs
-    # more at start-up (~17 ms) than everything else `devup ls` does.
-    import importlib
-
-    for name in ("_sha2", "_sha256"):  # Python 3.12+, 3.11
-        try:
-            return str(importlib.import_module(name).sha256(data).hexdigest())
-        except ImportError:
-            continue
     import hashlib
 
     return hashlib.sha256(data).hexdigest()

@@ -13,7 +13,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from devup import compose, dag, envvars, faults, git, inspect, journal, paths, runner, state
+from devup import compose, dag, envvars, faults, git, inspect, journal, paths, runner, state, steps
 from devup.errors import DevupError, Interrupted, StepFailed, UsageError
 from devup.journal import Journal
 from devup.report import Reporter
@@ -441,6 +441,7 @@ class _Run:
             self._keep_record()
             return UpFailed(session=self.req.name, status="kept", step=step, cause=message, leftovers=[])
         self.reporter.note("rolling back what this run created")
+        steps.load_all()
         leftovers = self.stack.unwind(on_undo=self.reporter.undone)
         if not leftovers:
             if self.plan.resumed:

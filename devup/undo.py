@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from devup.errors import Interrupted
+from devup.errors import DevupError, Interrupted
 from devup.journal import Journal
 
 UndoFn = Callable[[dict[str, Any]], None]
@@ -49,10 +49,14 @@ class Leftover:
 
 
 def undo_one(record: UndoRecord) -> None:
-    from devup import steps
-
-    steps.load_all()
-    _REGISTRY[record.kind](record.args)
+    """Run the registered inverse. The steps register theirs when imported; whoever unwinds
+    (session, recovery) loads them first, so this module never imports the steps above it."""
+    fn = _REGISTRY.get(record.kind)
+    if fn is None:
+        raise DevupError(
+            f"no inverse is registered for {record.kind!r} (a journal of another devup version?)"
+        )
+    fn(record.args)
 
 
 class UndoStack:

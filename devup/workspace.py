@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from devup import __version__, git, journal, state
+from devup import __version__, git, journal, state, steps
 from devup.errors import BusyError
 from devup.paths import CONFIG_NAME, RepoPaths, check_session_name, digest, read_config
 from devup.report import Reporter
@@ -78,6 +78,7 @@ class Workspace:
             return None
         reporter.note(f"rolling back the interrupted run of {name}")
         records = [(i, UndoRecord.from_json(r)) for i, r in reversed(found.pending)]
+        steps.load_all()  # every inverse a journal may name
         jr = journal.Journal(path)
         leftovers = unwind_records(jr, records, on_undo=reporter.undone)
         if leftovers:

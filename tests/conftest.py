@@ -66,7 +66,12 @@ def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv("DOCKER_CONFIG", str(_REAL_HOME / ".docker"))  # keeps CLI plugins found
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("DEVUP_HOME", str(tmp_path / "state"))
-    monkeypatch.delenv("XDG_STATE_HOME", raising=False)
+    # A test (or a child) that drops DEVUP_HOME must fail, not fall back to a real state folder:
+    # XDG_STATE_HOME is a file, so devup cannot create its state under it (as pre-commit's
+    # fixture makes the default store directory raise).
+    trap = tmp_path / "not-a-state-home"
+    trap.write_text("devup tests must set DEVUP_HOME\n")
+    monkeypatch.setenv("XDG_STATE_HOME", str(trap))
     monkeypatch.delenv("DEVUP_FAULT", raising=False)
     monkeypatch.setenv("GIT_AUTHOR_NAME", "t")
     monkeypatch.setenv("GIT_AUTHOR_EMAIL", "t@example.invalid")

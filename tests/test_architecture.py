@@ -1,22 +1,105 @@
-"""STYLE's import rules, checked by scanning the package's imports."""
+"""STYLE's import rules, checked by resolving every import form in the package.
+
+`import devup.x`, `from devup import x`, `from devup.x import y` and relative imports all count,
+under TYPE_CHECKING and inside functions too: a lazy import is still an arrow.
+"""
 
 from __future__ import annotations
 
 import ast
 from pathlib import Path
 
+import pytest
+
 PACKAGE = Path(__file__).resolve().parent.parent / "devup"
-# Which modules may import which outside libraries (top-level name -> allowed module stems).
+
+# Which modules may import which outside libraries (top-level name -> allowed module names).
 ALLOWED = {
     "typer": {"cli"},
     "rich": {"output"},
     "subprocess": {"runner"},
-    "docker": {"compose"},
+    "docker": {"compose", "engine"},
     "git": {"git"},
 }
 
+# Imports flow one way, top to bottom: a module may import its own layer and the layers below.
+LAYERS: list[tuple[str, set[str]]] = [
+    ("cli", {"__main__", "cli", "output"}),
+    (
+        "use cases",
+        {
+            "session",
+            "preflight",
+            "teardown",
+            "recovery",
+            "workspace",
+            "inspect",
+            "gc",
+            "logs",
+            "init",
+            "doctor",
+            "data",
+            "attach",
+            "remote",
+        },
+    ),
+    ("steps", {"steps"}),
+    ("undo/journal", {"undo", "journal"}),
+    (
+        "adapters",
+        {
+            "compose",
+            "engine",
+            "git",
+            "processes",
+            "state",
+            "config",
+            "model",
+            "paths",
+            "envvars",
+            "hookspec",
+            "dag",
+            "report",
+            "faults",
+        },
+    ),
+    ("runner", {"runner"}),
+    ("errors", {"errors", "devup"}),  # "devup": the package itself, for __version__
+]
 
-def _imports(path: Path) -> set[str]:
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+
+
+def _internal_imports(module: str) -> set[str]:
+    """Every devup module `module` imports, whatever the form."""
+    path = MODULES[module]
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.split(".")[0] == "devup"}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                target = ".".join([*base, node.module] if node.module else base)
+            else:
+                target = node.module or ""
+            if target.split(".")[0] != "devup":
+                continue
+            for alias in node.names:  # `from devup import output` imports the module devup.output
+                sub = f"{target}.{alias.name}"
+                found.add(sub if sub in MODULES else target)
+    found.discard(module)
+    return found
+
+
+def _external_imports(path: Path) -> set[str]:
     names: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
@@ -26,22 +109,60 @@ def _imports(path: Path) -> set[str]:
     return names
 
 
-def test_outside_libraries_stay_in_their_adapter():
+def layer_of(module: str) -> int:
+    """The layer index of a devup module (0 is the top); unknown modules fail the test."""
+    parts = module.split(".")
+    key = parts[1] if len(parts) > 1 else "devup"
+    for index, (_, members) in enumerate(LAYERS):
+        if key in members:
+            return index
+    raise AssertionError(f"{module} belongs to no layer: add it to LAYERS in {Path(__file__).name}")
+
+
+def backwards_arrows(imports: dict[str, set[str]]) -> list[str]:
+    """Every import that runs from a lower layer back up to a higher one."""
+    arrows = []
+    for module, targets in sorted(imports.items()):
+        for target in sorted(targets):
+            if layer_of(target) < layer_of(module):
+                arrows.append(
+                    f"{module} ({LAYERS[layer_of(module)][0]}) imports {target} ({LAYERS[layer_of(target)][0]})"
+                )
+    return arrows
+
+
+def test_outside_libraries_stay_in_their_adapter() -> None:
     offenders = []
-    for path in PACKAGE.rglob("*.py"):
+    for module, path in MODULES.items():
+        stem = module.rpartition(".")[2]
         for lib, allowed in ALLOWED.items():
-            if lib in _imports(path) and path.stem not in allowed:
-                offenders.append(f"{path.relative_to(PACKAGE)} imports {lib}")
+            if lib in _external_imports(path) and stem not in allowed:
+                offenders.append(f"{module} imports {lib}")
     assert offenders == []
 
 
-def test_core_never_imports_the_cli():
-    offenders = []
-    for path in PACKAGE.rglob("*.py"):
-        if path.stem in {"cli", "__main__", "output"}:
-            continue
-        tree = ast.parse(path.read_text())
-        for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and node.module in {"devup.cli", "devup.output"}:
-                offenders.append(str(path.relative_to(PACKAGE)))
-    assert offenders == []
+def test_imports_flow_one_way_through_the_layers() -> None:
+    imports = {module: _internal_imports(module) for module in MODULES}
+    assert backwards_arrows(imports) == []
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "from devup import cli\n",
+        "import devup.session\n",
+        "from devup.output import ConsoleReporter\n",
+        "from . import steps\n",
+        "if TYPE_CHECKING:\n    from devup.undo import UndoStack\n",
+    ],
+)
+def test_a_backwards_import_in_any_form_is_caught(tmp_path: Path, source: str) -> None:
+    """The guard guards: each import form, added to the runner, is reported as an arrow up."""
+    original = MODULES["devup.runner"]
+    fake = tmp_path / original.name
+    fake.write_text(original.read_text() + "\n" + source)
+    MODULES["devup.runner"] = fake
+    try:
+        assert backwards_arrows({"devup.runner": _internal_imports("devup.runner")}), source
+    finally:
+        MODULES["devup.runner"] = original

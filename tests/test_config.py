@@ -84,7 +84,11 @@ def up_in_new_repo(tmp_path, toml: str, name: str) -> subprocess.CompletedProces
     subprocess.run(["git", "init", "-q", "-b", "main"], cwd=repo, check=True)
     (repo / "devup.toml").write_text(toml)
     return subprocess.run(
-        [sys.executable, "-m", "devup", "up", name], cwd=repo, capture_output=True, text=True
+        # `--` makes a name such as `-x` reach devup as the NAME, not as an unknown option.
+        [sys.executable, "-m", "devup", "up", "--", name],
+        cwd=repo,
+        capture_output=True,
+        text=True,
     )
 
 
@@ -100,6 +104,8 @@ def test_cli_exits_2_and_changes_nothing(tmp_path):
 def test_bad_session_names_exit_2(tmp_path, name):
     result = up_in_new_repo(tmp_path, "", name)
     assert result.returncode == 2, result.stderr
+    assert "invalid session name" in result.stderr
+    assert not (tmp_path / "r-worktrees").exists() and not (tmp_path / "state").exists()
 
 
 def test_error_text_keeps_brackets(tmp_path):

@@ -252,7 +252,12 @@ def test_resume_moves_off_a_port_a_foreign_listener_took(make):
         assert again["ports"]["WEB"] != first["ports"]["WEB"]
         get(again["ports"]["WEB"])  # the session's own server answers on its new port
         assert repo.devup("status", "r").returncode == 0
-        assert foreign.fileno() != -1 and foreign.getsockname()[1] == first["ports"]["WEB"]
+        # The old port still belongs to the foreign listener: a connection to it reaches that
+        # socket (devup neither killed it nor bound next to it).
+        foreign.settimeout(5)
+        with socket.create_connection(("127.0.0.1", first["ports"]["WEB"]), timeout=5):
+            conn, _ = foreign.accept()
+            conn.close()
     finally:
         foreign.close()
     assert repo.devup("down", "r").returncode == 0
@@ -329,15 +334,18 @@ def test_native_service_that_loses_its_port_at_bind_is_retried(make):
     # devup's check and its bind; devup leases another port and starts it again.
     flaky = (
         'test -e "$DEVUP_WORKTREE/../tried-$DEVUP_SESSION" || '
-        '{ touch "$DEVUP_WORKTREE/../tried-$DEVUP_SESSION"; echo "OSError: [Errno 98] Address already in use"; exit 1; }; '
+        '{ echo "$PORT" > "$DEVUP_WORKTREE/../tried-$DEVUP_SESSION"; echo "OSError: [Errno 98] Address already in use"; exit 1; }; '
         f"exec {HTTP_SERVICE}"
     )
     repo = make(
         f'[project]\nmode = "host"\n[services.web]\nrun = """{flaky}"""\nport = true\nready = {{ http = "/" }}\n'
     )
     doc = repo.up_json("p")
+    refused = int((repo.worktree("p").parent / "tried-p").read_text())
+    assert doc["ports"]["WEB"] != refused  # it moved off the port it could not bind
     get(doc["ports"]["WEB"])
     assert f"DEVUP_PORT_WEB={doc['ports']['WEB']}" in (repo.worktree("p") / ".env.devup").read_text()
+    assert not world.port_bound(refused)
     assert repo.devup("down", "p").returncode == 0
 
 

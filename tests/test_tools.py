@@ -49,20 +49,50 @@ def test_logs_show_container_and_native_lines(make):
         cwd=repo.path,
         stdout=subprocess.PIPE,
         text=True,
+        bufsize=0,
         start_new_session=True,
         # as under a background job (`scripts/test &`): SIGINT inherited ignored must still stop it
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
     try:
-        time.sleep(2)
+        # Synchronise on what the follower prints, not on a sleep: first the old lines, then a
+        # line written after it started, which only a follower that follows can show.
+        seen = _read_until(follower, "hello from talker", timeout=30)
+        world.docker("exec", container, "sh", "-c", "echo written-while-following > /proc/1/fd/1")
+        seen += _read_until(follower, "infra/store | written-while-following", timeout=30)
         os.killpg(follower.pid, signal.SIGINT)
         out, _ = follower.communicate(timeout=15)
     finally:
         if follower.poll() is None:  # it did not stop: fail without leaving it behind
             os.killpg(follower.pid, signal.SIGKILL)
             follower.communicate()
-    assert follower.returncode in (0, 130) and "hello from talker" in out
+    assert follower.returncode in (0, 130), seen + out
     assert repo.devup("down", "l").returncode == 0
+
+
+def _read_until(proc: subprocess.Popen[str], needle: str, *, timeout: float) -> str:
+    """What `proc` prints up to the first line holding `needle`; fails after `timeout`.
+
+    Reads the descriptor itself: a buffered reader would hide lines it already holds from select.
+    """
+    import selectors
+
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    got = b""
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as sel:
+        sel.register(fd, selectors.EVENT_READ)
+        while time.monotonic() < deadline:
+            if not sel.select(timeout=max(0.0, deadline - time.monotonic())):
+                break
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            got += chunk
+            if needle.encode() in got:
+                return got.decode(errors="replace")
+    raise AssertionError(f"{needle!r} not printed within {timeout} s; got:\n{got.decode(errors='replace')}")
 
 
 def test_gc_removes_orphans_and_leaves_foreign_things(make):
@@ -116,6 +146,9 @@ def test_init_writes_a_config_that_comes_up(make, monkeypatch):
     (repo.path / "devup.toml").unlink()
     result = repo.devup("init", "--with", "postgres,redis")
     assert result.returncode == 0, result.stderr
+    # The next commands: the new files must be committed before `up` can read them.
+    assert "git add devup.toml compose/postgres.yaml compose/redis.yaml" in result.stdout
+    assert "devup up NAME" in result.stdout
     assert repo.devup("init").returncode == 2  # never overwrites
     for t in ("postgres", "redis"):
         subprocess.run(

@@ -1,0 +1,131 @@
+"""Pure tests of the adapters' parsing and of the lease policy: no engine, real git and sockets."""
+
+from __future__ import annotations
+
+import random
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from devup import compose, git, state
+from devup.errors import DevupError
+
+
+@pytest.mark.parametrize(
+    ("output", "port"),
+    [
+        (
+            "Error response from daemon: driver failed programming external connectivity on endpoint "
+            "x-web-1: Bind for 0.0.0.0:20417 failed: port is already allocated",
+            20417,
+        ),
+        ("Bind for [::]:31000 failed: port is already allocated", 31000),
+        ("Error starting userland proxy: listen tcp4 0.0.0.0:25001: bind: address already in use", 25001),
+        ("listen udp6 [::1]:25002: bind: address already in use", 25002),
+        ("failed to bind host port 127.0.0.1:25003: bind: address already in use", 25003),
+        ("Error response from daemon: pull access denied for nope", None),
+        ("container x-web-1 exited (1)", None),
+    ],
+)
+def test_taken_port_reads_the_engines_bind_errors(output: str, port: int | None) -> None:
+    assert compose.taken_port(output) == port
+
+
+def _free_block(width: int = 30) -> tuple[int, int]:
+    low = random.randrange(40000, 60000 - width)
+    return (low, low + width - 1)
+
+
+def test_lease_ports_prefers_a_free_preferred_port_and_never_gives_one_twice() -> None:
+    low, high = _free_block()
+    first = state.lease_ports(
+        repo_id="r", session="a", keys=["WEB", "DB"], prefer={"WEB": low + 5}, port_range=(low, high)
+    )
+    assert first["WEB"] == low + 5 and low <= first["DB"] <= high and first["DB"] != low + 5
+    second = state.lease_ports(
+        repo_id="r", session="b", keys=["WEB"], prefer={"WEB": low + 5}, port_range=(low, high)
+    )
+    assert second["WEB"] not in first.values()  # preferred, but another session's
+
+
+def test_a_kept_lease_is_not_granted_again_and_a_bound_one_moves_unless_held() -> None:
+    low, high = _free_block()
+    granted = state.lease_ports(repo_id="r", session="a", keys=["WEB"], prefer={}, port_range=(low, high))
+    port = granted["WEB"]
+    again = state.lease_ports(
+        repo_id="r", session="a", keys=["WEB"], prefer={"WEB": port}, port_range=(low, high)
+    )
+    assert again == {}  # still ours and free: nothing new
+    with socket.socket() as busy:  # someone binds our leased port
+        busy.bind(("0.0.0.0", port))
+        busy.listen()
+        held = state.lease_ports(
+            repo_id="r",
+            session="a",
+            keys=["WEB"],
+            prefer={"WEB": port},
+            port_range=(low, high),
+            held=frozenset({"WEB"}),
+        )
+        assert held == {}  # the binder is the session's own unit: it stays
+        moved = state.lease_ports(
+            repo_id="r", session="a", keys=["WEB"], prefer={"WEB": port}, port_range=(low, high)
+        )
+        assert set(moved) == {"WEB"} and moved["WEB"] != port
+    assert port not in state.all_leases()  # the displaced lease was dropped
+
+
+def test_avoid_skips_a_port_even_when_preferred() -> None:
+    low, high = _free_block()
+    got = state.lease_ports(
+        repo_id="r",
+        session="a",
+        keys=["WEB"],
+        prefer={"WEB": low},
+        port_range=(low, high),
+        avoid=frozenset({low}),
+    )
+    assert got["WEB"] != low
+
+
+def test_an_exhausted_range_is_a_clear_error() -> None:
+    low, _ = _free_block()
+    state.lease_ports(repo_id="r", session="a", keys=["A"], prefer={}, port_range=(low, low))
+    with pytest.raises(DevupError, match="no free port left"):
+        state.lease_ports(repo_id="r", session="b", keys=["B"], prefer={}, port_range=(low, low))
+
+
+def test_release_ports_releases_only_the_given_sessions_ports() -> None:
+    low, high = _free_block()
+    a = state.lease_ports(repo_id="r", session="a", keys=["X", "Y"], prefer={}, port_range=(low, high))
+    b = state.lease_ports(repo_id="r", session="b", keys=["X"], prefer={}, port_range=(low, high))
+    state.release_ports(repo_id="r", session="a", ports=[a["X"]])
+    leases = state.all_leases()
+    assert a["X"] not in leases and a["Y"] in leases and b["X"] in leases
+    state.release_ports(repo_id="r", session="a")
+    assert set(state.all_leases()) == {b["X"]}
+
+
+def _git(cwd: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout
+
+
+def test_worktree_list_parsing_covers_branches_detached_heads_and_missing_folders(tmp_path: Path) -> None:
+    root = tmp_path / "main"
+    root.mkdir()
+    _git(root, "init", "-q", "-b", "main")
+    _git(root, "commit", "-q", "--allow-empty", "-m", "init")
+    head = _git(root, "rev-parse", "HEAD").strip()
+    _git(root, "worktree", "add", "-q", "-b", "feature", str(tmp_path / "with space"))
+    _git(root, "worktree", "add", "-q", "--detach", str(tmp_path / "detached"))
+    _git(root, "worktree", "add", "-q", "-b", "gone", str(tmp_path / "gone"))
+    subprocess.run(["rm", "-rf", str(tmp_path / "gone")], check=True)  # deleted by hand: prunable
+    found = {w.path.name: w for w in git.worktrees(root)}
+    assert set(found) == {"main", "with space", "detached", "gone"}
+    assert found["main"].branch == "main" and found["main"].head == head
+    assert found["with space"].branch == "feature"
+    assert found["detached"].branch is None and found["detached"].head == head
+    assert found["gone"].branch == "gone"
+    assert git.worktree_at(root, tmp_path / "with space") == found["with space"]
