@@ -49,6 +49,8 @@ LAYERS: list[tuple[str, set[str]]] = [
         "adapters",
         {
             "compose",
+            "compose_model",
+            "compose_inputs",
             "engine",
             "git",
             "processes",
