@@ -10,9 +10,9 @@ import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from devup import compose_model, paths, runner
+from devup import paths, runner
 from devup.errors import CommandFailed, DevupError, PreflightError
 
 LABEL_SESSION = "dev.devup.session"
@@ -166,11 +166,23 @@ def engine_version(*, attempts: int = 5) -> str:
 
 # --- the compose model devup needs ---------------------------------------------------------
 
-# Kept importable from here: the model's types and keys are part of this adapter's interface.
-GroupModel = compose_model.GroupModel
-PortSpec = compose_model.PortSpec
-port_keys = compose_model.port_keys
-link_groups = compose_model.link_groups
+# The model's types and functions are part of this adapter's interface, loaded on first use:
+# `ls` and `status` import this module on every call and never need them (~3 ms of dataclasses).
+if TYPE_CHECKING:
+    from devup.compose_model import GroupModel as GroupModel
+    from devup.compose_model import PortSpec as PortSpec
+    from devup.compose_model import link_groups as link_groups
+    from devup.compose_model import port_keys as port_keys
+
+_MODEL_NAMES = frozenset({"GroupModel", "PortSpec", "link_groups", "port_keys"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MODEL_NAMES:
+        from devup import compose_model
+
+        return getattr(compose_model, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def load_model(*, project: str, files: list[Path], cwd: Path, env: Mapping[str, str]) -> GroupModel:
@@ -186,6 +198,8 @@ def load_model(*, project: str, files: list[Path], cwd: Path, env: Mapping[str, 
             output_tail=result.tail(),
         )
     data = json.loads(result.output[result.output.index("{") :])
+    from devup import compose_model
+
     return compose_model.parse(data, project=project)
 
 
@@ -202,6 +216,8 @@ def write_override(
     from ruamel.yaml import YAML
     from ruamel.yaml.comments import CommentedSeq
     from ruamel.yaml.tag import Tag
+
+    from devup import compose_model
 
     def tagged(node: Any) -> Any:
         if isinstance(node, tuple):  # ("!override", [...]): replaces the files' own list
