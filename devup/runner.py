@@ -123,8 +123,6 @@ def _start(args: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
         proc = subprocess.Popen(args, start_new_session=True, **kwargs)
         with _active_lock:
             _active.add(proc)
-        if _stopping.is_set():  # terminate_all() ran (in the main thread) while we started it
-            _kill_group(proc.pid, signal.SIGTERM)
         return proc
     finally:
         if main:
@@ -272,6 +270,8 @@ def stream(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
+    if _stopping.is_set():  # terminate_all() ran between the spawn and the registration
+        _kill_group(proc.pid, signal.SIGTERM)
     try:
         assert proc.stdout is not None
         for raw in proc.stdout:
