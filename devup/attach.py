@@ -14,7 +14,8 @@ from pathlib import Path
 
 from devup import git, paths, state
 from devup.errors import CommandFailed, DevupError, UsageError
-from devup.workspace import Workspace
+from devup.report import Reporter
+from devup.workspace import Workspace, open_workspace
 
 _NOT_SLUG = re.compile(r"[^a-z0-9]+")
 _MAX = 40  # SPEC's NAME: at most 40 characters
@@ -148,3 +149,55 @@ def session_at(ws: Workspace, path: Path) -> state.SessionRecord | None:
         if target_path == wt or wt in target_path.parents:
             return record
     return None
+
+
+def workspace_for(cwd: Path, attach_to: Path | None) -> Workspace:
+    """The repository of `cwd`; outside any repository, the one `--worktree PATH` belongs to."""
+    try:
+        return open_workspace(cwd)
+    except UsageError:
+        if attach_to is None or not attach_to.is_dir():
+            raise
+        return open_workspace(attach_to)
+
+
+def choose(
+    ws: Workspace,
+    *,
+    name: str | None,
+    here: bool,
+    path: Path | None,
+    branch: str | None,
+    base: str | None,
+    reporter: Reporter,
+) -> tuple[Target | None, str]:
+    """`up`'s session NAME, and the worktree to attach to with --here/--worktree (None: devup
+    makes its own). All checks before anything changes: exit 2."""
+    if here and path is not None:
+        raise UsageError("--here and --worktree both name a worktree", hint="pass only one of them")
+    if not here and path is None:
+        if name is None:
+            raise UsageError("missing NAME", hint="`devup up NAME`, or `devup up --here` inside a worktree")
+        return None, name
+    tgt = target(ws, Path.cwd() if path is None else path.absolute(), here=here)
+    check_branch(tgt, branch, base)
+    chosen, derived = session_name(ws, tgt, name)
+    if derived:
+        reporter.note(f"session name {chosen} (from branch {tgt.branch})")
+    return tgt, chosen
+
+
+def here_session(ws: Workspace, cwd: Path, name: str | None) -> str | None:
+    """`down --here`: the session whose worktree holds `cwd`; None when no session's does (a
+    tool running its teardown twice is not an error). The main checkout is exit 2."""
+    if _toplevel(cwd)[0] == ws.repo.root.resolve():
+        raise UsageError(
+            "the current directory is in the main checkout, not in a session's worktree",
+            hint="run it inside the session's worktree, or `devup down NAME`",
+        )
+    record = session_at(ws, cwd)
+    if record is None:
+        return None
+    if name is not None and name != record.session:
+        raise UsageError(f"the current worktree is session {record.session}'s, not {name}'s")
+    return record.session

@@ -178,8 +178,12 @@ def up(
     reporter = _reporter(as_json)
 
     def run() -> Any:
-        ws = _up_workspace(worktree_path)
-        attach_to, chosen = _attach_target(ws, name, here, worktree_path, branch, base, reporter)
+        from devup import attach
+
+        ws = attach.workspace_for(Path.cwd(), worktree_path)
+        attach_to, chosen = attach.choose(
+            ws, name=name, here=here, path=worktree_path, branch=branch, base=base, reporter=reporter
+        )
         req = session.UpRequest(
             name=chosen,
             branch=branch if attach_to is None else attach_to.branch,
@@ -205,47 +209,6 @@ def up(
             None if result.engine is None else {**result.engine.to_json(), "remote": result.engine.remote}
         )
         output.up_summary(doc, result.units, result.noop, engine)
-
-
-def _up_workspace(attach_to: Path | None) -> Any:
-    """The repository of the current directory; outside any, the one `--worktree PATH` is of."""
-    from devup.errors import UsageError
-    from devup.workspace import open_workspace
-
-    try:
-        return _workspace()
-    except UsageError:
-        if attach_to is None or not attach_to.is_dir():
-            raise
-        return open_workspace(attach_to)
-
-
-def _attach_target(
-    ws: Any,
-    name: str | None,
-    here: bool,
-    path: Path | None,
-    branch: str | None,
-    base: str | None,
-    reporter: Any,
-) -> tuple[Any, str]:
-    """`up`'s session NAME, and the worktree to attach to with --here/--worktree (SPEC §8)."""
-    from devup.errors import UsageError
-
-    if here and path is not None:
-        raise UsageError("--here and --worktree both name a worktree", hint="pass only one of them")
-    if not here and path is None:
-        if name is None:
-            raise UsageError("missing NAME", hint="`devup up NAME`, or `devup up --here` inside a worktree")
-        return None, name
-    from devup import attach
-
-    tgt = attach.target(ws, Path.cwd() if here else path.absolute(), here=here)  # type: ignore[union-attr]
-    attach.check_branch(tgt, branch, base)
-    chosen, derived = attach.session_name(ws, tgt, name)
-    if derived:
-        reporter.note(f"session name {chosen} (from branch {tgt.branch})")
-    return tgt, chosen
 
 
 @app.command()
@@ -278,40 +241,16 @@ def down(
     reporter = _reporter(as_json)
 
     def run() -> Any:
-        ws = _workspace()
-        chosen = _here_session(ws, name) if here else name
-        if chosen is None:
-            from devup.errors import UsageError
+        from devup import attach
 
-            raise UsageError(
-                "missing NAME", hint="`devup down NAME`, or `devup down --here` inside its worktree"
-            )
-        if isinstance(chosen, teardown.Outcome):
-            return chosen
+        ws = _workspace()
+        chosen = attach.here_session(ws, Path.cwd(), name) if here else name
+        if chosen is None:
+            return teardown.Outcome(name or "", "absent", f"no session uses {Path.cwd()}: nothing to do")
         return teardown.down(ws, chosen, reporter, keep_worktree=keep_worktree, force=force)
 
     outcome = _guard(run, as_json=as_json, session=name)
     output.emit_json(outcome.to_json()) if as_json else output.plain(outcome.message)
-
-
-def _here_session(ws: Any, name: str | None) -> Any:
-    """`down --here`: the session whose worktree holds the current directory (or an "absent"
-    outcome when none does: teardown run twice by an agent tool is not an error)."""
-    from devup import attach, teardown
-    from devup.errors import UsageError
-
-    here = Path.cwd().resolve()
-    if here == ws.repo.root.resolve():
-        raise UsageError(
-            "the current directory is the main checkout, not a session's worktree",
-            hint="run it inside the session's worktree, or `devup down NAME`",
-        )
-    record = attach.session_at(ws, here)
-    if record is None:
-        return teardown.Outcome(name or "", "absent", f"no session uses {here}: nothing to do")
-    if name is not None and name != record.session:
-        raise UsageError(f"the current worktree is session {record.session}'s, not {name}'s")
-    return record.session
 
 
 def _existing(name: str) -> Any:

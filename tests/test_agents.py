@@ -223,6 +223,8 @@ def test_attach_refuses_what_is_not_a_worktree_of_this_repository(make, tmp_path
         "--base with an attached worktree": (["up", "--here", "--base", "main"], mine),
         "a NAME that is not a NAME": (["up", "Bad_Name", "--here"], mine),
         "down --here in the main checkout": (["down", "--here"], repo.path),
+        "down --here in a folder of the main checkout": (["down", "--here"], repo.path / "src"),
+        "down NAME --here in the main checkout": (["down", "x", "--here"], repo.path),
     }
     for what, (args, cwd) in cases.items():
         result = repo.devup(*args, cwd=cwd)
