@@ -6,6 +6,7 @@ Compose CLI and the queries `up` needs; volumes and containers as objects live h
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -70,7 +71,9 @@ def volume(name: str) -> Volume | None:
 def volumes(labels: list[str]) -> list[Volume]:
     """Volumes carrying every one of `labels` (`key=value` or `key`)."""
     found = client().volumes.list(filters={"label": labels})
-    return [Volume(v.name, dict(v.attrs.get("Labels") or {}), str(v.attrs.get("CreatedAt", ""))) for v in found]
+    return [
+        Volume(v.name, dict(v.attrs.get("Labels") or {}), str(v.attrs.get("CreatedAt", ""))) for v in found
+    ]
 
 
 def create_volume(name: str, labels: dict[str, str]) -> None:
@@ -143,7 +146,9 @@ def containers(*, repo_id: str, session: str, projects: list[str]) -> list[Conta
                 project=lab.get(LABEL_PROJECT, ""),
                 status=c.get("State", ""),
                 image=c.get("ImageID", ""),
-                mounts=[m["Name"] for m in c.get("Mounts") or [] if m.get("Type") == "volume" and m.get("Name")],
+                mounts=[
+                    m["Name"] for m in c.get("Mounts") or [] if m.get("Type") == "volume" and m.get("Name")
+                ],
             )
         )
     return found
@@ -282,10 +287,8 @@ def copy_volume(
 def _remove_quietly(container: Any) -> None:
     from docker.errors import APIError, NotFound
 
-    try:
+    with contextlib.suppress(NotFound, APIError):
         container.remove(force=True)
-    except (NotFound, APIError):
-        pass
 
 
 def _stream(cid: str, target: str, image: str, labels: dict[str, str]) -> int:
@@ -299,7 +302,11 @@ def _stream(cid: str, target: str, image: str, labels: dict[str, str]) -> int:
     api = client().api
     size = 0
     writer = client().containers.create(
-        image, command=["-"], volumes={target: {"bind": "/to", "mode": "rw"}}, labels=labels, network_disabled=True
+        image,
+        command=["-"],
+        volumes={target: {"bind": "/to", "mode": "rw"}},
+        labels=labels,
+        network_disabled=True,
     )
     try:
         # The target may hold the data a restore replaces: empty it through the API too.

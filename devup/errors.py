@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 
 class DevupError(Exception):
     """A failure devup explains to the user; `exit_code` is SPEC §2's."""
@@ -62,6 +64,40 @@ class StepFailed(DevupError):
         text = cause.message if isinstance(cause, DevupError) else f"{type(cause).__name__}: {cause}"
         super().__init__(f"step {step} failed: {text}", step=step)
         self.cause = cause
+
+
+class NoDataVolumes(UsageError):
+    """A snapshot or restore of a session whose groups have no named volumes (exit 2: nothing
+    was changed, and there is nothing to copy)."""
+
+
+class DataFailed(DevupError):
+    """A snapshot create/restore failed; `status` says what became of the world (SPEC §2)."""
+
+    _CODES: ClassVar[dict[str, int]] = {"rolled_back": 1, "rollback_incomplete": 3, "interrupted": 130}
+
+    def __init__(self, *, session: str, what: str, status: str, cause: str, leftovers: list[Any]) -> None:
+        hint = (
+            f"run `devup recover {session}` to finish the rollback"
+            if status == "rollback_incomplete"
+            else None
+        )
+        done = {"rolled_back": "rolled back", "interrupted": "interrupted and rolled back"}.get(status, "")
+        super().__init__(
+            f"{what} of {session} failed{f' ({done})' if done else ''}: {cause}", hint=hint, step=what
+        )
+        self.session = session
+        self.status = status
+        self.leftovers = leftovers
+        self.exit_code = self._CODES[status]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "session": self.session,
+            "status": self.status,
+            "error": {"step": self.step, "message": self.message},
+            "leftovers": [f"{lo.label}: {lo.error}" for lo in self.leftovers],
+        }
 
 
 class Interrupted(BaseException):

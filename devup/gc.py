@@ -95,8 +95,18 @@ def _on_engine(ws: Workspace, owned: set[str], engine: remote.Engine | None) -> 
         if n.attrs.get("Labels", {}).get(compose.LABEL_SESSION) not in owned:
             session = n.attrs["Labels"].get(compose.LABEL_SESSION, "?")
             found.append(Orphan("network", n.name, session, engine=engine))
+    from devup import data
+
+    # Snapshots belong to the repository, not to a session: a complete one is never an orphan;
+    # an incomplete one is, once no run of its source session can still be writing it.
+    incomplete = {v.name for v in data.incomplete_volumes(ws)}
     for v in client.volumes.list(filters={"label": label}):
-        session = (v.attrs.get("Labels") or {}).get(compose.LABEL_SESSION, "?")
+        labels = v.attrs.get("Labels") or {}
+        if data.LABEL_SNAPSHOT in labels:
+            if v.name in incomplete:
+                found.append(Orphan("volume", v.name, labels.get(data.LABEL_SOURCE, "?"), engine=engine))
+            continue
+        session = labels.get(compose.LABEL_SESSION, "?")
         if session not in owned:
             found.append(Orphan("volume", v.name, session, engine=engine))
     return found

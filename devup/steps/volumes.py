@@ -70,14 +70,14 @@ def undo_snapshot_volume(args: dict[str, Any]) -> None:
 
 
 def keep_for_restore(
-    *, stack: UndoStack, pairs: list[tuple[str, str]], image: str, labels: dict[str, str], manifest: str
+    *, stack: UndoStack, pairs: list[tuple[str, str, str]], labels: dict[str, str], manifest: str
 ) -> None:
     """Record, before a restore copies over the session's volumes, how to put their data back:
-    `pairs` are (before-restore snapshot volume, session volume)."""
+    `pairs` are (before-restore snapshot volume, session volume, helper image)."""
     stack.push(
         UndoRecord(
             "restore_copy_back",
-            {"pairs": [list(p) for p in pairs], "image": image, "labels": labels, "manifest": manifest},
+            {"pairs": [list(p) for p in pairs], "labels": labels, "manifest": manifest},
             "the data the restore replaced",
         )
     )
@@ -87,10 +87,10 @@ def keep_for_restore(
 def undo_restore(args: dict[str, Any]) -> None:
     """Copy the kept data back into the session's volumes; only then drop the kept snapshot
     (the state before the restore had no such snapshot). A failed copy keeps it."""
-    for kept, target in args["pairs"]:
-        engine.copy_volume(source=kept, target=target, image=args["image"], labels=args["labels"], phase="copy-back")
+    for kept, target, image in args["pairs"]:
+        engine.copy_volume(source=kept, target=target, image=image, labels=args["labels"], phase="copy-back")
     engine.remove_volume(args["manifest"])
-    for kept, _ in args["pairs"]:
+    for kept, _, _ in args["pairs"]:
         engine.remove_volume(kept)
 
 
