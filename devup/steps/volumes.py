@@ -24,8 +24,16 @@ def pause(*, stack: UndoStack, ids: list[str], label: str) -> None:
 
 @inverse("containers_unpause")
 def undo_pause(args: dict[str, Any]) -> None:
-    """Resume the paused containers; running or removed ones are fine."""
-    engine.unpause(list(args["ids"]))
+    """Resume the paused containers and wait until they serve again; running or removed ones
+    are fine."""
+    resume(list(args["ids"]))
+
+
+def resume(ids: list[str]) -> None:
+    """Unpause, then wait out a healthcheck that failed while paused (the engine marks a paused
+    container unhealthy at once), so `status` right after says what is true: it serves."""
+    engine.unpause(ids)
+    engine.wait_healthy(ids, timeout=60)
 
 
 def stop(*, stack: UndoStack, ids: list[str], label: str) -> None:
@@ -38,8 +46,10 @@ def stop(*, stack: UndoStack, ids: list[str], label: str) -> None:
 
 @inverse("containers_start")
 def undo_stop(args: dict[str, Any]) -> None:
-    """Start the stopped containers again; running or removed ones are fine."""
+    """Start the stopped containers again and wait until they serve (healthy, where they have a
+    healthcheck); running or removed ones are fine."""
     engine.start(list(args["ids"]))
+    engine.wait_healthy(list(args["ids"]), timeout=120)
 
 
 def create_volume(*, stack: UndoStack, name: str, labels: dict[str, str], label: str) -> None:
