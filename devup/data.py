@@ -279,13 +279,15 @@ def _take(
         )
         reporter.step_done(f"copy {v.group}/{v.key}", time.monotonic() - t0)
         made.append(DataVolume(v.group, v.key, target, image))
-    engine.unpause(paused)  # first: the pause lasts the copies, not the bookkeeping
+    # Resumed at once: the pause lasts the copies, not the bookkeeping. The engine reports a
+    # paused container unhealthy and says healthy again at its next probe (one healthcheck
+    # interval); the service itself serves from the moment it is unpaused.
+    engine.unpause(paused)
     created = time.time()
     engine.create_volume(
         manifest,
         {**base, LABEL_MANIFEST: str(len(made)), LABEL_CREATED: f"{created:.3f}", LABEL_SIZE: str(total)},
     )
-    volumes.resume(paused)  # waits out a healthcheck that failed during the pause
     return Snapshot(snap, record.session, created, total, made)
 
 
@@ -575,7 +577,7 @@ def clone(
                 src = theirs.get((t.group, t.key))
                 if src is not None:
                     _clone_one(ws, stack, t, src, new=new, reporter=reporter)
-            volumes.resume(ids)
+            engine.unpause(ids)
         except (Exception, Interrupted):
             run.rollback()
             raise
