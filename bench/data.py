@@ -33,10 +33,12 @@ import time
 from pathlib import Path
 
 POSTGRES = os.environ.get("DEVUP_BENCH_POSTGRES", "devup-local/postgres:15")
-# ~290 bytes a row on disk: 3.4 million rows make about 1 GB of data directory.
+# What a seed or migration would make: a table with its primary key and a secondary index.
+# 1.6 million rows make a data directory of about 1 GB (table, indexes and WAL).
 SEED_SQL = (
-    "create table big as select g as id, md5(g::text) || repeat('x', 200) as pad "
-    "from generate_series(1, {rows}) g; checkpoint"
+    "create table big as select g as id, md5(g::text) as tag, repeat('x', 200) as pad "
+    "from generate_series(1, {rows}) g; alter table big add primary key (id); "
+    "create index big_tag on big (tag); checkpoint"
 )
 COMPOSE = f"""
 services:
@@ -92,7 +94,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--rows", type=int, default=3_400_000, help="rows of ~290 bytes (default: ~1 GB)")
+    parser.add_argument("--rows", type=int, default=1_600_000, help="rows (default: a ~1 GB data directory)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", type=Path, help="write the samples and medians to this file")
     args = parser.parse_args()
@@ -133,6 +135,35 @@ def main() -> int:
                 [*devup, "up", name, *extra], cwd=repo, env={**env, "BENCH_SEED": "1" if seed else "0"}
             )
 
+        def rows_in(session: str) -> int:
+            [c] = sh(
+                [
+                    "docker",
+                    "ps",
+                    "-q",
+                    "--filter",
+                    f"label=dev.devup.session={session}",
+                    "--filter",
+                    "label=dev.devup.repo",
+                ]
+            ).split()
+            return int(
+                sh(
+                    [
+                        "docker",
+                        "exec",
+                        c,
+                        "psql",
+                        "-U",
+                        "postgres",
+                        "-d",
+                        "app",
+                        "-tAc",
+                        "select count(*) from big",
+                    ]
+                )
+            )
+
         print(f"bench: seeding session a with {args.rows} rows", file=sys.stderr)
         seeded, _ = up("a", seed=True)
         record = json.loads((tmp / "state").joinpath(*_record_path(tmp, "a")).read_text())
@@ -152,8 +183,9 @@ def main() -> int:
         samples: dict[str, list[float]] = {
             k: [] for k in ("raw_copy_s", "snapshot_s", "clone_copy_s", "up_from_s", "up_seed_s")
         }
-        for r in range(1, args.rounds + 1):
-            raw = f"bench-raw-{os.getpid()}-{r}"
+
+        def raw_copy(tag: str) -> float:
+            raw = f"bench-raw-{os.getpid()}-{tag}"
             raw_volumes.append(raw)
             t0 = time.perf_counter()
             sh(["docker", "pause", container])
@@ -175,12 +207,24 @@ def main() -> int:
                 ]
             )
             sh(["docker", "unpause", container])
-            samples["raw_copy_s"].append(time.perf_counter() - t0)
+            seconds = time.perf_counter() - t0
             sh(["docker", "volume", "rm", raw])
+            return seconds
 
-            seconds, _ = timed([*devup, "snapshot", "create", "a", "--as", f"r{r}"], cwd=repo, env=env)
-            samples["snapshot_s"].append(seconds)
-            sh([*devup, "snapshot", "rm", f"r{r}"], cwd=repo, env=env)
+        def devup_snapshot(tag: str) -> float:
+            seconds, _ = timed([*devup, "snapshot", "create", "a", "--as", tag], cwd=repo, env=env)
+            sh([*devup, "snapshot", "rm", tag], cwd=repo, env=env)
+            return seconds
+
+        raw_copy("warm")  # untimed: the first read of the volume pays for the page cache
+        for r in range(1, args.rounds + 1):
+            # Alternate who goes first, so that drift on a shared machine favours neither.
+            if r % 2:
+                samples["raw_copy_s"].append(raw_copy(str(r)))
+                samples["snapshot_s"].append(devup_snapshot(f"r{r}"))
+            else:
+                samples["snapshot_s"].append(devup_snapshot(f"r{r}"))
+                samples["raw_copy_s"].append(raw_copy(str(r)))
 
             seconds, err = up(f"from{r}", "--from", "a")
             samples["up_from_s"].append(seconds)
@@ -188,6 +232,9 @@ def main() -> int:
             if step is None:
                 raise SystemExit(f"bench: no `data` step in the output of up --from:\n{err[-2000:]}")
             samples["clone_copy_s"].append(float(step.group(1)))
+            count = rows_in(f"from{r}")
+            if count != args.rows:
+                raise SystemExit(f"bench: the clone from{r} holds {count} rows, not {args.rows}")
             sh([*devup, "down", f"from{r}"], cwd=repo, env=env)
 
             seconds, _ = up(f"seed{r}", seed=True)
