@@ -66,7 +66,8 @@ class Snapshot:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "snapshot": self.name,
+            "name": self.name,
+            "snapshot": self.name,  # the same: `snapshot ls --json` rows read like `ls --json`'s
             "source": self.source,
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.created_at)),
             "size": self.size,

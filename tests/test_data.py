@@ -325,6 +325,24 @@ def test_snapshots_outlive_down_and_clone_into_new_sessions(pg: Pg) -> None:
         "name": "s1",
     }
     assert pg.devup("down", "c").returncode == 0
+    # [project].data_from: the default SOURCE of a new session; a missing one is exit 2.
+    config = pg.repo.path / "devup.toml"
+    original = config.read_text()
+    try:
+        config.write_text(
+            original.replace('mode = "container"\n', 'mode = "container"\ndata_from = "s1"\n', 1)
+        )
+        pg.up("g")
+        assert pg.rows("g") == "500:125250"
+        assert pg.devup("down", "g").returncode == 0
+        config.write_text(
+            original.replace('mode = "container"\n', 'mode = "container"\ndata_from = "gone"\n', 1)
+        )
+        missing = pg.devup("up", "h")
+        assert missing.returncode == 2 and "gone" in missing.stderr
+        assert not pg.repo.worktree("h").exists()
+    finally:
+        config.write_text(original)
 
 
 def test_a_session_without_data_volumes_says_so(make) -> None:
