@@ -267,7 +267,7 @@ def main() -> int:
                 samples["up_seed_s"].append(seconds)
                 sh([*devup, "down", f"seed{r}"], cwd=repo, env=env)
             print(
-                f"bench: round {r}: " + ", ".join(f"{k}={v[-1]:.2f}" for k, v in samples.items()),
+                f"bench: round {r}: " + ", ".join(f"{k}={v[-1]:.2f}" for k, v in samples.items() if v),
                 file=sys.stderr,
             )
 
