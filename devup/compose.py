@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from devup import paths, runner
-from devup.errors import CommandFailed, DevupError, PreflightError
+from devup.errors import CommandFailed, DevupError, EngineUnavailable, PreflightError
 
 LABEL_SESSION = "dev.devup.session"
 LABEL_REPO = "dev.devup.repo"
@@ -25,10 +25,6 @@ _PORT_TAKEN = re.compile(
     r"|listen (?:tcp|udp)[46]? [\d.:\[\]a-f]*?:(\d+): bind: address already in use"
     r"|[\d.:\[\]a-f]*?:(\d+): bind: address already in use)"
 )
-
-
-class EngineUnavailable(PreflightError):
-    """The Docker engine does not answer."""
 
 
 # Where the docker CLI looks for its plugins (docker/cli, cli-plugins/manager), in its order.

@@ -8,7 +8,7 @@ import re
 import shlex
 from collections.abc import Mapping
 
-from devup.errors import PreflightError
+from devup.errors import Unrepresentable
 
 REF = re.compile(r"\$\{(\w+)\}|\$(\w+)")
 _PLAIN = re.compile(r"^[A-Za-z0-9_./:@%+,=-]*$")
@@ -67,10 +67,6 @@ _DOTENV_EXPANSION = re.compile(r"\$\{[^}:]*(?::-[^}]*)?\}")
 # In single quotes python-dotenv turns `\\` into `\` and reads `\'` as an escaped quote (so
 # does compose for a final backslash); sh reads both literally.
 _SINGLE_UNSAFE = re.compile(r"\\(?:\\|$)")
-
-
-class Unrepresentable(PreflightError):
-    """A variable that cannot be written at all: a name that is no variable name, or a NUL."""
 
 
 def file_value(key: str, value: str) -> str:

@@ -17,9 +17,10 @@ from devup import compose, git, journal, processes, remote, state
 from devup.errors import DevupError
 from devup.hookspec import teardown_settings
 from devup.paths import CONFIG_NAME, ENV_FILE
+from devup.recovery import finish_if_idle
 from devup.report import Reporter
 from devup.steps import worktree
-from devup.workspace import Workspace, recover_if_idle
+from devup.workspace import Workspace
 
 
 @dataclass(frozen=True)
@@ -151,7 +152,7 @@ def run(ws: Workspace, reporter: Reporter, *, dry_run: bool, force: bool = False
             sorted(ws.repo.journals_dir.glob("*.jsonl")) if ws.repo.journals_dir.is_dir() else []
         ):
             try:
-                recover_if_idle(ws, journal_path.stem, reporter)
+                finish_if_idle(ws, journal_path.stem, reporter)
             except DevupError as exc:
                 # A corrupt or untrusted journal is that session's problem: it stays owned
                 # (see _owned) and the sweep goes on for everything else.

@@ -51,12 +51,14 @@ class ConsoleReporter:
         self._running: dict[str, None] = {}
         self._status: Any = None
         self._terminal = sys.stderr.isatty()
-        if self._terminal and not quiet:
-            self._status = _console("err").status("")
 
     def _refresh(self) -> None:
-        if self._status is None:
+        if not self._terminal or self.quiet:
             return
+        if self._status is None:
+            self._status = _console("err").status(
+                ""
+            )  # on the first step: a reporter never used costs nothing
         if self._running:
             self._status.update(" · ".join(self._running))
             self._status.start()

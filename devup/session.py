@@ -11,15 +11,37 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from devup import compose, dag, envvars, faults, git, inspect, journal, paths, remote, runner, state, steps
-from devup.errors import DevupError, Interrupted, StepFailed, UsageError
+from devup import (
+    compose,
+    dag,
+    envvars,
+    faults,
+    git,
+    inspect,
+    journal,
+    paths,
+    recovery,
+    remote,
+    runner,
+    state,
+    steps,
+)
+from devup.errors import (
+    DevupError,
+    Interrupted,
+    PortConflict,
+    StepFailed,
+    UnexpectedError,
+    UpFailed,
+    UsageError,
+)
 from devup.journal import Journal
 from devup.report import Reporter
 from devup.steps import files, group, hooks, service, worktree
-from devup.undo import Leftover, UndoRecord, UndoStack
-from devup.workspace import Workspace, finish_rollback
+from devup.undo import UndoRecord, UndoStack
+from devup.workspace import Workspace
 
 if TYPE_CHECKING:
     from devup import preflight
@@ -68,43 +90,6 @@ class UpResult:
         }
 
 
-class UnexpectedError(DevupError):
-    """A programming error inside a step, reported as one (with the crash log), rolled back."""
-
-
-class UpFailed(DevupError):
-    """`up` failed; `status` says what became of the world (SPEC §2 JSON)."""
-
-    _CODES: ClassVar[dict[str, int]] = {
-        "rolled_back": 1,
-        "rollback_incomplete": 3,
-        "kept": 5,
-        "interrupted": 130,
-    }
-
-    def __init__(
-        self, *, session: str, status: str, step: str, cause: str, leftovers: list[Leftover]
-    ) -> None:
-        hint = None
-        if status == "rollback_incomplete":
-            hint = f"run `devup recover {session}` to finish the rollback"
-        elif status == "kept":
-            hint = f"everything is left in place for debugging; `devup down {session}` cleans up"
-        super().__init__(cause, hint=hint, step=step)
-        self.session = session
-        self.status = status
-        self.leftovers = leftovers
-        self.exit_code = self._CODES[status]
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "session": self.session,
-            "status": self.status,
-            "error": {"step": self.step, "message": self.message},
-            "leftovers": [f"{lo.label}: {lo.error}" for lo in self.leftovers],
-        }
-
-
 def up(ws: Workspace, req: UpRequest, reporter: Reporter) -> UpResult:
     started = time.monotonic()
     paths.check_session_name(req.name)
@@ -118,15 +103,15 @@ def up(ws: Workspace, req: UpRequest, reporter: Reporter) -> UpResult:
                 f"session {req.name} was kept after a failed run (--on-failure keep)",
                 hint=f"`devup down {req.name}` removes what that run made; then `devup up {req.name}`",
             )
-        leftovers = ws.recover(req.name, reporter)
-        if leftovers:
+        earlier = recovery.finish(ws, req.name, reporter)
+        if earlier.leftovers:
             # Going on would replace the journal that still lists what is left to undo.
             raise UpFailed(
                 session=req.name,
                 status="rollback_incomplete",
                 step="recover",
                 cause=f"the rollback of an earlier run of {req.name} is incomplete",
-                leftovers=leftovers,
+                leftovers=earlier.leftovers,
             )
         previous = ws.record(req.name)
         engine = _engine_for(ws, req, previous)
@@ -483,7 +468,7 @@ class _Run:
                         log_path=self.ws.repo.log(self.req.name, name),
                     )
                     break
-                except service.PortConflict:
+                except PortConflict:
                     # Taken between the check and the bind (a transient fault): move and retry.
                     if attempt == _PORT_ATTEMPTS or port is None:
                         raise
@@ -535,7 +520,7 @@ class _Run:
         steps.load_all()
         leftovers = self.stack.unwind(on_undo=self.reporter.undone)
         if not leftovers:
-            leftovers = finish_rollback(
+            leftovers = recovery.finish_rollback(
                 self.ws, self.req.name, resumed=self.plan.resumed, reporter=self.reporter
             )
         status = "rollback_incomplete" if leftovers else ("interrupted" if interrupted else "rolled_back")

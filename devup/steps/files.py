@@ -7,14 +7,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from devup.errors import DevupError, PreflightError
+from devup.errors import CopyRefused, DevupError
 from devup.paths import ensure_dir
 from devup.state import write_atomic
 from devup.undo import UndoRecord, UndoStack, inverse
-
-
-class CopyRefused(PreflightError):
-    """A `[worktree].copy` path that would read or write outside the main checkout or the worktree."""
 
 
 def _inside(path: Path, root: Path) -> bool:
