@@ -178,10 +178,7 @@ def up(
     if as_json:
         output.emit_json(doc)
     else:
-        engine = (
-            None if result.engine is None else {**result.engine.to_json(), "remote": result.engine.remote}
-        )
-        output.up_summary(doc, result.units, result.noop, engine)
+        output.up_summary(doc, result.record, result.noop)
 
 
 @app.command()
