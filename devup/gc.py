@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from devup import compose, git, journal, processes, remote, state
+from devup import engine, git, journal, processes, remote, state
 from devup.errors import DevupError
 from devup.hookspec import teardown_settings
 from devup.paths import CONFIG_NAME, ENV_FILE
@@ -84,23 +84,13 @@ def _records(ws: Workspace) -> list[state.SessionRecord]:
     return found
 
 
-def _on_engine(ws: Workspace, owned: set[str], engine: remote.Engine | None) -> list[Orphan]:
+def _on_engine(ws: Workspace, owned: set[str], where: remote.Engine | None) -> list[Orphan]:
     """Containers, networks and volumes of the repository on the engine this process is bound to."""
-    found: list[Orphan] = []
-    client = compose.client()
-    label = [f"{compose.LABEL_REPO}={ws.repo.repo_id}"]
-    for c in client.containers.list(all=True, filters={"label": label}):
-        if c.labels.get(compose.LABEL_SESSION) not in owned:
-            found.append(Orphan("container", c.name, c.labels.get(compose.LABEL_SESSION, "?"), engine=engine))
-    for n in client.networks.list(filters={"label": label}):
-        if n.attrs.get("Labels", {}).get(compose.LABEL_SESSION) not in owned:
-            session = n.attrs["Labels"].get(compose.LABEL_SESSION, "?")
-            found.append(Orphan("network", n.name, session, engine=engine))
-    for v in client.volumes.list(filters={"label": label}):
-        session = (v.attrs.get("Labels") or {}).get(compose.LABEL_SESSION, "?")
-        if session not in owned:
-            found.append(Orphan("volume", v.name, session, engine=engine))
-    return found
+    return [
+        Orphan(obj.kind, obj.name, obj.session, engine=where)
+        for obj in engine.labelled(repo_id=ws.repo.repo_id)
+        if obj.session not in owned
+    ]
 
 
 def find(ws: Workspace, *, engine: bool | list[remote.Engine] = True) -> list[Orphan]:
@@ -138,7 +128,7 @@ def run(ws: Workspace, reporter: Reporter, *, dry_run: bool, force: bool = False
         try:
             # The environment's engine gets the usual ~4 s to ride out a blip; the others, which
             # may simply be switched off, one attempt.
-            compose.engine_version(attempts=5 if index == 0 else 1)
+            engine.engine_version(attempts=5 if index == 0 else 1)
             answering.append(where)
         except DevupError:
             reporter.warn(
@@ -188,12 +178,8 @@ def _remove(ws: Workspace, orphan: Orphan, *, force: bool, copied: tuple[str, ..
     try:
         if orphan.kind == "process":
             processes.kill_pid(int(orphan.name))
-        elif orphan.kind == "container":
-            compose.client().containers.get(orphan.name).remove(force=True)
-        elif orphan.kind == "network":
-            compose.client().networks.get(orphan.name).remove()
-        elif orphan.kind == "volume":
-            compose.client().volumes.get(orphan.name).remove(force=True)
+        elif orphan.kind in ("container", "network", "volume"):
+            engine.remove(orphan.kind, orphan.name)
         elif orphan.kind == "worktree":
             path = Path(orphan.name)
             dirty = _precious(ws, path, copied) if path.is_dir() and not force else []
@@ -210,6 +196,6 @@ def _remove(ws: Workspace, orphan: Orphan, *, force: bool, copied: tuple[str, ..
         elif orphan.kind == "lease":
             state.release_ports(repo_id=ws.repo.repo_id, session=orphan.session, ports=[int(orphan.name)])
     except Exception as exc:  # report per object; one failure must not stop the rest
-        message = getattr(exc, "message", None) or getattr(exc, "explanation", None) or str(exc)
-        return Orphan(orphan.kind, orphan.name, orphan.session, False, str(message), orphan.engine)
+        message = exc.message if isinstance(exc, DevupError) else f"{type(exc).__name__}: {exc}"
+        return Orphan(orphan.kind, orphan.name, orphan.session, False, message, orphan.engine)
     return Orphan(orphan.kind, orphan.name, orphan.session, True, engine=orphan.engine)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from devup import compose, compose_inputs, envvars, git, mounts, remote, state
 from devup.config import Config, GroupCfg, Mode, ServiceCfg
+from devup.engine import engine_version, foreign_objects
 from devup.errors import DevupError, EngineUnavailable, PreflightError, UsageError
 from devup.model import Identity
 from devup.steps import files, worktree
@@ -160,7 +161,7 @@ def _check_env_file(
 def _engine_answers(engine: remote.Engine | None) -> None:
     """The engine answers; a remote one that does not is named, with how to check it."""
     try:
-        compose.engine_version()
+        engine_version()
     except EngineUnavailable as exc:
         if engine is None or not engine.remote:
             raise
@@ -255,7 +256,7 @@ def compose_models(
                     hint=refusal.hint,
                 )
             project = projects[gname]
-            foreign = compose.foreign_objects(
+            foreign = foreign_objects(
                 project=project,
                 volume_names=[f"{project}_{v}" for v in model.volumes],
                 session=ident.session,

@@ -14,7 +14,6 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, Literal
 
 from devup import (
-    compose,
     dag,
     envvars,
     faults,
@@ -28,6 +27,7 @@ from devup import (
     state,
     steps,
 )
+from devup.engine import published_ports
 from devup.errors import (
     DevupError,
     Interrupted,
@@ -349,7 +349,7 @@ class _Run:
         if not self.engine.remote:
             return None
         native = {n.upper().replace("-", "_") for n, s in self.plan.services.items() if s.port}
-        there = remote.port_checker(self.engine, compose.published_ports)
+        there = remote.port_checker(self.engine, published_ports)
         return lambda key, port: state.port_is_free(port) if key in native else there(port)
 
     def _held_keys(self) -> frozenset[str]:
