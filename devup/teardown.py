@@ -82,14 +82,7 @@ def down(
         (wt / paths.ENV_FILE).unlink(missing_ok=True)
         if record.created_worktree and not record.attached and not keep_worktree:
             with _step(reporter, "worktree"):
-                worktree.undo(
-                    {
-                        "root": str(ws.repo.root),
-                        "path": record.worktree,
-                        "branch": record.branch,
-                        "branch_at": None,
-                    }
-                )
+                worktree.remove_session_worktree(root=ws.repo.root, path=wt)
         state.release_ports(repo_id=ws.repo.repo_id, session=name)
         shutil.rmtree(ws.repo.session_dir(name), ignore_errors=True)
         ws.repo.record(name).unlink(missing_ok=True)
@@ -156,7 +149,7 @@ def _hook(hook: Hook | None, ident: Identity, cwd: Path, env: dict[str, str], re
     if hook is None:
         return
     try:
-        hooks.run(stack=None, ident=ident, hook=hook, cwd=cwd, env={**os.environ, **env})
+        hooks.run_commands(ident=ident, hook=hook, cwd=cwd, env={**os.environ, **env})
     except DevupError as exc:
         reporter.warn(f"hook {hook.name} failed (ignored): {exc.message}")
 
