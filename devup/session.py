@@ -17,7 +17,6 @@ from devup import (
     dag,
     envvars,
     faults,
-    git,
     inspect,
     journal,
     paths,
@@ -290,21 +289,10 @@ class _Run:
                 label="session state folder",
             )
             self.env = self._vars()
-            git.exclude(ws.repo.common_dir, paths.ENV_FILE)
-            if not git.is_ignored(wt_path, paths.ENV_FILE):
-                # Preflight read the root .gitignore; this is git's own word, for what it missed.
-                raise DevupError(
-                    f"git in {wt_path} does not ignore {paths.ENV_FILE}: a rule of the branch's "
-                    "ignore files un-ignores it, so `git add -A` would stage the session's variables",
-                    hint=f"remove the `!{paths.ENV_FILE}`-like rule from the branch's .gitignore",
-                )
-            files.write_restorable(
-                stack=self.stack,
-                path=wt_path / paths.ENV_FILE,
-                text=envvars.dotenv(self.env),
-                label=f"env file {wt_path / paths.ENV_FILE}",
+            inexact = files.write_env_file(
+                stack=self.stack, common_dir=ws.repo.common_dir, worktree=wt_path, env=self.env
             )
-            for key, why in envvars.inexact(self.env).items():
+            for key, why in inexact.items():
                 self.reporter.warn(
                     f"{key} {why}: sh, bash and `devup env --format shell` read it exactly, "
                     f"python-dotenv and compose's env_file read {paths.ENV_FILE} differently"
@@ -460,17 +448,10 @@ class _Run:
         )
 
     def _fail(self, exc: BaseException) -> UpFailed:
+        """The failure policy: keep everything for debugging when asked (never on an interrupt),
+        else unwind what this run made; the error says which became of the world."""
         interrupted = isinstance(exc, Interrupted)
-        step = (
-            exc.step if isinstance(exc, DevupError) and exc.step else ("interrupt" if interrupted else "up")
-        )
-        message = (
-            exc.cause.message
-            if isinstance(exc, StepFailed) and isinstance(exc.cause, DevupError)
-            else (exc.message if isinstance(exc, DevupError) else str(exc))
-        )
-        if isinstance(exc, Interrupted):
-            message = f"interrupted by {signal.Signals(exc.signum).name}"
+        step, message = _what_failed(exc)
         if self.req.on_failure == "keep" and not interrupted:
             self.stack.keep()
             self._keep_record()
@@ -488,6 +469,16 @@ class _Run:
     def _keep_record(self) -> None:
         record = self._record("failed", time.time())
         state.write_record(self.ws.repo.record(self.req.name), record)
+
+
+def _what_failed(exc: BaseException) -> tuple[str, str]:
+    """(step, message) of the report: the step that failed, in the words of its own error."""
+    if isinstance(exc, Interrupted):
+        return "interrupt", f"interrupted by {signal.Signals(exc.signum).name}"
+    step = exc.step if isinstance(exc, DevupError) and exc.step else "up"
+    if isinstance(exc, StepFailed) and isinstance(exc.cause, DevupError):
+        return step, exc.cause.message
+    return step, exc.message if isinstance(exc, DevupError) else str(exc)
 
 
 def _result(record: state.SessionRecord, *, resumed: bool, started: float, noop: bool = False) -> UpResult:
