@@ -337,14 +337,9 @@ def status(name: str, as_json: JsonOpt = False) -> None:
     """Per group/service health; exit 0 when all healthy, 1 otherwise."""
     from devup import inspect, output
 
-    def run() -> Any:
-        from devup import recovery
-
-        ws = _workspace()
-        recovery.finish_if_idle(ws, name, _reporter(False))
-        return inspect.status(ws, name)
-
-    found = _guard(run, as_json=as_json, session=name)
+    found = _guard(
+        lambda: inspect.status(_workspace(), name, _reporter(False)), as_json=as_json, session=name
+    )
     units = [
         {"name": u.name, "kind": u.kind, "state": u.state, "healthy": u.healthy, "url": u.url}
         for u in found.units

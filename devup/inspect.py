@@ -8,6 +8,7 @@ from typing import Any
 
 from devup import engine, journal, remote, state
 from devup.errors import DevupError
+from devup.report import Reporter
 from devup.state import ProcessRecord, SessionRecord
 from devup.workspace import Workspace
 
@@ -135,7 +136,12 @@ def is_healthy(ws: Workspace, record: SessionRecord) -> bool:
         return False
 
 
-def status(ws: Workspace, name: str) -> SessionView:
+def status(ws: Workspace, name: str, reporter: Reporter) -> SessionView:
+    """Health of each container and process of session `name`, an interrupted run of it
+    finished first when nobody holds it."""
+    from devup import recovery  # with the steps' inverses: `ls`, which imports this module, never needs it
+
+    recovery.finish_if_idle(ws, name, reporter)
     record = ws.record(name)
     if record is None:
         found = journal.replay(ws.repo.journal(name))
