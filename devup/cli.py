@@ -389,7 +389,9 @@ def recover(
         if not outcomes:
             output.plain("nothing to recover")
     if any(o.status in ("rollback_incomplete", "error") for o in outcomes):
-        raise typer.Exit(3)
+        from devup.errors import RecoverIncomplete
+
+        raise typer.Exit(RecoverIncomplete.exit_code)
 
 
 @app.command()
