@@ -36,7 +36,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
-import run as base  # noqa: E402  (bench/run.py: the project, the runner, the raw overrides)
+from kit.proc import BENCH_LABEL, BUSYBOX, GROUPS, NATIVE, POLL, BenchBroken, Ran, answers, port_is_free, run  # noqa: E402
+from kit.project import Ctx, RawEnv, setup  # noqa: E402
+from kit.raw import raw_override  # noqa: E402
+from kit.report import step_lines  # noqa: E402
 
 from tests.remote_engine import CONTEXT, RemoteEngine, Unavailable, remote_engine  # noqa: E402
 
@@ -61,19 +64,19 @@ def published(engine: RemoteEngine) -> set[int]:
     return found
 
 
-def raw_up(ctx: base.Ctx, engine: RemoteEngine, name: str) -> base.RawEnv:
-    raw = base.RawEnv(
+def raw_up(ctx: Ctx, engine: RemoteEngine, name: str) -> RawEnv:
+    raw = RawEnv(
         name=name,
         branch=f"raw-{name}",
         worktree=ctx.tmp / "raw-worktrees" / name,
-        projects={g: f"benchraw-{ctx.run_id}-{name}-{g}" for g in base.GROUPS},
+        projects={g: f"benchraw-{ctx.run_id}-{name}-{g}" for g in GROUPS},
     )
     ctx.raws.append(raw)
     overrides = ctx.tmp / "raw-overrides" / name
     overrides.mkdir(parents=True)
     taken = published(engine)
     ports: dict[str, int] = {}
-    for svc in [s for g in base.GROUPS.values() for s, _ in g]:
+    for svc in [s for g in GROUPS.values() for s, _ in g]:
         while True:
             port = ctx.port_base + 150 + ctx.raw_port_next % 150
             ctx.raw_port_next += 1
@@ -81,11 +84,11 @@ def raw_up(ctx: base.Ctx, engine: RemoteEngine, name: str) -> base.RawEnv:
                 ports[svc] = port
                 break
     web_ports = {}
-    for svc in base.NATIVE:
+    for svc in NATIVE:
         while True:
             port = ctx.port_base + 150 + ctx.raw_port_next % 150
             ctx.raw_port_next += 1
-            if base.port_is_free(port):
+            if port_is_free(port):
                 web_ports[svc] = port
                 break
     logs = ctx.tmp / "raw-logs" / name
@@ -93,11 +96,11 @@ def raw_up(ctx: base.Ctx, engine: RemoteEngine, name: str) -> base.RawEnv:
     web = f"{shlex.quote(sys.executable)} -m http.server $PORT --bind 127.0.0.1"
 
     t0 = time.perf_counter()
-    base.run(["git", "worktree", "add", "-b", raw.branch, str(raw.worktree)], cwd=ctx.repo, env=ctx.env)
+    run(["git", "worktree", "add", "-b", raw.branch, str(raw.worktree)], cwd=ctx.repo, env=ctx.env)
     for group, project in raw.projects.items():
         override = overrides / f"{group}.override.yaml"
-        override.write_text(base.raw_override(group, ports, ctx.run_id))
-        base.run(
+        override.write_text(raw_override(group, ports, ctx.run_id))
+        run(
             [
                 "docker", "--context", CONTEXT, "compose", "-p", project,
                 "-f", str(raw.worktree / "compose" / f"{group}.yaml"), "-f", str(override),
@@ -106,7 +109,7 @@ def raw_up(ctx: base.Ctx, engine: RemoteEngine, name: str) -> base.RawEnv:
             cwd=raw.worktree,
             env=ctx.env,
         )  # fmt: skip
-    for svc in base.NATIVE:
+    for svc in NATIVE:
         with open(logs / f"{svc}.log", "ab") as log:
             raw.procs.append(
                 subprocess.Popen(
@@ -122,18 +125,18 @@ def raw_up(ctx: base.Ctx, engine: RemoteEngine, name: str) -> base.RawEnv:
     waiting = set(web_ports.values())
     deadline = time.monotonic() + 60
     while waiting:
-        waiting = {p for p in waiting if not base.answers(p)}
+        waiting = {p for p in waiting if not answers(p)}
         if not waiting:
             break
         if time.monotonic() > deadline:
-            raise base.BenchBroken(f"raw processes did not answer on {sorted(waiting)}")
-        time.sleep(base.POLL)
-    base.run(["sh", "-c", "true"], cwd=raw.worktree, env=ctx.env)
+            raise BenchBroken(f"raw processes did not answer on {sorted(waiting)}")
+        time.sleep(POLL)
+    run(["sh", "-c", "true"], cwd=raw.worktree, env=ctx.env)
     raw.up_s = time.perf_counter() - t0
     return raw
 
 
-def raw_teardown(ctx: base.Ctx, raw: base.RawEnv) -> float:
+def raw_teardown(ctx: Ctx, raw: RawEnv) -> float:
     t0 = time.perf_counter()
     for proc in raw.procs:
         with contextlib.suppress(ProcessLookupError):
@@ -141,15 +144,15 @@ def raw_teardown(ctx: base.Ctx, raw: base.RawEnv) -> float:
     for proc in raw.procs:
         proc.wait(timeout=10)
     for project in reversed(list(raw.projects.values())):
-        base.run(["docker", "--context", CONTEXT, "compose", "-p", project, "down", "-v"], env=ctx.env)
-    base.run(["git", "worktree", "remove", "--force", str(raw.worktree)], cwd=ctx.repo, env=ctx.env)
+        run(["docker", "--context", CONTEXT, "compose", "-p", project, "down", "-v"], env=ctx.env)
+    run(["git", "worktree", "remove", "--force", str(raw.worktree)], cwd=ctx.repo, env=ctx.env)
     seconds = time.perf_counter() - t0
     ctx.raws.remove(raw)
-    base.run(["git", "branch", "-D", raw.branch], cwd=ctx.repo, env=ctx.env)
+    run(["git", "branch", "-D", raw.branch], cwd=ctx.repo, env=ctx.env)
     return seconds
 
 
-def force_cleanup(ctx: base.Ctx, engine: RemoteEngine) -> list[str]:
+def force_cleanup(ctx: Ctx, engine: RemoteEngine) -> list[str]:
     """Whatever a broken round left: sessions downed, raw projects removed; what remains is listed."""
     for name in sorted(ctx.sessions):
         ctx.dv("down", name, "--force", check=False)
@@ -158,13 +161,13 @@ def force_cleanup(ctx: base.Ctx, engine: RemoteEngine) -> list[str]:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
         for project in raw.projects.values():
-            base.run(
+            run(
                 ["docker", "--context", CONTEXT, "compose", "-p", project, "down", "-v", "-t", "1"],
                 env=ctx.env,
                 check=False,
             )
     left = []
-    for label in (f"dev.devup.repo={ctx.repo_id}", f"{base.BENCH_LABEL}={ctx.run_id}"):
+    for label in (f"dev.devup.repo={ctx.repo_id}", f"{BENCH_LABEL}={ctx.run_id}"):
         for kind, cmd in (
             ("container", ["ps", "-a"]),
             ("volume", ["volume", "ls"]),
@@ -182,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "devup")], check=True)
     try:
-        with remote_engine(base.BUSYBOX) as engine, tempfile.TemporaryDirectory(prefix="devup-bench-") as tmp:
+        with remote_engine(BUSYBOX) as engine, tempfile.TemporaryDirectory(prefix="devup-bench-") as tmp:
             return measure(engine, Path(tmp), args.rounds)
     except Unavailable as exc:
         print(f"cannot start the remote engine: {exc}", file=sys.stderr)
@@ -190,13 +193,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def measure(engine: RemoteEngine, tmp: Path, rounds: int) -> int:
-    ctx = base.setup(tmp)
+    ctx = setup(tmp)
     ctx.env["DOCKER_CONFIG"] = str(engine.config_dir)
     ctx.env.pop("DOCKER_HOST", None)
     ctx.env.pop("DOCKER_CONTEXT", None)
     samples: dict[str, list[float]] = {"devup up": [], "raw up": [], "devup down": [], "raw down": []}
     broken = False
-    last_up: base.Ran | None = None
+    last_up: Ran | None = None
     try:
         for n in range(1, rounds + 1):
             name = f"up-r{n}"
@@ -218,7 +221,7 @@ def measure(engine: RemoteEngine, tmp: Path, rounds: int) -> int:
                 f"devup down {samples['devup down'][-1]:.2f}s, raw down {samples['raw down'][-1]:.2f}s",
                 file=sys.stderr,
             )
-    except base.BenchBroken as exc:
+    except BenchBroken as exc:
         print(f"BROKEN: {exc}", file=sys.stderr)
         broken = True
     finally:
@@ -236,7 +239,7 @@ def measure(engine: RemoteEngine, tmp: Path, rounds: int) -> int:
         print(f"  samples {k}: {', '.join(f'{x:.2f}' for x in v)}")
     if last_up is not None:
         print("  timeline of the last devup up (when each progress line reached the bench):")
-        print(base.step_lines(last_up))
+        print(step_lines(last_up))
     print(f"  load average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
     if left:
         print("LEFT BEHIND on the remote engine: " + ", ".join(left))

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from devup import attach, state
-from devup.errors import DevupError, UsageError
+from devup.errors import DevupError, PayloadError, UsageError
 from devup.report import Reporter
 from devup.workspace import Workspace, open_workspace
 
@@ -28,10 +28,6 @@ REMOVE_COMMAND = "devup hook claude-code worktree-remove"
 EVENTS = {"WorktreeCreate": CREATE_COMMAND, "WorktreeRemove": REMOVE_COMMAND}
 SETTINGS = Path(".claude") / "settings.json"
 PAYLOAD_TIMEOUT = 30.0  # seconds; Claude Code writes the payload at once
-
-
-class PayloadError(UsageError):
-    """The hook's stdin did not hold one JSON object in time; nothing was changed."""
 
 
 def read_payload(fd: int = 0, *, timeout: float | None = None) -> dict[str, Any]:

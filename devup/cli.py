@@ -71,21 +71,11 @@ def _fail(exc: DevupError, *, as_json: bool, session: str | None = None, status:
     from devup import output
 
     if as_json:
-        doc = (
-            exc.to_json()
-            if hasattr(exc, "to_json")
-            else {
-                "session": session,
-                "status": status,
-                "error": {"step": exc.step, "message": exc.message},
-                "leftovers": [],
-            }
-        )
-        output.emit_json(doc)
+        output.emit_json(exc.to_json(session=session, status=status))
     output.error(exc.message, exc.hint)
-    if getattr(exc, "leftovers", None):
+    if exc.leftovers:
         output.err.print("left over (run `devup recover` to finish):")
-        for lo in exc.leftovers:  # type: ignore[attr-defined]
+        for lo in exc.leftovers:
             output.err.print(f"  - {lo.label}: {lo.error}", markup=False)
     raise typer.Exit(exc.exit_code)
 
@@ -111,29 +101,12 @@ def _guard(
         raise typer.Exit(1) from None
 
 
-def _session(name: str) -> tuple[Any, Any]:
+def _session(name: str, *, missing: type[DevupError] = DevupError) -> tuple[Any, Any]:
     """The workspace and the record of session `name`, an interrupted run of it finished first."""
-    from devup.paths import check_session_name
+    from devup import recovery
 
-    check_session_name(name)
     ws = _workspace()
-    _recover_idle(ws, name)
-    record = ws.record(name)
-    if record is None:
-        raise DevupError(f"no session named {name}", hint="`devup ls` lists the sessions")
-    from devup import remote
-
-    remote.bind_record(record)  # logs (and the like) read the session's engine, not the shell's
-    return ws, record
-
-
-def _recover_idle(ws: Any, name: str) -> None:
-    """Every command on a session first finishes an interrupted run of it (SPEC §2, §5.3)."""
-    if not ws.repo.journal(name).exists():
-        return  # the common case: nothing to finish, no reporter (nor rich) needed
-    from devup.workspace import recover_if_idle
-
-    recover_if_idle(ws, name, _reporter(False))
+    return ws, recovery.open_session(ws, name, _reporter(False), missing=missing)
 
 
 def _reporter(as_json: bool) -> Any:
@@ -212,10 +185,7 @@ def up(
     if as_json:
         output.emit_json(doc)
     else:
-        engine = (
-            None if result.engine is None else {**result.engine.to_json(), "remote": result.engine.remote}
-        )
-        output.up_summary(doc, result.units, result.noop, engine)
+        output.up_summary(doc, result.record, result.noop)
 
 
 @app.command()
@@ -263,15 +233,8 @@ def down(
 def _existing(name: str) -> Any:
     """The record of session `name` for `path`/`exec`: a missing one is exit 2 (SPEC §2)."""
     from devup.errors import UsageError
-    from devup.paths import check_session_name
 
-    check_session_name(name)
-    ws = _workspace()
-    _recover_idle(ws, name)
-    record = ws.record(name)
-    if record is None:
-        raise UsageError(f"no session named {name}", hint="`devup ls` lists the sessions")
-    return record
+    return _session(name, missing=UsageError)[1]
 
 
 @app.command("path")
@@ -447,12 +410,9 @@ def status(name: str, as_json: JsonOpt = False) -> None:
     """Per group/service health; exit 0 when all healthy, 1 otherwise."""
     from devup import inspect, output
 
-    def run() -> Any:
-        ws = _workspace()
-        _recover_idle(ws, name)
-        return inspect.status(ws, name)
-
-    found = _guard(run, as_json=as_json, session=name)
+    found = _guard(
+        lambda: inspect.status(_workspace(), name, _reporter(False)), as_json=as_json, session=name
+    )
     units = [
         {"name": u.name, "kind": u.kind, "state": u.state, "healthy": u.healthy, "url": u.url}
         for u in found.units
@@ -489,10 +449,12 @@ def recover(
     as_json: JsonOpt = False,
 ) -> None:
     """Finish rolling back interrupted runs."""
-    from devup import output, teardown
+    from devup import output, recovery
 
     reporter = _reporter(as_json)
-    outcomes = _guard(lambda: teardown.recover(_workspace(), name, reporter), as_json=as_json, session=name)
+    outcomes = _guard(
+        lambda: recovery.finish_all(_workspace(), name, reporter), as_json=as_json, session=name
+    )
     if as_json:
         output.emit_json([o.to_json() for o in outcomes])
     else:
@@ -501,7 +463,9 @@ def recover(
         if not outcomes:
             output.plain("nothing to recover")
     if any(o.status in ("rollback_incomplete", "error") for o in outcomes):
-        raise typer.Exit(3)
+        from devup.errors import RecoverIncomplete
+
+        raise typer.Exit(RecoverIncomplete.exit_code)
 
 
 @app.command()

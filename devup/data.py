@@ -17,13 +17,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from devup import engine, journal, paths, remote, state, steps
-from devup.compose import LABEL_PROJECT, LABEL_REPO, LABEL_SESSION
-from devup.errors import DataFailed, DevupError, Interrupted, NoDataVolumes, UsageError
+from devup import engine, journal, paths, recovery, remote, state, steps
+from devup.engine import LABEL_PROJECT, LABEL_REPO, LABEL_SESSION
+from devup.errors import DataFailed, DevupError, Interrupted, Leftover, NoDataVolumes, UsageError
 from devup.journal import Journal
 from devup.report import Reporter
 from devup.steps import volumes
-from devup.undo import Leftover, UndoStack
+from devup.undo import UndoStack
 from devup.workspace import Workspace
 
 LABEL_SNAPSHOT = "dev.devup.snapshot"
@@ -93,7 +93,7 @@ def manifest_name(repo_id: str, snap: str) -> str:
 def snapshots(ws: Workspace) -> list[Snapshot]:
     """Every snapshot of the repository on the bound engine, complete or not, by name."""
     by: dict[str, list[engine.Volume]] = {}
-    for v in engine.volumes([f"{LABEL_REPO}={ws.repo.repo_id}", LABEL_SNAPSHOT]):
+    for v in engine.volumes_with([f"{LABEL_REPO}={ws.repo.repo_id}", LABEL_SNAPSHOT]):
         by.setdefault(v.labels[LABEL_SNAPSHOT], []).append(v)
     found = []
     for name, vols in sorted(by.items()):
@@ -133,7 +133,7 @@ def session_volumes(ws: Workspace, record: state.SessionRecord) -> list[DataVolu
     """The session's data: the volumes compose created for its groups (never external ones,
     which carry no project label), each with the image of a container that mounts it."""
     projects = {g.project: g.name for g in record.groups}
-    conts = engine.containers(repo_id=ws.repo.repo_id, session=record.session, projects=list(projects))
+    conts = engine.containers_of(repo_id=ws.repo.repo_id, session=record.session, projects=list(projects))
     found = []
     for project, group in projects.items():
         labels = [
@@ -141,7 +141,7 @@ def session_volumes(ws: Workspace, record: state.SessionRecord) -> list[DataVolu
             f"{LABEL_SESSION}={record.session}",
             f"{LABEL_REPO}={ws.repo.repo_id}",
         ]
-        for v in engine.volumes(labels):
+        for v in engine.volumes_with(labels):
             key = v.labels.get(engine.LABEL_VOLUME) or v.name.removeprefix(f"{project}_")
             image = next((c.image for c in conts if v.name in c.mounts), "") or next(
                 (c.image for c in conts if c.project == project), ""
@@ -203,7 +203,7 @@ def _ready(ws: Workspace, name: str, reporter: Reporter) -> state.SessionRecord:
             f"session {name} was kept after a failed run (--on-failure keep)",
             hint=f"`devup down {name}` removes what that run made",
         )
-    leftovers = ws.recover(name, reporter)
+    leftovers = recovery.finish(ws, name, reporter).leftovers
     if leftovers:
         raise DataFailed(
             session=name,
@@ -298,7 +298,7 @@ def _running(ws: Workspace, record: state.SessionRecord, vols: list[DataVolume])
     projects = [g.project for g in record.groups if g.name in groups]
     return [
         c.id
-        for c in engine.containers(repo_id=ws.repo.repo_id, session=record.session, projects=projects)
+        for c in engine.containers_of(repo_id=ws.repo.repo_id, session=record.session, projects=projects)
         if c.status == "running"
     ]
 
@@ -308,7 +308,7 @@ def _all_of_groups(ws: Workspace, record: state.SessionRecord, vols: list[DataVo
     projects = [g.project for g in record.groups if g.name in groups]
     return [
         c.id
-        for c in engine.containers(repo_id=ws.repo.repo_id, session=record.session, projects=projects)
+        for c in engine.containers_of(repo_id=ws.repo.repo_id, session=record.session, projects=projects)
         if c.status in ("running", "paused", "restarting")
     ]
 
@@ -475,7 +475,7 @@ def busy_sessions(ws: Workspace) -> set[str]:
 def incomplete_volumes(ws: Workspace) -> list[engine.Volume]:
     """Volumes of incomplete snapshots that no run is writing (a killed `create`): removable."""
     busy = busy_sessions(ws)
-    vols = engine.volumes([f"{LABEL_REPO}={ws.repo.repo_id}", LABEL_SNAPSHOT])
+    vols = engine.volumes_with([f"{LABEL_REPO}={ws.repo.repo_id}", LABEL_SNAPSHOT])
     complete = {v.labels[LABEL_SNAPSHOT] for v in vols if LABEL_MANIFEST in v.labels}
     return [
         v

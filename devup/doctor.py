@@ -6,6 +6,7 @@ import re
 from typing import Any
 
 from devup import compose, remote, runner
+from devup.engine import engine_version
 from devup.errors import DevupError
 
 
@@ -31,7 +32,7 @@ def run() -> dict[str, dict[str, Any]]:
     return {
         "git": _check(_git, "install git 2.30 or newer (Debian: apt-get install git)"),
         "engine": _check(
-            lambda: compose.engine_version(attempts=1),  # a diagnosis of now: no waiting
+            lambda: engine_version(attempts=1),  # a diagnosis of now: no waiting
             "start a Docker engine (Debian: apt-get install docker.io; dockerd &)",
         ),
         "compose": _check(
@@ -59,7 +60,7 @@ def contexts() -> list[dict[str, Any]]:
             "address": engine.address,
         }
         try:
-            entry.update(answers=True, version=compose.engine_version(attempts=1), error=None)
+            entry.update(answers=True, version=engine_version(attempts=1), error=None)
         except DevupError as exc:
             entry.update(answers=False, version=None, error=exc.message)
         found.append(entry)

@@ -8,7 +8,7 @@ import re
 import shlex
 from collections.abc import Mapping
 
-from devup.errors import PreflightError
+from devup.errors import Unrepresentable
 
 REF = re.compile(r"\$\{(\w+)\}|\$(\w+)")
 _PLAIN = re.compile(r"^[A-Za-z0-9_./:@%+,=-]*$")
@@ -69,10 +69,6 @@ _DOTENV_EXPANSION = re.compile(r"\$\{[^}:]*(?::-[^}]*)?\}")
 _SINGLE_UNSAFE = re.compile(r"\\(?:\\|$)")
 
 
-class Unrepresentable(PreflightError):
-    """A variable that cannot be written at all: a name that is no variable name, or a NUL."""
-
-
 def file_value(key: str, value: str) -> str:
     """`value` in the form that `.` in sh/bash, compose's `env_file` and python-dotenv all read
     back exactly, with nothing expanded or run (SPEC §4):
@@ -86,7 +82,7 @@ def file_value(key: str, value: str) -> str:
 
     The rest (a `'` or such a backslash together with a `$` or a backtick, `${...}`, a carriage
     return) has no form all of them agree on. Such a value is still written, in the form sh and
-    bash read back exactly and that runs nothing anywhere (single quotes when it has no `'`, else
+    bash read back exactly and that runs nothing anywhere (single quotes when they are safe, else
     double quotes with `\\`, `"`, `$` and the backtick escaped); the python-dotenv and compose
     readers then see a value that differs from it, which `inexact` names so that `up` says so.
     A branch name like ``pr'`id` `` must not stop a CI job, and must never run.
@@ -101,8 +97,10 @@ def file_value(key: str, value: str) -> str:
         if "'" not in value and not _SINGLE_UNSAFE.search(value):
             return f"'{value}'"
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if "'" not in value:
+    if "'" not in value and not _SINGLE_UNSAFE.search(value):
         return f"'{value}'"
+    # Double quotes with every `\\` and `"` escaped also end where python-dotenv and compose
+    # think they end: an inexact value never swallows the lines after it.
     escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$").replace("`", "\\`")
     return f'"{escaped}"'
 

@@ -1,8 +1,21 @@
-"""The one error root: every failure devup reports is a DevupError with a message and a hint."""
+"""Every error devup reports, with its exit code (SPEC §2), and the JSON it prints for one.
+
+The CLI has one error boundary (`cli._guard`): a DevupError is expected and becomes its
+message, hint, JSON document and exit code; anything else is a bug, reported with a crash log.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, ClassVar
+
+
+@dataclass(frozen=True)
+class Leftover:
+    """Something a rollback could not undo: what a person reads in the leftover list."""
+
+    label: str
+    error: str
 
 
 class DevupError(Exception):
@@ -10,17 +23,44 @@ class DevupError(Exception):
 
     exit_code = 1
 
-    def __init__(self, message: str, *, hint: str | None = None, step: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str | None = None,
+        step: str | None = None,
+        exit_code: int | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
         self.step = step
+        self.leftovers: list[Leftover] = []
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+    def to_json(self, *, session: str | None = None, status: str = "error") -> dict[str, Any]:
+        """SPEC §2's failure document; `status` is what the caller's command calls a failure
+        that changed nothing (`up` says "rolled_back")."""
+        return {
+            "session": session,
+            "status": status,
+            "error": {"step": self.step, "message": self.message},
+            "leftovers": [f"{lo.label}: {lo.error}" for lo in self.leftovers],
+        }
+
+
+# Exit 2: found before anything changed.
 
 
 class UsageError(DevupError):
     """Bad command-line input, found before anything changed."""
 
     exit_code = 2
+
+
+class PayloadError(UsageError):
+    """A hook's stdin did not hold one JSON object in time; nothing was changed."""
 
 
 class ConfigError(DevupError):
@@ -35,10 +75,32 @@ class PreflightError(DevupError):
     exit_code = 2
 
 
+class EngineUnavailable(PreflightError):
+    """The Docker engine does not answer."""
+
+
+class Unrepresentable(PreflightError):
+    """A variable that cannot be written at all: a name that is no variable name, or a NUL."""
+
+
+class CopyRefused(PreflightError):
+    """A `[worktree].copy` path that would read or write outside the main checkout or the worktree."""
+
+
+# Exit 4: someone else's run.
+
+
 class BusyError(DevupError):
     """Another devup run holds the session's lock."""
 
     exit_code = 4
+
+
+# Exit 1: failed, nothing lost.
+
+
+class CorruptState(DevupError):
+    """A state file that cannot be read; reported, never allowed to block other sessions."""
 
 
 class CommandFailed(DevupError):
@@ -57,6 +119,14 @@ class CommandFailed(DevupError):
         self.output_tail = output_tail
 
 
+class PortConflict(DevupError):
+    """A native service could not bind its port: someone took it between the check and the bind."""
+
+
+class InjectedFault(DevupError):
+    """Raised where DEVUP_FAULT asks for a failure (the fault-injection tests)."""
+
+
 class StepFailed(DevupError):
     """A step of `up` failed; carries the step's name for the report."""
 
@@ -66,17 +136,70 @@ class StepFailed(DevupError):
         self.cause = cause
 
 
+class UnexpectedError(DevupError):
+    """A programming error inside a step, reported as one (with the crash log), rolled back."""
+
+
+# Failures that say what became of the world.
+
+
+class RecoverIncomplete(DevupError):
+    """An interrupted run could not be rolled back completely; `leftovers` lists what is left."""
+
+    exit_code = 3
+
+    def __init__(self, session: str, leftovers: list[Leftover], *, hint: str | None = None) -> None:
+        super().__init__(
+            leftover_text(session, leftovers),
+            hint=hint or f"`devup recover {session}` once the cause is fixed",
+        )
+        self.session = session
+        self.leftovers = leftovers
+
+    def to_json(self, *, session: str | None = None, status: str = "error") -> dict[str, Any]:
+        return super().to_json(session=self.session, status="rollback_incomplete")
+
+
+class UpFailed(DevupError):
+    """`up` failed; `status` says what became of the world (SPEC §2 JSON)."""
+
+    CODES: ClassVar[dict[str, int]] = {
+        "rolled_back": 1,
+        "rollback_incomplete": 3,
+        "kept": 5,
+        "interrupted": 130,
+    }
+
+    def __init__(
+        self, *, session: str, status: str, step: str, cause: str, leftovers: list[Leftover]
+    ) -> None:
+        hint = None
+        if status == "rollback_incomplete":
+            hint = f"run `devup recover {session}` to finish the rollback"
+        elif status == "kept":
+            hint = f"everything is left in place for debugging; `devup down {session}` cleans up"
+        super().__init__(cause, hint=hint, step=step, exit_code=self.CODES[status])
+        self.session = session
+        self.status = status
+        self.leftovers = leftovers
+
+    def to_json(self, *, session: str | None = None, status: str = "error") -> dict[str, Any]:
+        return super().to_json(session=self.session, status=self.status)
+
+
 class NoDataVolumes(UsageError):
     """A snapshot or restore of a session whose groups have no named volumes (exit 2: nothing
     was changed, and there is nothing to copy)."""
 
 
 class DataFailed(DevupError):
-    """A snapshot create/restore failed; `status` says what became of the world (SPEC §2)."""
+    """`snapshot create`/`restore` failed; `status` says what became of the world (SPEC §2)."""
 
     _CODES: ClassVar[dict[str, int]] = {"rolled_back": 1, "rollback_incomplete": 3, "interrupted": 130}
 
-    def __init__(self, *, session: str, what: str, status: str, cause: str, leftovers: list[Any]) -> None:
+    def __init__(
+        self, *, session: str, what: str, status: str, cause: str, leftovers: list[Leftover]
+    ) -> None:
         hint = (
             f"run `devup recover {session}` to finish the rollback"
             if status == "rollback_incomplete"
@@ -84,20 +207,17 @@ class DataFailed(DevupError):
         )
         done = {"rolled_back": "rolled back", "interrupted": "interrupted and rolled back"}.get(status, "")
         super().__init__(
-            f"{what} of {session} failed{f' ({done})' if done else ''}: {cause}", hint=hint, step=what
+            f"{what} of {session} failed{f' ({done})' if done else ''}: {cause}",
+            hint=hint,
+            step=what,
+            exit_code=self._CODES[status],
         )
         self.session = session
         self.status = status
         self.leftovers = leftovers
-        self.exit_code = self._CODES[status]
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "session": self.session,
-            "status": self.status,
-            "error": {"step": self.step, "message": self.message},
-            "leftovers": [f"{lo.label}: {lo.error}" for lo in self.leftovers],
-        }
+    def to_json(self, *, session: str | None = None, status: str = "error") -> dict[str, Any]:
+        return super().to_json(session=self.session, status=self.status)
 
 
 class Interrupted(BaseException):
@@ -106,3 +226,9 @@ class Interrupted(BaseException):
     def __init__(self, signum: int) -> None:
         super().__init__(f"interrupted by signal {signum}")
         self.signum = signum
+
+
+def leftover_text(session: str, leftovers: list[Leftover]) -> str:
+    return f"rollback of {session} is incomplete; left over:\n" + "\n".join(
+        f"  - {lo.label}: {lo.error}" for lo in leftovers
+    )

@@ -14,11 +14,7 @@ from __future__ import annotations
 import os
 import signal
 
-from devup.errors import DevupError
-
-
-class InjectedFault(DevupError):
-    """Raised where DEVUP_FAULT asks for a failure."""
+from devup.errors import InjectedFault
 
 
 def hit(point: str) -> None:

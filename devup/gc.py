@@ -13,13 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from devup import compose, git, journal, processes, remote, state
+from devup import engine, git, journal, processes, remote, state
 from devup.errors import DevupError
 from devup.hookspec import teardown_settings
 from devup.paths import CONFIG_NAME, ENV_FILE
+from devup.recovery import finish_if_idle
 from devup.report import Reporter
 from devup.steps import worktree
-from devup.workspace import Workspace, recover_if_idle
+from devup.workspace import Workspace
 
 
 @dataclass(frozen=True)
@@ -83,33 +84,25 @@ def _records(ws: Workspace) -> list[state.SessionRecord]:
     return found
 
 
-def _on_engine(ws: Workspace, owned: set[str], engine: remote.Engine | None) -> list[Orphan]:
-    """Containers, networks and volumes of the repository on the engine this process is bound to."""
-    found: list[Orphan] = []
-    client = compose.client()
-    label = [f"{compose.LABEL_REPO}={ws.repo.repo_id}"]
-    for c in client.containers.list(all=True, filters={"label": label}):
-        if c.labels.get(compose.LABEL_SESSION) not in owned:
-            found.append(Orphan("container", c.name, c.labels.get(compose.LABEL_SESSION, "?"), engine=engine))
-    for n in client.networks.list(filters={"label": label}):
-        if n.attrs.get("Labels", {}).get(compose.LABEL_SESSION) not in owned:
-            session = n.attrs["Labels"].get(compose.LABEL_SESSION, "?")
-            found.append(Orphan("network", n.name, session, engine=engine))
+def _on_engine(ws: Workspace, owned: set[str], where: remote.Engine | None) -> list[Orphan]:
+    """Containers, networks and volumes of the repository on the engine this process is bound to.
+
+    Snapshots belong to the repository, not to a session: a complete one is never an orphan; an
+    incomplete one is, once no run of its source session can still be writing it (SPEC §7)."""
     from devup import data
 
-    # Snapshots belong to the repository, not to a session: a complete one is never an orphan;
-    # an incomplete one is, once no run of its source session can still be writing it.
-    incomplete = {v.name for v in data.incomplete_volumes(ws)}
-    for v in client.volumes.list(filters={"label": label}):
-        labels = v.attrs.get("Labels") or {}
-        if data.LABEL_SNAPSHOT in labels:
-            if v.name in incomplete:
-                found.append(Orphan("volume", v.name, labels.get(data.LABEL_SOURCE, "?"), engine=engine))
-            continue
-        session = labels.get(compose.LABEL_SESSION, "?")
-        if session not in owned:
-            found.append(Orphan("volume", v.name, session, engine=engine))
-    return found
+    snapshots = {
+        v.name for v in engine.volumes_with([f"{engine.LABEL_REPO}={ws.repo.repo_id}", data.LABEL_SNAPSHOT])
+    }
+    incomplete = {v.name: v.labels.get(data.LABEL_SOURCE, "?") for v in data.incomplete_volumes(ws)}
+    found = [
+        Orphan(obj.kind, obj.name, obj.session, engine=where)
+        for obj in engine.labelled(repo_id=ws.repo.repo_id)
+        if obj.session not in owned and not (obj.kind == "volume" and obj.name in snapshots)
+    ]
+    return found + [
+        Orphan("volume", name, source, engine=where) for name, source in sorted(incomplete.items())
+    ]
 
 
 def find(ws: Workspace, *, engine: bool | list[remote.Engine] = True) -> list[Orphan]:
@@ -147,7 +140,7 @@ def run(ws: Workspace, reporter: Reporter, *, dry_run: bool, force: bool = False
         try:
             # The environment's engine gets the usual ~4 s to ride out a blip; the others, which
             # may simply be switched off, one attempt.
-            compose.engine_version(attempts=5 if index == 0 else 1)
+            engine.engine_version(attempts=5 if index == 0 else 1)
             answering.append(where)
         except DevupError:
             reporter.warn(
@@ -161,7 +154,7 @@ def run(ws: Workspace, reporter: Reporter, *, dry_run: bool, force: bool = False
             sorted(ws.repo.journals_dir.glob("*.jsonl")) if ws.repo.journals_dir.is_dir() else []
         ):
             try:
-                recover_if_idle(ws, journal_path.stem, reporter)
+                finish_if_idle(ws, journal_path.stem, reporter)
             except DevupError as exc:
                 # A corrupt or untrusted journal is that session's problem: it stays owned
                 # (see _owned) and the sweep goes on for everything else.
@@ -197,12 +190,8 @@ def _remove(ws: Workspace, orphan: Orphan, *, force: bool, copied: tuple[str, ..
     try:
         if orphan.kind == "process":
             processes.kill_pid(int(orphan.name))
-        elif orphan.kind == "container":
-            compose.client().containers.get(orphan.name).remove(force=True)
-        elif orphan.kind == "network":
-            compose.client().networks.get(orphan.name).remove()
-        elif orphan.kind == "volume":
-            compose.client().volumes.get(orphan.name).remove(force=True)
+        elif orphan.kind in ("container", "network", "volume"):
+            engine.remove(orphan.kind, orphan.name)
         elif orphan.kind == "worktree":
             path = Path(orphan.name)
             dirty = _precious(ws, path, copied) if path.is_dir() and not force else []
@@ -219,6 +208,6 @@ def _remove(ws: Workspace, orphan: Orphan, *, force: bool, copied: tuple[str, ..
         elif orphan.kind == "lease":
             state.release_ports(repo_id=ws.repo.repo_id, session=orphan.session, ports=[int(orphan.name)])
     except Exception as exc:  # report per object; one failure must not stop the rest
-        message = getattr(exc, "message", None) or getattr(exc, "explanation", None) or str(exc)
-        return Orphan(orphan.kind, orphan.name, orphan.session, False, str(message), orphan.engine)
+        message = exc.message if isinstance(exc, DevupError) else f"{type(exc).__name__}: {exc}"
+        return Orphan(orphan.kind, orphan.name, orphan.session, False, message, orphan.engine)
     return Orphan(orphan.kind, orphan.name, orphan.session, True, engine=orphan.engine)

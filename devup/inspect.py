@@ -6,8 +6,9 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from devup import compose, journal, remote, state
+from devup import engine, journal, remote, state
 from devup.errors import DevupError
+from devup.report import Reporter
 from devup.state import ProcessRecord, SessionRecord
 from devup.workspace import Workspace
 
@@ -78,7 +79,7 @@ def engine_json(record: SessionRecord) -> dict[str, Any] | None:
     return None if engine is None else {**engine.to_json(), "remote": engine.remote}
 
 
-def units(record: SessionRecord, containers: list[compose.ContainerState]) -> list[Unit]:
+def units(record: SessionRecord, containers: list[engine.ContainerState]) -> list[Unit]:
     found: list[Unit] = []
     link = urls(record)
     for group in record.groups:
@@ -106,7 +107,7 @@ def units(record: SessionRecord, containers: list[compose.ContainerState]) -> li
     return found
 
 
-def view(record: SessionRecord, containers: list[compose.ContainerState]) -> SessionView:
+def view(record: SessionRecord, containers: list[engine.ContainerState]) -> SessionView:
     found = units(record, containers)
     if not os.path.isdir(record.worktree):
         # Deleted by hand: the session is not whole, and `up` (not a no-op then) recreates it.
@@ -118,13 +119,13 @@ def view(record: SessionRecord, containers: list[compose.ContainerState]) -> Ses
 
 def _containers(
     ws: Workspace, records: list[SessionRecord], session: str | None = None
-) -> list[compose.ContainerState]:
+) -> list[engine.ContainerState]:
     if not any(r.groups for r in records):
         return []  # host mode: no engine needed, none asked
-    return compose.containers(repo_id=ws.repo.repo_id, session=session)
+    return engine.containers(repo_id=ws.repo.repo_id, session=session)
 
 
-def containers_of(ws: Workspace, record: SessionRecord) -> list[compose.ContainerState]:
+def containers_of(ws: Workspace, record: SessionRecord) -> list[engine.ContainerState]:
     return _containers(ws, [record], record.session)
 
 
@@ -135,7 +136,12 @@ def is_healthy(ws: Workspace, record: SessionRecord) -> bool:
         return False
 
 
-def status(ws: Workspace, name: str) -> SessionView:
+def status(ws: Workspace, name: str, reporter: Reporter) -> SessionView:
+    """Health of each container and process of session `name`, an interrupted run of it
+    finished first when nobody holds it."""
+    from devup import recovery  # with the steps' inverses: `ls`, which imports this module, never needs it
+
+    recovery.finish_if_idle(ws, name, reporter)
     record = ws.record(name)
     if record is None:
         found = journal.replay(ws.repo.journal(name))

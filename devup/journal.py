@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from devup import paths
-from devup.state import CorruptState
+from devup.errors import CorruptState
 
 
 class Journal:

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from devup.state import SessionRecord
+
 _consoles: dict[str, Console] = {}
 
 
@@ -51,12 +53,14 @@ class ConsoleReporter:
         self._running: dict[str, None] = {}
         self._status: Any = None
         self._terminal = sys.stderr.isatty()
-        if self._terminal and not quiet:
-            self._status = _console("err").status("")
 
     def _refresh(self) -> None:
-        if self._status is None:
+        if not self._terminal or self.quiet:
             return
+        if self._status is None:
+            self._status = _console("err").status(
+                ""
+            )  # on the first step: a reporter never used costs nothing
         if self._running:
             self._status.update(" · ".join(self._running))
             self._status.start()
@@ -171,9 +175,12 @@ def error(message: str, hint: str | None) -> None:
         _console("err").print(f"[cyan]hint:[/] {escape(hint)}", soft_wrap=True)
 
 
-def up_summary(
-    doc: dict[str, Any], units: list[tuple[str, str, str]], noop: bool, engine: Any = None
-) -> None:
+def up_summary(doc: dict[str, Any], record: SessionRecord, noop: bool) -> None:
+    """The summary of a successful `up`: one row per unit with its port variables and URL."""
+    from devup import remote
+
+    units = _up_units(record)
+    engine = remote.engine_of(record)
     verb = "already up (nothing to do)" if noop else ("resumed" if doc["resumed"] else "up")
     title = f"session {doc['session']}"
     if _colour_stdout():
@@ -183,13 +190,36 @@ def up_summary(
     )
     if units:
         _columns(("unit", "ports (DEVUP_PORT_…)", "url"), [list(u) for u in units])
-    if engine and engine.get("remote"):
-        sys.stdout.write(f"engine    {engine_label(engine)}   (ports answer at its host)\n")
+    if engine is not None and engine.remote:
+        sys.stdout.write(f"engine    {engine.label}   (ports answer at its host)\n")
     sys.stdout.write(
         f"worktree  {doc['worktree']}\n"
         f"env file  {doc['env_file']}   (`devup env {doc['session']} --format shell` for eval)\n"
     )
     sys.stdout.flush()
+
+
+def _up_units(record: SessionRecord) -> list[tuple[str, str, str]]:
+    """(unit, its DEVUP_PORT_ variables, its URL) for each compose service and native service."""
+    from devup import inspect
+
+    units: list[tuple[str, str, str]] = []
+    urls = inspect.urls(record)
+    for g in record.groups:
+        for svc in g.services:
+            base = svc.upper().replace("-", "_")
+            keys = sorted(
+                k
+                for k in record.ports
+                if k.startswith(f"{base}_") and k[len(base) + 1 :].replace("_", "").isdigit()
+            )
+            shown = ", ".join(f"{k}={record.ports[k]}" for k in keys) or "-"
+            units.append((f"{g.name}/{svc}", shown, urls.get(f"{g.name}/{svc}", "")))
+    for name in record.services:
+        key = name.upper().replace("-", "_")
+        port = record.ports.get(key)
+        units.append((name, f"{key}={port}" if port else "-", urls.get(name, "")))
+    return units
 
 
 _ANSI = {

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from devup import compose, compose_inputs, envvars, git, mounts, remote, state
 from devup.config import Config, GroupCfg, Mode, ServiceCfg
-from devup.errors import DevupError, PreflightError, UsageError
+from devup.engine import engine_version, foreign_objects
+from devup.errors import DevupError, EngineUnavailable, PreflightError, UsageError
 from devup.model import Identity
 from devup.steps import files, worktree
 from devup.workspace import Workspace
@@ -160,8 +161,8 @@ def _check_env_file(
 def _engine_answers(engine: remote.Engine | None) -> None:
     """The engine answers; a remote one that does not is named, with how to check it."""
     try:
-        compose.engine_version()
-    except compose.EngineUnavailable as exc:
+        engine_version()
+    except EngineUnavailable as exc:
         if engine is None or not engine.remote:
             raise
         check = (
@@ -170,7 +171,7 @@ def _engine_answers(engine: remote.Engine | None) -> None:
         from devup import sshproxy
 
         said = sshproxy.errors(engine.host)
-        raise compose.EngineUnavailable(
+        raise EngineUnavailable(
             f"the remote Docker engine {engine.label} does not answer: "
             + exc.message.removeprefix("the Docker engine does not answer: ")
             + (f"\nssh said:\n{said}" if said else ""),
@@ -255,7 +256,7 @@ def compose_models(
                     hint=refusal.hint,
                 )
             project = projects[gname]
-            foreign = compose.foreign_objects(
+            foreign = foreign_objects(
                 project=project,
                 volume_names=[f"{project}_{v}" for v in model.volumes],
                 session=ident.session,

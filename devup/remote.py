@@ -207,9 +207,9 @@ def bind(engine: Engine | None) -> None:
         os.environ.pop("DOCKER_TLS_VERIFY", None)
     import sys
 
-    compose = sys.modules.get("devup.compose")
-    if compose is not None:  # a client made for another engine must not be reused
-        compose.client.cache_clear()
+    adapter = sys.modules.get("devup.engine")
+    if adapter is not None:  # a client made for another engine must not be reused
+        adapter.client.cache_clear()
 
 
 def _tls_dir(context: str) -> Path | None:

@@ -8,18 +8,39 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from devup import compose, dag, envvars, faults, git, inspect, journal, paths, remote, runner, state, steps
-from devup.errors import DevupError, Interrupted, StepFailed, UsageError
+from devup import (
+    dag,
+    envvars,
+    faults,
+    inspect,
+    journal,
+    paths,
+    recovery,
+    remote,
+    runner,
+    state,
+    steps,
+)
+from devup.engine import published_ports
+from devup.errors import (
+    DevupError,
+    Interrupted,
+    PortConflict,
+    StepFailed,
+    UnexpectedError,
+    UpFailed,
+    UsageError,
+)
 from devup.journal import Journal
 from devup.report import Reporter
-from devup.steps import files, group, hooks, service, worktree
-from devup.undo import Leftover, UndoRecord, UndoStack
-from devup.workspace import Workspace, finish_rollback
+from devup.steps import files, group, hooks, ports, service, worktree
+from devup.undo import UndoStack
+from devup.workspace import Workspace
 
 if TYPE_CHECKING:
     from devup import data, preflight
@@ -50,9 +71,8 @@ class UpResult:
     env_file: str
     resumed: bool
     duration_s: float
+    record: state.SessionRecord  # what the summary renders (output.up_summary)
     noop: bool = False
-    units: list[tuple[str, str, str]] = field(default_factory=list)  # (unit, port variables, url)
-    engine: remote.Engine | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -69,43 +89,6 @@ class UpResult:
         }
 
 
-class UnexpectedError(DevupError):
-    """A programming error inside a step, reported as one (with the crash log), rolled back."""
-
-
-class UpFailed(DevupError):
-    """`up` failed; `status` says what became of the world (SPEC §2 JSON)."""
-
-    _CODES: ClassVar[dict[str, int]] = {
-        "rolled_back": 1,
-        "rollback_incomplete": 3,
-        "kept": 5,
-        "interrupted": 130,
-    }
-
-    def __init__(
-        self, *, session: str, status: str, step: str, cause: str, leftovers: list[Leftover]
-    ) -> None:
-        hint = None
-        if status == "rollback_incomplete":
-            hint = f"run `devup recover {session}` to finish the rollback"
-        elif status == "kept":
-            hint = f"everything is left in place for debugging; `devup down {session}` cleans up"
-        super().__init__(cause, hint=hint, step=step)
-        self.session = session
-        self.status = status
-        self.leftovers = leftovers
-        self.exit_code = self._CODES[status]
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "session": self.session,
-            "status": self.status,
-            "error": {"step": self.step, "message": self.message},
-            "leftovers": [f"{lo.label}: {lo.error}" for lo in self.leftovers],
-        }
-
-
 def up(ws: Workspace, req: UpRequest, reporter: Reporter) -> UpResult:
     started = time.monotonic()
     paths.check_session_name(req.name)
@@ -119,15 +102,15 @@ def up(ws: Workspace, req: UpRequest, reporter: Reporter) -> UpResult:
                 f"session {req.name} was kept after a failed run (--on-failure keep)",
                 hint=f"`devup down {req.name}` removes what that run made; then `devup up {req.name}`",
             )
-        leftovers = ws.recover(req.name, reporter)
-        if leftovers:
+        earlier = recovery.finish(ws, req.name, reporter)
+        if earlier.leftovers:
             # Going on would replace the journal that still lists what is left to undo.
             raise UpFailed(
                 session=req.name,
                 status="rollback_incomplete",
                 step="recover",
                 cause=f"the rollback of an earlier run of {req.name} is incomplete",
-                leftovers=leftovers,
+                leftovers=earlier.leftovers,
             )
         previous = ws.record(req.name)
         if req.source is not None and previous is not None:
@@ -216,7 +199,15 @@ class _Run:
         self.ident = plan.ident
         self.journal = Journal(ws.repo.journal(req.name))
         self.stack = UndoStack(self.journal)
-        self.ports: dict[str, int] = {}
+        self.leases = ports.Leases(
+            stack=self.stack,
+            repo_id=self.ident.repo.repo_id,
+            session=req.name,
+            keys=plan.lease_keys,
+            aliases=plan.aliases,
+            port_range=cfg.ports.range,
+            free_check=self._port_free,
+        )
         self.env: dict[str, str] = {}
         self.groups: dict[str, state.GroupRecord] = {}
         self.procs: dict[str, state.ProcessRecord] = {}
@@ -300,7 +291,11 @@ class _Run:
             with self.step("copy"):
                 files.copy_into(source_root=ws.repo.root, worktree=wt_path, patterns=self.cfg.worktree.copy_)
         with self.step("ports"):
-            self._lease()
+            self.leases.lease(
+                prefer=dict(plan.previous.ports) if plan.previous else {},
+                resumed=plan.resumed,
+                held=self._held_keys(),
+            )
         with self.step("env_file"):
             files.make_dir(
                 stack=self.stack,
@@ -308,21 +303,10 @@ class _Run:
                 label="session state folder",
             )
             self.env = self._vars()
-            git.exclude(ws.repo.common_dir, paths.ENV_FILE)
-            if not git.is_ignored(wt_path, paths.ENV_FILE):
-                # Preflight read the root .gitignore; this is git's own word, for what it missed.
-                raise DevupError(
-                    f"git in {wt_path} does not ignore {paths.ENV_FILE}: a rule of the branch's "
-                    "ignore files un-ignores it, so `git add -A` would stage the session's variables",
-                    hint=f"remove the `!{paths.ENV_FILE}`-like rule from the branch's .gitignore",
-                )
-            files.write_restorable(
-                stack=self.stack,
-                path=wt_path / paths.ENV_FILE,
-                text=envvars.dotenv(self.env),
-                label=f"env file {wt_path / paths.ENV_FILE}",
+            inexact = files.write_env_file(
+                stack=self.stack, common_dir=ws.repo.common_dir, worktree=wt_path, env=self.env
             )
-            for key, why in envvars.inexact(self.env).items():
+            for key, why in inexact.items():
                 self.reporter.warn(
                     f"{key} {why}: sh, bash and `devup env --format shell` read it exactly, "
                     f"python-dotenv and compose's env_file read {paths.ENV_FILE} differently"
@@ -362,7 +346,7 @@ class _Run:
                 name=name,
                 labels={
                     **self.ident.labels(g),
-                    compose.LABEL_PROJECT: self.plan.projects[g],
+                    engine.LABEL_PROJECT: self.plan.projects[g],
                     engine.LABEL_VOLUME: key,
                     engine.LABEL_COMPOSE_VERSION: version,
                 },
@@ -382,7 +366,7 @@ class _Run:
             repo=str(self.ws.repo.root),
             mode=plan.mode,
             resumed=plan.resumed,
-            ports=self.ports,
+            ports=self.leases.ports,
             extra=self.cfg.env,
             host=self.engine.address,
         )
@@ -393,83 +377,31 @@ class _Run:
         if not self.engine.remote:
             return None
         native = {n.upper().replace("-", "_") for n, s in self.plan.services.items() if s.port}
-        there = remote.port_checker(self.engine, compose.published_ports)
+        there = remote.port_checker(self.engine, published_ports)
         return lambda key, port: state.port_is_free(port) if key in native else there(port)
-
-    def _lease(self) -> None:
-        plan = self.plan
-        prefer = dict(plan.previous.ports) if plan.previous else {}
-        if not plan.resumed:
-            # Write-ahead: a new session's leases all go with it, whatever was granted before a crash.
-            self._push_release(None, "port leases")
-        else:
-            # Write-ahead: leasing may move the session off a port someone else binds now; a
-            # rollback gives the session back the leases its record names.
-            self._push_restore({k: prefer[k] for k in plan.lease_keys if k in prefer}, "previous port leases")
-        granted = state.lease_ports(
-            repo_id=self.ident.repo.repo_id,
-            session=self.req.name,
-            keys=plan.lease_keys,
-            prefer=prefer,
-            port_range=self.cfg.ports.range,
-            held=self._held_keys(),
-            is_free=self._port_free(),
-        )
-        if plan.resumed and granted:
-            self._push_release(sorted(granted.values()), "new port leases")
-        self.ports = {k: granted.get(k, prefer.get(k, 0)) for k in plan.lease_keys}
-        self.ports.update({alias: self.ports[full] for alias, full in plan.aliases.items()})
-
-    def _push_release(self, ports: list[int] | None, label: str) -> None:
-        """The inverse of leasing: release `ports` (None: every lease of the session)."""
-        record = {"repo_id": self.ident.repo.repo_id, "session": self.req.name, "ports": ports}
-        self.stack.push(UndoRecord("ports_release", record, label))
-
-    def _push_restore(self, leases: dict[str, int], label: str) -> None:
-        if leases:
-            record = {"repo_id": self.ident.repo.repo_id, "session": self.req.name, "leases": leases}
-            self.stack.push(UndoRecord("ports_restore", record, label))
 
     def _held_keys(self) -> frozenset[str]:
         """Port keys a resumed session's own running units bind (so "busy" is not foreign)."""
         previous = self.plan.previous
         if previous is None:
             return frozenset()
-        held = {n.upper().replace("-", "_") for n, p in previous.services.items() if inspect.process_alive(p)}
         running = {c.project for c in inspect.containers_of(self.ws, previous) if c.state == "running"}
-        for g in previous.groups:
-            if g.project in running and g.name in self.plan.models:
-                for svc, specs in self.plan.models[g.name].services.items():
-                    held |= {key for key, _ in compose.port_keys(svc, specs)}
-        return frozenset(held)
+        return ports.held_keys(
+            services_alive=[n for n, p in previous.services.items() if inspect.process_alive(p)],
+            running_groups=[g.name for g in previous.groups if g.project in running],
+            models={name: model.services for name, model in self.plan.models.items()},
+        )
 
     def _relet(self, keys: list[str], avoid: int) -> dict[str, int]:
+        """Move `keys` off a port someone else took; the env file follows at once."""
         with self._lock:
-            leased = [k for k in keys if k in self.plan.lease_keys]
-            granted = state.lease_ports(
-                repo_id=self.ident.repo.repo_id,
-                session=self.req.name,
-                keys=leased,
-                prefer={},
-                port_range=self.cfg.ports.range,
-                avoid=frozenset({avoid}),
-                is_free=self._port_free(),
-            )
-            self._push_release(sorted(granted.values()), "replacement port leases")
-            # The displaced lease goes back on a rollback (journaled before it is released).
-            self._push_restore(
-                {k: avoid for k in leased if self.ports.get(k) == avoid}, f"lease of port {avoid}"
-            )
-            state.release_ports(repo_id=self.ident.repo.repo_id, session=self.req.name, ports=[avoid])
-            moved = dict(granted)
-            moved.update({a: granted[f] for a, f in self.plan.aliases.items() if f in granted})
-            self.ports.update(moved)
+            moved = self.leases.relet(keys, avoid)
             self.env = self._vars()
             state.write_atomic(self.plan.wt.path / paths.ENV_FILE, envvars.dotenv(self.env))
-            self.reporter.warn(
-                f"port {avoid} was taken by someone else; moved {', '.join(moved)} to {sorted(set(granted.values()))}"
-            )
-            return moved
+        self.reporter.warn(
+            f"port {avoid} was taken by someone else; moved {', '.join(moved)} to {sorted(set(moved.values()))}"
+        )
+        return moved
 
     def _up_group(self, name: str) -> None:
         model = self.plan.models[name]
@@ -490,7 +422,7 @@ class _Run:
                 model=self.plan.models[name],
                 worktree=self.plan.wt.path,
                 env=self._process_env(),
-                ports=self.ports,
+                ports=self.leases.ports,
                 override=self.ws.repo.override(self.req.name, name),
                 relet=self._relet,
             )
@@ -506,7 +438,7 @@ class _Run:
             return
         with self.step(f"service:{name}"):
             key = name.upper().replace("-", "_")
-            port = self.ports.get(key) if cfg.port else None
+            port = self.leases.ports.get(key) if cfg.port else None
             for attempt in range(1, _PORT_ATTEMPTS + 1):
                 if port is not None and not state.port_is_free(port):
                     # Checked free right before use: a foreign listener would answer our probe.
@@ -523,7 +455,7 @@ class _Run:
                         log_path=self.ws.repo.log(self.req.name, name),
                     )
                     break
-                except service.PortConflict:
+                except PortConflict:
                     # Taken between the check and the bind (a transient fault): move and retry.
                     if attempt == _PORT_ATTEMPTS or port is None:
                         raise
@@ -543,7 +475,7 @@ class _Run:
             mode=plan.mode,
             status=status,
             created_worktree=self.created_worktree,
-            ports=dict(sorted(self.ports.items())),
+            ports=dict(sorted(self.leases.ports.items())),
             groups=[self.groups[g] for g in plan.groups if g in self.groups],
             services=dict(self.procs),
             env_file=str(plan.wt.path / paths.ENV_FILE),
@@ -559,17 +491,10 @@ class _Run:
         )
 
     def _fail(self, exc: BaseException) -> UpFailed:
+        """The failure policy: keep everything for debugging when asked (never on an interrupt),
+        else unwind what this run made; the error says which became of the world."""
         interrupted = isinstance(exc, Interrupted)
-        step = (
-            exc.step if isinstance(exc, DevupError) and exc.step else ("interrupt" if interrupted else "up")
-        )
-        message = (
-            exc.cause.message
-            if isinstance(exc, StepFailed) and isinstance(exc.cause, DevupError)
-            else (exc.message if isinstance(exc, DevupError) else str(exc))
-        )
-        if isinstance(exc, Interrupted):
-            message = f"interrupted by {signal.Signals(exc.signum).name}"
+        step, message = _what_failed(exc)
         if self.req.on_failure == "keep" and not interrupted:
             self.stack.keep()
             self._keep_record()
@@ -578,7 +503,7 @@ class _Run:
         steps.load_all()
         leftovers = self.stack.unwind(on_undo=self.reporter.undone)
         if not leftovers:
-            leftovers = finish_rollback(
+            leftovers = recovery.finish_rollback(
                 self.ws, self.req.name, resumed=self.plan.resumed, reporter=self.reporter
             )
         status = "rollback_incomplete" if leftovers else ("interrupted" if interrupted else "rolled_back")
@@ -589,23 +514,17 @@ class _Run:
         state.write_record(self.ws.repo.record(self.req.name), record)
 
 
+def _what_failed(exc: BaseException) -> tuple[str, str]:
+    """(step, message) of the report: the step that failed, in the words of its own error."""
+    if isinstance(exc, Interrupted):
+        return "interrupt", f"interrupted by {signal.Signals(exc.signum).name}"
+    step = exc.step if isinstance(exc, DevupError) and exc.step else "up"
+    if isinstance(exc, StepFailed) and isinstance(exc.cause, DevupError):
+        return step, exc.cause.message
+    return step, exc.message if isinstance(exc, DevupError) else str(exc)
+
+
 def _result(record: state.SessionRecord, *, resumed: bool, started: float, noop: bool = False) -> UpResult:
-    units: list[tuple[str, str, str]] = []
-    urls = inspect.urls(record)
-    for g in record.groups:
-        for svc in g.services:
-            base = svc.upper().replace("-", "_")
-            keys = sorted(
-                k
-                for k in record.ports
-                if k.startswith(f"{base}_") and k[len(base) + 1 :].replace("_", "").isdigit()
-            )
-            shown = ", ".join(f"{k}={record.ports[k]}" for k in keys) or "-"
-            units.append((f"{g.name}/{svc}", shown, urls.get(f"{g.name}/{svc}", "")))
-    for name in record.services:
-        key = name.upper().replace("-", "_")
-        port = record.ports.get(key)
-        units.append((name, f"{key}={port}" if port else "-", urls.get(name, "")))
     return UpResult(
         session=record.session,
         mode=record.mode,
@@ -616,9 +535,8 @@ def _result(record: state.SessionRecord, *, resumed: bool, started: float, noop:
         env_file=record.env_file,
         resumed=resumed,
         duration_s=time.monotonic() - started,
+        record=record,
         noop=noop,
-        units=units,
-        engine=remote.engine_of(record),
     )
 
 

@@ -14,11 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from devup import paths
-from devup.errors import BusyError, DevupError
-
-
-class CorruptState(DevupError):
-    """A state file that cannot be read; reported, never allowed to block other sessions."""
+from devup.errors import BusyError, CorruptState, DevupError
 
 
 @contextlib.contextmanager

@@ -1,22 +1,21 @@
-"""`stop`, `down` and `recover`: idempotent, so a failed or interrupted one can simply be re-run."""
+"""`stop` and `down`: idempotent, so a failed or interrupted one can simply be re-run."""
 
 from __future__ import annotations
 
 import os
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from devup import compose, dag, git, paths, processes, remote, state
-from devup.errors import BusyError, DevupError
+from devup import compose, dag, git, paths, processes, recovery, remote, state
+from devup.errors import DevupError
 from devup.hookspec import Hook, teardown_settings
 from devup.model import Identity
 from devup.paths import CONFIG_NAME
 from devup.report import Reporter
 from devup.steps import hooks, service, worktree
-from devup.undo import Leftover
 from devup.workspace import Workspace
 
 
@@ -25,19 +24,10 @@ class Outcome:
     session: str
     status: str
     message: str
-    leftovers: list[Leftover] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "session": self.session,
-            "status": self.status,
-            "message": self.message,
-            "leftovers": [f"{lo.label}: {lo.error}" for lo in self.leftovers],
-        }
-
-
-class RecoverIncomplete(DevupError):
-    exit_code = 3
+        # stop and down leave nothing behind: a failure is an error, and re-running them converges
+        return {"session": self.session, "status": self.status, "message": self.message, "leftovers": []}
 
 
 def _ident(ws: Workspace, record: state.SessionRecord) -> Identity:
@@ -46,7 +36,7 @@ def _ident(ws: Workspace, record: state.SessionRecord) -> Identity:
 
 def stop(ws: Workspace, name: str, reporter: Reporter) -> Outcome:
     with ws.locked(name):
-        _recover_or_fail(ws, name, reporter)
+        recovery.finish(ws, name, reporter).check()
         record = ws.record(name)
         if record is None:
             raise DevupError(f"no session named {name}", hint="`devup ls` lists the sessions")
@@ -72,12 +62,9 @@ def down(
         record = ws.record(name)
         if record is not None and record.created_worktree and not keep_worktree and not force:
             _refuse_if_dirty(record, settings.copy)
-        leftovers = ws.recover(name, reporter, include_kept=True) or []
-        if leftovers:
-            raise RecoverIncomplete(
-                _leftover_text(name, leftovers),
-                hint=f"fix the cause, then `devup down {name}` again",
-            )
+        recovery.finish(ws, name, reporter, include_kept=True).check(
+            hint=f"fix the cause, then `devup down {name}` again"
+        )
         record = ws.record(name)
         if record is None:
             state.release_ports(repo_id=ws.repo.repo_id, session=name)
@@ -95,14 +82,7 @@ def down(
         (wt / paths.ENV_FILE).unlink(missing_ok=True)
         if record.created_worktree and not record.attached and not keep_worktree:
             with _step(reporter, "worktree"):
-                worktree.undo(
-                    {
-                        "root": str(ws.repo.root),
-                        "path": record.worktree,
-                        "branch": record.branch,
-                        "branch_at": None,
-                    }
-                )
+                worktree.remove_session_worktree(root=ws.repo.root, path=wt)
         state.release_ports(repo_id=ws.repo.repo_id, session=name)
         shutil.rmtree(ws.repo.session_dir(name), ignore_errors=True)
         ws.repo.record(name).unlink(missing_ok=True)
@@ -151,52 +131,6 @@ def _in_reverse(
     dag.run(dependents, one)
 
 
-def recover(ws: Workspace, name: str | None, reporter: Reporter) -> list[Outcome]:
-    names = (
-        [name]
-        if name
-        else sorted(p.stem for p in ws.repo.journals_dir.glob("*.jsonl"))
-        if ws.repo.journals_dir.is_dir()
-        else []
-    )
-    outcomes = []
-    for n in names:
-        try:
-            with ws.locked(n):
-                leftovers = ws.recover(n, reporter)
-        except BusyError:
-            if name:
-                raise
-            outcomes.append(Outcome(n, "busy", f"session {n}: a devup run is in progress; left alone"))
-            continue
-        except DevupError as exc:
-            if name:
-                raise
-            outcomes.append(Outcome(n, "error", exc.message))
-            continue
-        if leftovers is None:
-            outcomes.append(Outcome(n, "clean", f"session {n}: nothing to recover"))
-        elif leftovers:
-            outcomes.append(Outcome(n, "rollback_incomplete", _leftover_text(n, leftovers), leftovers))
-        else:
-            outcomes.append(Outcome(n, "recovered", f"session {n}: interrupted run rolled back"))
-    return outcomes
-
-
-def _recover_or_fail(ws: Workspace, name: str, reporter: Reporter) -> None:
-    leftovers = ws.recover(name, reporter)
-    if leftovers:
-        raise RecoverIncomplete(
-            _leftover_text(name, leftovers), hint=f"`devup recover {name}` once the cause is fixed"
-        )
-
-
-def _leftover_text(name: str, leftovers: list[Leftover]) -> str:
-    return f"rollback of {name} is incomplete; left over:\n" + "\n".join(
-        f"  - {lo.label}: {lo.error}" for lo in leftovers
-    )
-
-
 def _refuse_if_dirty(record: state.SessionRecord, copied: tuple[str, ...]) -> None:
     wt = Path(record.worktree)
     if not wt.is_dir():
@@ -215,7 +149,7 @@ def _hook(hook: Hook | None, ident: Identity, cwd: Path, env: dict[str, str], re
     if hook is None:
         return
     try:
-        hooks.run(stack=None, ident=ident, hook=hook, cwd=cwd, env={**os.environ, **env})
+        hooks.run_commands(ident=ident, hook=hook, cwd=cwd, env={**os.environ, **env})
     except DevupError as exc:
         reporter.warn(f"hook {hook.name} failed (ignored): {exc.message}")
 

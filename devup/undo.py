@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from devup.errors import DevupError, Interrupted
+from devup.errors import DevupError, Interrupted, Leftover
 from devup.journal import Journal
 
 UndoFn = Callable[[dict[str, Any]], None]
@@ -41,12 +41,6 @@ class UndoRecord:
     @staticmethod
     def from_json(data: dict[str, Any]) -> UndoRecord:
         return UndoRecord(kind=data["kind"], args=data["args"], label=data.get("label", data["kind"]))
-
-
-@dataclass(frozen=True)
-class Leftover:
-    label: str
-    error: str
 
 
 def undo_one(record: UndoRecord) -> None:

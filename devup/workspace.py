@@ -1,4 +1,4 @@
-"""A repository as devup sees it: main checkout, config, state paths, per-session locks and recovery."""
+"""A repository as devup sees it: main checkout, config, state paths, per-session locks."""
 
 from __future__ import annotations
 
@@ -10,11 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from devup import __version__, git, journal, remote, state, steps
-from devup.errors import BusyError, DevupError
+from devup import __version__, git, state
 from devup.paths import CONFIG_NAME, RepoPaths, check_session_name, digest, read_config
-from devup.report import Reporter
-from devup.undo import Leftover, UndoRecord, unwind_records
 
 if TYPE_CHECKING:
     from devup.config import Config
@@ -65,62 +62,6 @@ class Workspace:
 
     def record(self, name: str) -> state.SessionRecord | None:
         return state.read_record(self.repo.record(name))
-
-    def recover(self, name: str, reporter: Reporter, *, include_kept: bool = False) -> list[Leftover] | None:
-        """Finish an interrupted run of `name` (caller holds the lock); None when there was none."""
-        path = self.repo.journal(name)
-        found = journal.replay(path)
-        if found is None:
-            return None
-        if found.outcome in ("committed", "rolled_back") or (found.outcome == "kept" and not include_kept):
-            if found.outcome != "kept":
-                path.unlink(missing_ok=True)
-            return None
-        reporter.note(f"rolling back the interrupted run of {name}")
-        # Undone on the engine the run used, whatever this shell's DOCKER_HOST says (guarantee 10).
-        remote.bind(remote.Engine.from_json(found.begin.get("engine")))
-        records = [(i, UndoRecord.from_json(r)) for i, r in reversed(found.pending)]
-        steps.load_all()  # every inverse a journal may name
-        jr = journal.Journal(path)
-        leftovers = unwind_records(jr, records, on_undo=reporter.undone)
-        if leftovers:
-            return leftovers
-        return finish_rollback(self, name, resumed=bool(found.begin.get("resumed")), reporter=reporter)
-
-
-def recover_if_idle(ws: Workspace, name: str, reporter: Reporter) -> None:
-    """Finish an interrupted run of `name` unless a run holds it (read-only commands never wait)."""
-    found = journal.replay(ws.repo.journal(name))
-    if found is None or found.outcome is not None:
-        return
-    try:
-        with ws.locked(name):
-            ws.recover(name, reporter)
-    except BusyError:
-        pass  # a run is in progress: it is not interrupted
-
-
-def finish_rollback(ws: Workspace, name: str, *, resumed: bool, reporter: Reporter) -> list[Leftover]:
-    """After a complete unwind: mark a resumed session failed, remove the journal. Neither may
-    stop or hide anything (SPEC §5.11): a journal that cannot be removed (a read-only state
-    folder) is a leftover, since the next command would replay it."""
-    if resumed:
-        try:
-            mark_failed(ws, name)
-        except (OSError, DevupError) as exc:
-            reporter.warn(f"could not mark session {name} failed: {getattr(exc, 'strerror', None) or exc}")
-    path = ws.repo.journal(name)
-    try:
-        path.unlink(missing_ok=True)
-    except OSError as exc:
-        return [Leftover(f"journal {path}", f"could not be removed: {exc.strerror}")]
-    return []
-
-
-def mark_failed(ws: Workspace, name: str) -> None:
-    record = ws.record(name)
-    if record is not None:
-        state.write_record(ws.repo.record(name), record.replace(status="failed", services={}))
 
 
 def open_workspace(cwd: Path) -> Workspace:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from devup import attach, claude_code
+from devup import attach, claude_code, errors
 from tests import world
 from tests.conftest import HTTP_SERVICE, Repo, busybox_web, isolated
 from tests.test_faults import session_processes
@@ -417,7 +417,7 @@ def test_payload_reader_reads_one_object_and_gives_up_clearly():
         threading.Timer(0.2, lambda: os.write(write, text[cut:])).start()
         os.write(write, text[:cut])
         assert claude_code.read_payload(read, timeout=10) == {"name": "é-x", "nested": {"a": [1, 2]}}
-        with pytest.raises(claude_code.PayloadError, match=r"after 0\.3 s"):
+        with pytest.raises(errors.PayloadError, match=r"after 0\.3 s"):
             claude_code.read_payload(read, timeout=0.3)  # "trailing" and nothing more: no object
     finally:
         os.close(write)
@@ -426,7 +426,7 @@ def test_payload_reader_reads_one_object_and_gives_up_clearly():
         read, write = os.pipe()
         os.write(write, bad.encode())
         os.close(write)
-        with pytest.raises(claude_code.PayloadError, match=message):
+        with pytest.raises(errors.PayloadError, match=message):
             claude_code.read_payload(read, timeout=5)
         os.close(read)
 

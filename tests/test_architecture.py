@@ -18,7 +18,7 @@ ALLOWED = {
     "typer": {"cli"},
     "rich": {"output"},
     "subprocess": {"runner"},
-    "docker": {"compose", "engine"},
+    "docker": {"engine"},
     "git": {"git"},
 }
 

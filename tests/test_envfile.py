@@ -15,7 +15,7 @@ from dotenv import dotenv_values
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from devup import envvars
+from devup import envvars, errors
 from tests import world
 from tests.conftest import BUSYBOX, Repo, isolated
 
@@ -104,9 +104,9 @@ def test_the_values_readers_disagree_on_are_named():
 
 
 def test_a_nul_or_a_bad_key_is_refused():
-    with pytest.raises(envvars.Unrepresentable):
+    with pytest.raises(errors.Unrepresentable):
         envvars.dotenv({"A": "a\0b"})
-    with pytest.raises(envvars.Unrepresentable):
+    with pytest.raises(errors.Unrepresentable):
         envvars.dotenv({"X; touch canary #": "v"})
 
 

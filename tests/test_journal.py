@@ -7,7 +7,7 @@ import json
 import pytest
 
 from devup import journal, undo
-from devup.state import CorruptState
+from devup.errors import CorruptState
 
 
 def test_replay_tolerates_a_torn_last_line(tmp_path):

@@ -6,6 +6,7 @@ import random
 import socket
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -129,3 +130,54 @@ def test_worktree_list_parsing_covers_branches_detached_heads_and_missing_folder
     assert found["detached"].branch is None and found["detached"].head == head
     assert found["gone"].branch == "gone"
     assert git.worktree_at(root, tmp_path / "with space") == found["with space"]
+
+
+def _leases(tmp_path: Path, session: str, low: int, high: int) -> tuple[Any, Any]:
+    from devup.journal import Journal
+    from devup.steps import ports
+    from devup.undo import UndoStack
+
+    stack = UndoStack(Journal(tmp_path / f"{session}.jsonl"))
+    leases = ports.Leases(
+        stack=stack,
+        repo_id="r",
+        session=session,
+        keys=["WEB", "DB"],
+        aliases={"WEB_80": "WEB"},
+        port_range=(low, high),
+        free_check=lambda: None,
+    )
+    return stack, leases
+
+
+def _held_by(session: str) -> dict[str, int]:
+    return {
+        lease["key"]: port for port, lease in state.all_leases().items() if lease.get("session") == session
+    }
+
+
+def test_a_rolled_back_resume_gets_back_the_lease_a_relet_moved_it_off(tmp_path: Path) -> None:
+    low, high = _free_block()
+    before = state.lease_ports(
+        repo_id="r", session="a", keys=["WEB", "DB"], prefer={}, port_range=(low, high)
+    )
+    stack, leases = _leases(tmp_path, "a", low, high)
+    assert leases.lease(prefer=before, resumed=True, held=frozenset({"WEB", "DB"})) == {
+        **before,
+        "WEB_80": before["WEB"],
+    }
+    moved = leases.relet(["WEB"], avoid=before["WEB"])  # someone else bound WEB's port
+    assert moved["WEB"] != before["WEB"] and moved["WEB_80"] == moved["WEB"]
+    assert _held_by("a") == {"WEB": moved["WEB"], "DB": before["DB"]}
+    assert stack.unwind() == []
+    assert _held_by("a") == before  # the record's ports again, the replacement released
+
+
+def test_a_rolled_back_new_session_leaves_no_lease_even_after_a_relet(tmp_path: Path) -> None:
+    low, high = _free_block()
+    stack, leases = _leases(tmp_path, "n", low, high)
+    first = leases.lease(prefer={}, resumed=False, held=frozenset())
+    leases.relet(["DB"], avoid=first["DB"])
+    assert set(_held_by("n")) == {"WEB", "DB"}
+    assert stack.unwind() == []
+    assert _held_by("n") == {}

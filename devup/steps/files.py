@@ -7,14 +7,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from devup.errors import DevupError, PreflightError
-from devup.paths import ensure_dir
+from devup.errors import CopyRefused, DevupError
+from devup.paths import ENV_FILE, ensure_dir
 from devup.state import write_atomic
 from devup.undo import UndoRecord, UndoStack, inverse
-
-
-class CopyRefused(PreflightError):
-    """A `[worktree].copy` path that would read or write outside the main checkout or the worktree."""
 
 
 def _inside(path: Path, root: Path) -> bool:
@@ -119,6 +115,30 @@ def write_restorable(*, stack: UndoStack | None, path: Path, text: str, label: s
         previous = path.read_text(encoding="utf-8") if path.exists() else None
         stack.push(UndoRecord("file_restore", {"path": str(path), "content": previous}, label))
     write_atomic(path, text)
+
+
+def write_env_file(
+    *, stack: UndoStack, common_dir: Path, worktree: Path, env: dict[str, str]
+) -> dict[str, str]:
+    """The session's env file in the worktree, kept out of git; returns the variables that
+    python-dotenv and compose read differently from sh (envvars.inexact: the caller warns)."""
+    from devup import envvars, git
+
+    git.exclude(common_dir, ENV_FILE)
+    if not git.is_ignored(worktree, ENV_FILE):
+        # Preflight read the root .gitignore; this is git's own word, for what it missed.
+        raise DevupError(
+            f"git in {worktree} does not ignore {ENV_FILE}: a rule of the branch's "
+            "ignore files un-ignores it, so `git add -A` would stage the session's variables",
+            hint=f"remove the `!{ENV_FILE}`-like rule from the branch's .gitignore",
+        )
+    write_restorable(
+        stack=stack,
+        path=worktree / ENV_FILE,
+        text=envvars.dotenv(env),
+        label=f"env file {worktree / ENV_FILE}",
+    )
+    return envvars.inexact(env)
 
 
 def make_dir(*, stack: UndoStack, path: Path, label: str) -> None:

@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from devup import compose, processes
+from devup import compose, engine, processes
 from devup.errors import CommandFailed
 from devup.model import Identity
 from devup.state import GroupRecord
@@ -46,8 +46,8 @@ def up(
 
     `project` is the plan's: a resumed session keeps the project it was recorded with.
     """
-    before = compose.volumes(project=project)
-    restarts_before = compose.restarts(project=project)
+    before = engine.volumes(project=project)
+    restarts_before = engine.restarts(project=project)
     stack.push(
         UndoRecord(
             "compose_down",
@@ -132,17 +132,17 @@ def _retry_transient(attempt: Callable[[], None]) -> None:
 
 
 def _check_settled(
-    *, ident: Identity, project: str, name: str, restarts_before: dict[str, compose.Restarts]
+    *, ident: Identity, project: str, name: str, restarts_before: dict[str, engine.Restarts]
 ) -> None:
     """`--wait` accepts a container that exited or is crash-looping between two restarts (a
     second `network_mode: host` copy did exactly that): either fails the group."""
     exited = [
         c
-        for c in compose.containers(repo_id=ident.repo.repo_id, session=ident.session)
+        for c in engine.containers(repo_id=ident.repo.repo_id, session=ident.session)
         if c.project == project and c.state == "exited" and c.exit_code != 0
     ]
     problems = [f"{c.service} (exit {c.exit_code})" for c in exited]
-    for cid, now in sorted(compose.restarts(project=project).items(), key=lambda kv: kv[1].service):
+    for cid, now in sorted(engine.restarts(project=project).items(), key=lambda kv: kv[1].service):
         earlier = restarts_before.get(cid)
         restarted = now.count - (earlier.count if earlier else 0)
         if now.state == "restarting" or restarted > 0:
@@ -163,6 +163,6 @@ def undo(args: dict[str, Any]) -> None:
     keep = set(args["keep_volumes"])
     compose.down(project=args["project"], volumes=not keep)
     if keep:  # a resumed session: its data volumes stay, only new ones go
-        compose.remove_volumes(
+        engine.remove_volumes(
             project=args["project"], session=args["session"], repo_id=args["repo_id"], keep=keep
         )

@@ -16,29 +16,21 @@ from devup.undo import UndoRecord, UndoStack, inverse
 DEFAULT_TIMEOUT = 600.0
 
 
-def run(*, stack: UndoStack | None, ident: Identity, hook: Hook, cwd: Path, env: Mapping[str, str]) -> None:
-    """Run the hook's commands in order; the first non-zero exit fails the step at once."""
-    unit = f"hook:{hook.name}"
-    if stack is not None:
-        # Write-ahead: if devup is killed mid-hook, recovery stops what the hook left running.
-        # The guard stays on the stack after the hook succeeds: a background process it
-        # started is something this run created, which a later rollback must stop (§5.1).
-        stack.push(
-            UndoRecord(
-                "processes_kill",
-                {"repo_id": ident.repo.repo_id, "session": ident.session, "unit": unit},
-                f"processes of hook {hook.name}",
-            )
+def run(*, stack: UndoStack, ident: Identity, hook: Hook, cwd: Path, env: Mapping[str, str]) -> None:
+    """A hook as a step of `up`: its commands in order, the first non-zero exit failing the step
+    at once, with what it leaves running and its `undo` on the stack."""
+    # Write-ahead: if devup is killed mid-hook, recovery stops what the hook left running.
+    # The guard stays on the stack after the hook succeeds: a background process it
+    # started is something this run created, which a later rollback must stop (§5.1).
+    stack.push(
+        UndoRecord(
+            "processes_kill",
+            {"repo_id": ident.repo.repo_id, "session": ident.session, "unit": f"hook:{hook.name}"},
+            f"processes of hook {hook.name}",
         )
-    for command in hook.commands:
-        execute(
-            command=command,
-            name=hook.name,
-            cwd=cwd,
-            env={**env, **ident.tags(unit)},
-            timeout=hook.timeout,
-        )
-    if stack is not None and hook.undo:
+    )
+    run_commands(ident=ident, hook=hook, cwd=cwd, env=env)
+    if hook.undo:
         stack.push(
             UndoRecord(
                 "hook_undo",
@@ -54,6 +46,19 @@ def run(*, stack: UndoStack | None, ident: Identity, hook: Hook, cwd: Path, env:
                 },
                 f"undo of hook {hook.name} (`{hook.undo}`)",
             )
+        )
+
+
+def run_commands(*, ident: Identity, hook: Hook, cwd: Path, env: Mapping[str, str]) -> None:
+    """The hook's commands in order, tagged as the session's, with nothing journaled: for the
+    hooks of a teardown (pre_down, post_down), which nothing undoes."""
+    for command in hook.commands:
+        execute(
+            command=command,
+            name=hook.name,
+            cwd=cwd,
+            env={**env, **ident.tags(f"hook:{hook.name}")},
+            timeout=hook.timeout,
         )
 
 

@@ -10,17 +10,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from devup import processes, runner
-from devup.errors import DevupError
+from devup.errors import DevupError, PortConflict
 from devup.model import Identity
 from devup.state import ProcessRecord
 from devup.undo import UndoRecord, UndoStack, inverse
 
 if TYPE_CHECKING:  # pydantic loads only when devup.toml is read
     from devup.config import ReadyCfg, ServiceCfg
-
-
-class PortConflict(DevupError):
-    """The service could not bind its port: someone took it between the check and the bind."""
 
 
 def start(

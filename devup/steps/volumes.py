@@ -75,7 +75,7 @@ def create_snapshot_volume(
 @inverse("snapshot_volume_remove")
 def undo_snapshot_volume(args: dict[str, Any]) -> None:
     """An incomplete snapshot's volume goes; a complete snapshot (its manifest exists) stays."""
-    if engine.volume(args["manifest"]) is None:
+    if engine.volume_info(args["manifest"]) is None:
         engine.remove_volume(args["name"])
 
 

@@ -123,6 +123,11 @@ def apply(*, stack: UndoStack, root: Path, plan: WorktreePlan, mark: dict[str, s
     return True
 
 
+def remove_session_worktree(*, root: Path, path: Path) -> None:
+    """`down`: remove a session's worktree; its branch stays (`down` never deletes a branch)."""
+    undo({"root": str(root), "path": str(path)})
+
+
 @inverse("worktree_remove")
 def undo(args: dict[str, Any]) -> None:
     """Remove the worktree this run created, and its branch if this run created that too."""

@@ -1,0 +1,1 @@
+"""The pieces of bench/run.py: subprocesses, the project, the raw sequence, rounds, cleanup, report."""
