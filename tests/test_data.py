@@ -283,6 +283,31 @@ def test_sigkill_during_the_copy(pg: Pg, cmd: str, then: str) -> None:
         pg.sql("a", "delete from t where i = 4001")
 
 
+@pytest.mark.parametrize("cmd", ["create", "restore", "clone"])
+def test_a_failure_during_the_copy_is_rolled_back(pg: Pg, cmd: str) -> None:
+    """Guarantee 9: a failed snapshot, restore or clone leaves the state before it (exit 1)."""
+    if cmd == "restore":
+        pg.sql("a", "insert into t values (5001)")
+    before = pg.rows("a")
+    snaps_before = pg.snapshot_volumes()
+    args, phase = {
+        "create": (("snapshot", "create", "a", "--as", "f1", "--json"), "snapshot"),
+        "restore": (("snapshot", "restore", "a", "s1", "--json"), "restore"),
+        "clone": (("up", "f", "--from", "a", "--json"), "clone"),
+    }[cmd]
+    failed = pg.devup(*args, env={"DEVUP_FAULT": f"raise@during:{phase}"})
+    assert failed.returncode == 1, failed.stderr
+    assert f"fault injected at during:{phase}" in failed.stderr
+    assert json.loads(failed.stdout)["status"] == "rolled_back"
+    assert pg.state_of("a") == ["running"]
+    assert pg.rows("a") == before
+    assert pg.snapshot_volumes() == snaps_before
+    assert pg.helpers() == []
+    assert world.labelled("volume", repo_id=pg.repo.repo_id, session="f") == []
+    if cmd == "restore":
+        pg.sql("a", "delete from t where i = 5001")
+
+
 def test_from_a_missing_source_or_onto_an_existing_session_is_exit_2(pg: Pg) -> None:
     volumes = world.labelled("volume", repo_id=pg.repo.repo_id)
     missing = pg.devup("up", "m", "--from", "nothing-here")
@@ -324,6 +349,12 @@ def test_snapshots_outlive_down_and_clone_into_new_sessions(pg: Pg) -> None:
         "kind": "snapshot",
         "name": "s1",
     }
+    # A stopped session is a SOURCE too (nothing to pause), and stays stopped.
+    assert pg.devup("stop", "c").returncode == 0
+    pg.up("c2", "--from", "c")
+    assert pg.rows("c2") == "500:125250"
+    assert pg.state_of("c") == ["exited"]
+    assert pg.devup("down", "c2").returncode == 0
     assert pg.devup("down", "c").returncode == 0
     # [project].data_from: the default SOURCE of a new session; a missing one is exit 2.
     config = pg.repo.path / "devup.toml"
