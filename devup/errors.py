@@ -6,16 +6,28 @@ message, hint, JSON document and exit code; anything else is a bug, reported wit
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, ClassVar
+TYPE_CHECKING = False  # typing and dataclasses cost ~20 ms: every command imports this module
+if TYPE_CHECKING:
+    from typing import Any, ClassVar
 
 
-@dataclass(frozen=True)
 class Leftover:
     """Something a rollback could not undo: what a person reads in the leftover list."""
 
-    label: str
-    error: str
+    __slots__ = ("label", "error")
+
+    def __init__(self, label: str, error: str) -> None:
+        self.label = label
+        self.error = error
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Leftover) and (self.label, self.error) == (other.label, other.error)
+
+    def __hash__(self) -> int:
+        return hash((self.label, self.error))
+
+    def __repr__(self) -> str:
+        return f"Leftover(label={self.label!r}, error={self.error!r})"
 
 
 class DevupError(Exception):
