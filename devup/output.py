@@ -258,8 +258,12 @@ def sessions_table(rows: list[dict[str, Any]]) -> None:
     if not rows:
         sys.stdout.write("no sessions\n")
         return
+    # The `from` column only when a session was cloned (`up --from`): the table is unchanged
+    # for everyone who never clones, and scripts reading its last column keep working.
+    cloned = any(r.get("source") for r in rows)
+    header = ("session", "status", "mode", "branch", "worktree", "ports", "engine")
     _columns(
-        ("session", "status", "mode", "branch", "worktree", "ports", "engine", "from"),
+        (*header, "from") if cloned else header,
         [
             [
                 r["session"],
@@ -271,7 +275,7 @@ def sessions_table(rows: list[dict[str, Any]]) -> None:
                     f"{k}={v}" for k, v in r["ports"].items() if "_" not in k or k.rsplit("_", 1)[1].isalpha()
                 ),
                 engine_label(r.get("engine")),
-                source_label(r.get("source")),
+                *([source_label(r.get("source"))] if cloned else []),
             ]
             for r in rows
         ],
