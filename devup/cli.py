@@ -143,6 +143,12 @@ def up(
             "--context", help="Docker context to run a new session's groups on (another machine's engine)."
         ),
     ] = None,
+    source: Annotated[
+        str | None,
+        typer.Option(
+            "--from", help="A new session whose data volumes start as copies of this session's or snapshot's."
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Create or resume session NAME; exit 0 means everything is up and ready."""
@@ -166,6 +172,7 @@ def up(
             hooks=not no_hooks,
             attach=attach_to.path if attach_to is not None else None,
             context=context,
+            source=source,
         )
         return session.up(ws, req, reporter)
 
@@ -266,6 +273,69 @@ def exec_(
     _guard(run, session=name)
 
 
+snapshot_app = typer.Typer(help="Snapshots of sessions' data volumes (SPEC §7).", no_args_is_help=True)
+app.add_typer(snapshot_app, name="snapshot")
+
+
+@snapshot_app.command("create")
+def snapshot_create(
+    name: str,
+    as_: Annotated[
+        str | None, typer.Option("--as", help="Snapshot name (default NAME-<UTC yyyymmdd-hhmmss>).")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Copy the session's data volumes into a snapshot (its containers paused for the copy)."""
+    from devup import data, output
+
+    reporter = _reporter(as_json)
+    try:
+        snap = _guard(lambda: data.create(_workspace(), name, as_, reporter), as_json=as_json, session=name)
+    finally:
+        reporter.close()
+    if as_json:
+        output.emit_json(snap.to_json())
+    else:
+        output.plain(f"snapshot {snap.name} of {name}: {len(snap.volumes)} volumes, {output.size(snap.size)}")
+
+
+@snapshot_app.command("ls")
+def snapshot_ls(as_json: JsonOpt = False) -> None:
+    """This repository's snapshots: name, source session, created at, size, volumes."""
+    from devup import data, output
+
+    found = _guard(lambda: data.listing(_workspace()), as_json=as_json)
+    docs = [s.to_json() for s in found]
+    output.emit_json(docs) if as_json else output.snapshots_table(docs)
+
+
+@snapshot_app.command("rm")
+def snapshot_rm(snaps: Annotated[list[str], typer.Argument(help="Snapshot names.")]) -> None:
+    """Delete snapshots; one that does not exist is noted (exit 0)."""
+    from devup import data, output
+
+    for snap, removed in _guard(lambda: data.remove(_workspace(), snaps, _reporter(False))):
+        output.plain(f"snapshot {snap} removed" if removed else f"no snapshot named {snap}: nothing to do")
+
+
+@snapshot_app.command("restore")
+def snapshot_restore(name: str, snap: str, as_json: JsonOpt = False) -> None:
+    """Replace the session's data with SNAP's; the data it had is kept as a snapshot first."""
+    from devup import data, output
+
+    reporter = _reporter(as_json)
+    try:
+        done = _guard(lambda: data.restore(_workspace(), name, snap, reporter), as_json=as_json, session=name)
+    finally:
+        reporter.close()
+    if as_json:
+        output.emit_json(done.to_json())
+    else:
+        output.plain(
+            f"session {name} restored from {snap}; its previous data is kept as snapshot {done.kept.name}"
+        )
+
+
 hook_app = typer.Typer(help="Handlers that other tools call as their hooks.", no_args_is_help=True)
 integrate_app = typer.Typer(help="Register devup as another tool's setup and teardown.", no_args_is_help=True)
 app.add_typer(hook_app, name="hook")
@@ -329,7 +399,10 @@ def ls_(as_json: JsonOpt = False) -> None:
         output.emit_json(rows)  # SPEC §2's fields exactly; the engine is in the table and `status`
     else:
         engines = [inspect.engine_json(v.record) for v in listing.sessions]
-        output.sessions_table([{**r, "engine": e} for r, e in zip(rows, engines, strict=True)])
+        sources = [v.record.source for v in listing.sessions]
+        output.sessions_table(
+            [{**r, "engine": e, "source": src} for r, e, src in zip(rows, engines, sources, strict=True)]
+        )
 
 
 @app.command()
@@ -345,10 +418,11 @@ def status(name: str, as_json: JsonOpt = False) -> None:
         for u in found.units
     ]
     engine = inspect.engine_json(found.record)
+    source = found.record.source or None
     if as_json:
-        output.emit_json({**found.to_json(), "engine": engine, "units": units})
+        output.emit_json({**found.to_json(), "engine": engine, "source": source, "units": units})
     else:
-        output.status_table(name, found.status, units, engine=engine)
+        output.status_table(name, found.status, units, engine=engine, source=source)
     raise typer.Exit(0 if found.status == "up" else 1)
 
 

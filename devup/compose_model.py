@@ -52,6 +52,9 @@ class GroupModel:
     linked_networks: dict[str, str] = field(default_factory=dict)
     linked_volumes: dict[str, str] = field(default_factory=dict)
     binds: dict[str, list[str]] = field(default_factory=dict)  # service -> bind-mounted host paths
+    # key -> the engine name compose gives the volume in this session: `<project>_<key>`, also
+    # for a fixed `name:` (the override renames it per session); what `up --from` creates ahead
+    volume_names: dict[str, str] = field(default_factory=dict)
 
     def shared(self) -> list[str]:
         """What every session shares: external objects that are not another group's."""
@@ -149,6 +152,7 @@ def parse(data: dict[str, Any], *, project: str) -> GroupModel:
         external_volumes={n: str(v.get("name") or n) for n, v in vols.items() if v.get("external")},
         refusals=refusals,
         binds=binds,
+        volume_names={n: session_name(project, n) for n, v in vols.items() if not v.get("external")},
     )
 
 

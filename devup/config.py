@@ -33,6 +33,7 @@ class ProjectCfg(_Strict):
     base: str | None = None
     mode: Mode = "container"
     context: str | None = Field(default=None, min_length=1)  # docker context of the sessions (§6)
+    data_from: str | None = Field(default=None, min_length=1)  # default --from of new sessions (§7)
 
 
 class PortsCfg(_Strict):

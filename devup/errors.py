@@ -199,6 +199,39 @@ class UpFailed(DevupError):
         return super().to_json(session=self.session, status=self.status)
 
 
+class NoDataVolumes(UsageError):
+    """A snapshot or restore of a session whose groups have no named volumes (exit 2: nothing
+    was changed, and there is nothing to copy)."""
+
+
+class DataFailed(DevupError):
+    """`snapshot create`/`restore` failed; `status` says what became of the world (SPEC §2)."""
+
+    _CODES: ClassVar[dict[str, int]] = {"rolled_back": 1, "rollback_incomplete": 3, "interrupted": 130}
+
+    def __init__(
+        self, *, session: str, what: str, status: str, cause: str, leftovers: list[Leftover]
+    ) -> None:
+        hint = (
+            f"run `devup recover {session}` to finish the rollback"
+            if status == "rollback_incomplete"
+            else None
+        )
+        done = {"rolled_back": "rolled back", "interrupted": "interrupted and rolled back"}.get(status, "")
+        super().__init__(
+            f"{what} of {session} failed{f' ({done})' if done else ''}: {cause}",
+            hint=hint,
+            step=what,
+            exit_code=self._CODES[status],
+        )
+        self.session = session
+        self.status = status
+        self.leftovers = leftovers
+
+    def to_json(self, *, session: str | None = None, status: str = "error") -> dict[str, Any]:
+        return super().to_json(session=self.session, status=self.status)
+
+
 class Interrupted(BaseException):
     """SIGINT or SIGTERM arrived; a BaseException so no `except Exception` swallows it."""
 

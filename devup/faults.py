@@ -3,7 +3,10 @@
 ACTION is `raise` (the step fails), `kill` (devup SIGKILLs itself, as a crash would) or `bug`
 (a programming error, not a DevupError, is raised).
 POINT is `before:STEP` or `after:STEP`, STEP one of pre_up, worktree, copy, ports, env_file,
-post_create, group:NAME, pre_spawn, service:NAME, post_up, commit.
+post_create, data (`up --from`'s copies), group:NAME, pre_spawn, service:NAME, post_up, commit;
+or `during:PHASE`, right after a data copy's helper container started (it copies on when devup
+is killed there), PHASE one of snapshot (`snapshot create`, and a restore's keeping copy),
+restore (a restore's copy into the session), clone (`up --from`), copy-back (a restore undone).
 """
 
 from __future__ import annotations

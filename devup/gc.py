@@ -85,11 +85,23 @@ def _records(ws: Workspace) -> list[state.SessionRecord]:
 
 
 def _on_engine(ws: Workspace, owned: set[str], where: remote.Engine | None) -> list[Orphan]:
-    """Containers, networks and volumes of the repository on the engine this process is bound to."""
-    return [
+    """Containers, networks and volumes of the repository on the engine this process is bound to.
+
+    Snapshots belong to the repository, not to a session: a complete one is never an orphan; an
+    incomplete one is, once no run of its source session can still be writing it (SPEC §7)."""
+    from devup import data
+
+    snapshots = {
+        v.name for v in engine.volumes_with([f"{engine.LABEL_REPO}={ws.repo.repo_id}", data.LABEL_SNAPSHOT])
+    }
+    incomplete = {v.name: v.labels.get(data.LABEL_SOURCE, "?") for v in data.incomplete_volumes(ws)}
+    found = [
         Orphan(obj.kind, obj.name, obj.session, engine=where)
         for obj in engine.labelled(repo_id=ws.repo.repo_id)
-        if obj.session not in owned
+        if obj.session not in owned and not (obj.kind == "volume" and obj.name in snapshots)
+    ]
+    return found + [
+        Orphan("volume", name, source, engine=where) for name, source in sorted(incomplete.items())
     ]
 
 

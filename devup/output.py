@@ -258,8 +258,12 @@ def sessions_table(rows: list[dict[str, Any]]) -> None:
     if not rows:
         sys.stdout.write("no sessions\n")
         return
+    # The `from` column only when a session was cloned (`up --from`): the table is unchanged
+    # for everyone who never clones, and scripts reading its last column keep working.
+    cloned = any(r.get("source") for r in rows)
+    header = ("session", "status", "mode", "branch", "worktree", "ports", "engine")
     _columns(
-        ("session", "status", "mode", "branch", "worktree", "ports", "engine"),
+        (*header, "from") if cloned else header,
         [
             [
                 r["session"],
@@ -271,6 +275,7 @@ def sessions_table(rows: list[dict[str, Any]]) -> None:
                     f"{k}={v}" for k, v in r["ports"].items() if "_" not in k or k.rsplit("_", 1)[1].isalpha()
                 ),
                 engine_label(r.get("engine")),
+                *([source_label(r.get("source"))] if cloned else []),
             ]
             for r in rows
         ],
@@ -278,9 +283,48 @@ def sessions_table(rows: list[dict[str, Any]]) -> None:
     )
 
 
-def status_table(name: str, status: str, units: list[dict[str, Any]], *, engine: Any = None) -> None:
+def source_label(source: Any) -> str:
+    """Where a cloned session's data came from: `A` (a session) or `snapshot s1`; `-` if not cloned."""
+    if not source:
+        return "-"
+    return source["name"] if source.get("kind") == "session" else f"snapshot {source['name']}"
+
+
+def size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"
+
+
+def snapshots_table(docs: list[dict[str, Any]]) -> None:
+    """`snapshot ls`: one line per snapshot."""
+    if not docs:
+        sys.stdout.write("no snapshots\n")
+        return
+    _columns(
+        ("snapshot", "source", "created", "size", "volumes"),
+        [
+            [
+                d["snapshot"],
+                d["source"],
+                d["created_at"],
+                size(d["size"]),
+                " ".join(f"{v['group']}/{v['key']}" for v in d["volumes"]),
+            ]
+            for d in docs
+        ],
+    )
+
+
+def status_table(
+    name: str, status: str, units: list[dict[str, Any]], *, engine: Any = None, source: Any = None
+) -> None:
     on = f" (engine {engine_label(engine)})" if engine and engine.get("remote") else ""
-    sys.stdout.write(f"session {name}: {status}{on}\n")
+    cloned = f" (data from {source_label(source)})" if source else ""
+    sys.stdout.write(f"session {name}: {status}{on}{cloned}\n")
     _columns(
         ("unit", "kind", "state", "healthy", "url"),
         [

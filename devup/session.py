@@ -43,7 +43,7 @@ from devup.undo import UndoStack
 from devup.workspace import Workspace
 
 if TYPE_CHECKING:
-    from devup import preflight
+    from devup import data, preflight
     from devup.config import Config, Mode
 
 
@@ -57,6 +57,7 @@ class UpRequest:
     hooks: bool = True
     attach: Path | None = None  # an existing worktree made by another tool (SPEC §8, attach.py)
     context: str | None = None  # --context: the docker context of a new session's groups
+    source: str | None = None  # --from: a session or snapshot whose data a new session copies (§7)
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,11 @@ def up(ws: Workspace, req: UpRequest, reporter: Reporter) -> UpResult:
                 leftovers=earlier.leftovers,
             )
         previous = ws.record(req.name)
+        if req.source is not None and previous is not None:
+            raise UsageError(
+                f"session {req.name} exists already: --from makes a new session; nothing was changed",
+                hint=f"`devup snapshot restore {req.name} SNAP` replaces an existing session's data",
+            )
         engine = _engine_for(ws, req, previous)
         remote.bind(engine)  # this run, its children and any rollback act on the session's engine
         unchanged = (
@@ -140,7 +146,13 @@ def up(ws: Workspace, req: UpRequest, reporter: Reporter) -> UpResult:
             attach=req.attach,
             engine=engine,
         )
-        return _Run(ws, cfg, req, plan, reporter, engine).execute(started)
+        clone = None
+        source = req.source or (cfg.project.data_from if previous is None else None)
+        if source is not None:
+            from devup import data
+
+            clone = data.plan_clone(ws, source, new=req.name, engine_host=engine.host)
+        return _Run(ws, cfg, req, plan, reporter, engine, clone).execute(started)
 
 
 def _engine_for(ws: Workspace, req: UpRequest, previous: state.SessionRecord | None) -> remote.Engine:
@@ -179,9 +191,11 @@ class _Run:
         plan: preflight.Plan,
         reporter: Reporter,
         engine: remote.Engine,
+        clone: data.CloneSource | None = None,
     ) -> None:
         self.ws, self.cfg, self.req, self.plan, self.reporter = ws, cfg, req, plan, reporter
         self.engine = engine
+        self.clone = clone
         self.ident = plan.ident
         self.journal = Journal(ws.repo.journal(req.name))
         self.stack = UndoStack(self.journal)
@@ -299,6 +313,9 @@ class _Run:
                 )
         if created:
             self._hook("post_create", wt_path)
+        if self.clone is not None and plan.groups:
+            with self.step("data"):
+                self._clone(self.clone)
         if plan.groups:
             dag.run({n: g.depends_on for n, g in plan.groups.items()}, self._up_group)
         self._hook("pre_spawn", wt_path)
@@ -315,6 +332,29 @@ class _Run:
             )
         self.stack.disarm()
         self.journal.remove()
+
+    def _clone(self, source: data.CloneSource) -> None:
+        """SPEC §7: before the groups come up, each data volume is made as a copy of SOURCE's
+        volume of the same group and key, with compose's own labels so compose adopts it."""
+        from devup import data, engine
+
+        version = engine.compose_version()
+        targets = [
+            data.CloneTarget(
+                group=g,
+                key=key,
+                name=name,
+                labels={
+                    **self.ident.labels(g),
+                    engine.LABEL_PROJECT: self.plan.projects[g],
+                    engine.LABEL_VOLUME: key,
+                    engine.LABEL_COMPOSE_VERSION: version,
+                },
+            )
+            for g in self.plan.groups
+            for key, name in self.plan.models[g].volume_names.items()
+        ]
+        data.clone(self.ws, self.stack, source, targets, new=self.req.name, reporter=self.reporter)
 
     def _vars(self) -> dict[str, str]:
         plan = self.plan
@@ -445,6 +485,9 @@ class _Run:
             config_digest=self.ws.config_digest,
             attached=self.req.attach is not None or bool(plan.previous and plan.previous.attached),
             engine=self.engine.to_json(),
+            source=self.clone.to_json()
+            if self.clone
+            else (dict(plan.previous.source) if plan.previous else {}),
         )
 
     def _fail(self, exc: BaseException) -> UpFailed:
@@ -498,6 +541,13 @@ def _result(record: state.SessionRecord, *, resumed: bool, started: float, noop:
 
 
 _PORT_ATTEMPTS = 3
+
+
+@contextlib.contextmanager
+def interruptible() -> Iterator[None]:
+    """The data commands' runs (data.py) take signals as `up` does."""
+    with _signals():
+        yield
 
 
 @contextlib.contextmanager

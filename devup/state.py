@@ -135,6 +135,8 @@ class SessionRecord:
     attached: bool = False  # the worktree was made by another tool (SPEC §8): never removed
     # {"context", "host"} of the engine its groups run on (remote.Engine); {} in older records.
     engine: dict[str, str | None] = field(default_factory=dict)
+    # {"kind": "session"|"snapshot", "name"} when its data was cloned (`up --from`, SPEC §7)
+    source: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2)
@@ -167,6 +169,7 @@ class SessionRecord:
             config_digest=_str(data.get("config_digest", "")),
             attached=bool(data.get("attached", False)),
             engine=_engine(data.get("engine")),
+            source={_str(k): _str(v) for k, v in (data.get("source") or {}).items()},
         )
 
 

@@ -1,0 +1,599 @@
+"""Snapshots, clones and restores (SPEC §7): copies of a session's data volumes, on its engine.
+
+A session's data is the named, non-external volumes of its compose groups, each identified by
+(group, volume key). A snapshot is a set of docker volumes labelled with it, and is complete
+only once its manifest (one more volume, created last) exists: labels cannot change, so the
+manifest's existence is the commit. Every run here is journaled under the session's lock like
+`up`: a kill at any point is finished or undone by the next devup command on the session.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from devup import engine, journal, paths, recovery, remote, state, steps
+from devup.engine import LABEL_PROJECT, LABEL_REPO, LABEL_SESSION
+from devup.errors import DataFailed, DevupError, Interrupted, Leftover, NoDataVolumes, UsageError
+from devup.journal import Journal
+from devup.report import Reporter
+from devup.steps import volumes
+from devup.undo import UndoStack
+from devup.workspace import Workspace
+
+LABEL_SNAPSHOT = "dev.devup.snapshot"
+LABEL_MANIFEST = "dev.devup.snapshot.manifest"
+LABEL_SOURCE = "dev.devup.snapshot.source"
+LABEL_SNAP_GROUP = "dev.devup.snapshot.group"
+LABEL_SNAP_KEY = "dev.devup.snapshot.key"
+LABEL_IMAGE = "dev.devup.snapshot.image"
+LABEL_CREATED = "dev.devup.snapshot.created"
+LABEL_SIZE = "dev.devup.snapshot.size"
+SNAPSHOT_RE = re.compile(r"^[a-z0-9](?:[a-z0-9.-]{0,98}[a-z0-9])?$")
+RESTART_TIMEOUT = 120.0
+
+
+def check_snapshot_name(name: str) -> str:
+    if not SNAPSHOT_RE.fullmatch(name):
+        raise UsageError(
+            f"invalid snapshot name {name!r}",
+            hint="use 1-100 lower-case letters, digits, '.' and '-', starting and ending with a letter or digit",
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class DataVolume:
+    group: str
+    key: str
+    name: str  # the engine's volume name
+    image: str = ""  # the image a copy helper runs (the service's own)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    name: str
+    source: str
+    created_at: float
+    size: int  # bytes
+    volumes: list[DataVolume] = field(default_factory=list)
+    complete: bool = True
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "snapshot": self.name,  # the same: `snapshot ls --json` rows read like `ls --json`'s
+            "source": self.source,
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.created_at)),
+            "size": self.size,
+            "volumes": [{"group": v.group, "key": v.key, "volume": v.name} for v in self.volumes],
+        }
+
+
+def _stamp() -> str:
+    return time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+
+
+def volume_name(repo_id: str, snap: str, group: str, key: str) -> str:
+    return f"devup-snap_{repo_id[:8]}_{snap}_{group}_{key}"
+
+
+def manifest_name(repo_id: str, snap: str) -> str:
+    return f"devup-snap_{repo_id[:8]}_{snap}"
+
+
+# --- reading ------------------------------------------------------------------------------
+
+
+def snapshots(ws: Workspace) -> list[Snapshot]:
+    """Every snapshot of the repository on the bound engine, complete or not, by name."""
+    by: dict[str, list[engine.Volume]] = {}
+    for v in engine.volumes_with([f"{LABEL_REPO}={ws.repo.repo_id}", LABEL_SNAPSHOT]):
+        by.setdefault(v.labels[LABEL_SNAPSHOT], []).append(v)
+    found = []
+    for name, vols in sorted(by.items()):
+        manifest = next((v for v in vols if LABEL_MANIFEST in v.labels), None)
+        data = sorted(
+            (
+                DataVolume(
+                    v.labels.get(LABEL_SNAP_GROUP, ""),
+                    v.labels.get(LABEL_SNAP_KEY, ""),
+                    v.name,
+                    v.labels.get(LABEL_IMAGE, ""),
+                )
+                for v in vols
+                if LABEL_MANIFEST not in v.labels
+            ),
+            key=lambda d: (d.group, d.key),
+        )
+        labels = manifest.labels if manifest else (vols[0].labels if vols else {})
+        found.append(
+            Snapshot(
+                name=name,
+                source=labels.get(LABEL_SOURCE, "?"),
+                created_at=float(labels.get(LABEL_CREATED, "0") or 0),
+                size=int(labels.get(LABEL_SIZE, "0") or 0),
+                volumes=data,
+                complete=manifest is not None,
+            )
+        )
+    return found
+
+
+def find(ws: Workspace, name: str) -> Snapshot | None:
+    return next((s for s in snapshots(ws) if s.name == name), None)
+
+
+def session_volumes(ws: Workspace, record: state.SessionRecord) -> list[DataVolume]:
+    """The session's data: the volumes compose created for its groups (never external ones,
+    which carry no project label), each with the image of a container that mounts it."""
+    projects = {g.project: g.name for g in record.groups}
+    conts = engine.containers_of(repo_id=ws.repo.repo_id, session=record.session, projects=list(projects))
+    found = []
+    for project, group in projects.items():
+        labels = [
+            f"{LABEL_PROJECT}={project}",
+            f"{LABEL_SESSION}={record.session}",
+            f"{LABEL_REPO}={ws.repo.repo_id}",
+        ]
+        for v in engine.volumes_with(labels):
+            key = v.labels.get(engine.LABEL_VOLUME) or v.name.removeprefix(f"{project}_")
+            image = next((c.image for c in conts if v.name in c.mounts), "") or next(
+                (c.image for c in conts if c.project == project), ""
+            )
+            found.append(DataVolume(group, key, v.name, image))
+    return sorted(found, key=lambda d: (d.group, d.key))
+
+
+# --- runs -------------------------------------------------------------------------------------
+
+
+class _Run:
+    """One data run on a session's journal: begin, undo records written ahead, end."""
+
+    def __init__(self, ws: Workspace, record: state.SessionRecord, kind: str) -> None:
+        name = self.name = record.session
+        self.journal = Journal(ws.repo.journal(name))
+        self.journal.remove()
+        self.journal.append(
+            {
+                "op": "begin",
+                "session": name,
+                "kind": kind,
+                "resumed": False,  # the session exists either way: a rollback never marks it failed
+                "pid": os.getpid(),
+                "at": time.time(),
+                "engine": record.engine or None,  # undone on the session's engine (guarantee 10)
+            }
+        )
+        self.stack = UndoStack(self.journal)
+
+    def commit(self) -> None:
+        self.stack.disarm()
+        self.journal.remove()
+
+    def rollback(self) -> list[Leftover]:
+        steps.load_all()
+        leftovers = self.stack.unwind()
+        if not leftovers:
+            with contextlib.suppress(OSError):
+                self.journal.remove()
+        return leftovers
+
+    def failed(self, exc: BaseException, what: str) -> DataFailed:
+        interrupted = isinstance(exc, Interrupted)
+        message = exc.message if isinstance(exc, DevupError) else f"{type(exc).__name__}: {exc}"
+        if interrupted:
+            message = "interrupted"
+        leftovers = self.rollback()
+        status = "rollback_incomplete" if leftovers else ("interrupted" if interrupted else "rolled_back")
+        return DataFailed(session=self.name, what=what, status=status, cause=message, leftovers=leftovers)
+
+
+def _ready(ws: Workspace, name: str, reporter: Reporter) -> state.SessionRecord:
+    """Under the session's lock: an interrupted run finished first, the record, its engine bound."""
+    found = journal.replay(ws.repo.journal(name))
+    if found is not None and found.outcome == "kept":
+        raise UsageError(
+            f"session {name} was kept after a failed run (--on-failure keep)",
+            hint=f"`devup down {name}` removes what that run made",
+        )
+    leftovers = recovery.finish(ws, name, reporter).leftovers
+    if leftovers:
+        raise DataFailed(
+            session=name,
+            what="recover",
+            status="rollback_incomplete",
+            cause=f"the rollback of an earlier run of {name} is incomplete",
+            leftovers=leftovers,
+        )
+    record = ws.record(name)
+    if record is None:
+        raise UsageError(f"no session named {name}", hint="`devup ls` lists the sessions")
+    remote.bind_record(record)
+    sweep_incomplete(ws)
+    return record
+
+
+@contextlib.contextmanager
+def _snapshot_lock(ws: Workspace, snap: str) -> Iterator[None]:
+    """Two runs making snapshots of one name (from two sessions) never interleave."""
+    with state.file_lock(
+        ws.repo.state / "locks" / f"snapshot~{snap}.lock",
+        blocking=False,
+        busy_message=f"snapshot {snap} is being written by another devup run",
+    ):
+        yield
+
+
+def _helper_labels(ws: Workspace, session: str) -> dict[str, str]:
+    return {LABEL_REPO: ws.repo.repo_id, LABEL_SESSION: session}
+
+
+def _images(vols: list[DataVolume]) -> str:
+    image = next((v.image for v in vols if v.image), "")
+    if not image:
+        raise DevupError(
+            "the session has no container to take a copy helper's image from",
+            hint="bring the session up (`devup up NAME`) first",
+        )
+    return image
+
+
+def _take(
+    stack: UndoStack,
+    ws: Workspace,
+    record: state.SessionRecord,
+    snap: str,
+    vols: list[DataVolume],
+    reporter: Reporter,
+    *,
+    paused: list[str],
+) -> Snapshot:
+    """Copy `vols` into snapshot `snap`; complete once the manifest exists. `paused`: the
+    containers to resume right after the last copy (before the manifest: as short as it can be)."""
+    fallback = _images(vols)
+    manifest = manifest_name(ws.repo.repo_id, snap)
+    base = {LABEL_REPO: ws.repo.repo_id, LABEL_SNAPSHOT: snap, LABEL_SOURCE: record.session}
+    total = 0
+    made = []
+    for v in vols:
+        target = volume_name(ws.repo.repo_id, snap, v.group, v.key)
+        image = v.image or fallback
+        labels = {**base, LABEL_SNAP_GROUP: v.group, LABEL_SNAP_KEY: v.key, LABEL_IMAGE: image}
+        volumes.create_snapshot_volume(
+            stack=stack, name=target, manifest=manifest, labels=labels, label=f"snapshot volume {target}"
+        )
+        reporter.step_started(f"copy {v.group}/{v.key}")
+        t0 = time.monotonic()
+        total += engine.copy_volume(
+            source=v.name,
+            target=target,
+            image=image,
+            labels=_helper_labels(ws, record.session),
+            phase="snapshot",
+        )
+        reporter.step_done(f"copy {v.group}/{v.key}", time.monotonic() - t0)
+        made.append(DataVolume(v.group, v.key, target, image))
+    # Resumed at once: the pause lasts the copies, not the bookkeeping. The engine reports a
+    # paused container unhealthy and says healthy again at its next probe (one healthcheck
+    # interval); the service itself serves from the moment it is unpaused.
+    engine.unpause(paused)
+    created = time.time()
+    engine.create_volume(
+        manifest,
+        {**base, LABEL_MANIFEST: str(len(made)), LABEL_CREATED: f"{created:.3f}", LABEL_SIZE: str(total)},
+    )
+    return Snapshot(snap, record.session, created, total, made)
+
+
+def _running(ws: Workspace, record: state.SessionRecord, vols: list[DataVolume]) -> list[str]:
+    """The running containers of the groups whose volumes are copied (those alone are paused)."""
+    groups = {v.group for v in vols}
+    projects = [g.project for g in record.groups if g.name in groups]
+    return [
+        c.id
+        for c in engine.containers_of(repo_id=ws.repo.repo_id, session=record.session, projects=projects)
+        if c.status == "running"
+    ]
+
+
+def _all_of_groups(ws: Workspace, record: state.SessionRecord, vols: list[DataVolume]) -> list[str]:
+    groups = {v.group for v in vols}
+    projects = [g.project for g in record.groups if g.name in groups]
+    return [
+        c.id
+        for c in engine.containers_of(repo_id=ws.repo.repo_id, session=record.session, projects=projects)
+        if c.status in ("running", "paused", "restarting")
+    ]
+
+
+# --- commands --------------------------------------------------------------------------------
+
+
+def create(ws: Workspace, name: str, snap: str | None, reporter: Reporter) -> Snapshot:
+    """`snapshot create NAME [--as SNAP]`: pause the groups being copied, copy, resume."""
+    from devup.session import interruptible
+
+    paths.check_session_name(name)
+    if snap is not None:
+        check_snapshot_name(snap)
+    with ws.locked(name), interruptible():
+        record = _ready(ws, name, reporter)
+        snap = snap or f"{name}-{_stamp()}"
+        with _snapshot_lock(ws, snap):
+            if find(ws, snap) is not None:
+                raise UsageError(
+                    f"snapshot {snap} exists already",
+                    hint=f"`devup snapshot rm {snap}` first, or pick another name",
+                )
+            vols = session_volumes(ws, record)
+            if not vols:
+                raise NoDataVolumes(f"session {name} has no data volumes: there is nothing to snapshot")
+            run = _Run(ws, record, "snapshot")
+            try:
+                ids = _running(ws, record, vols)
+                volumes.pause(stack=run.stack, ids=ids, label=f"session {name}")
+                result = _take(run.stack, ws, record, snap, vols, reporter, paused=ids)
+            except (Exception, Interrupted) as exc:
+                raise run.failed(exc, "snapshot create") from None
+            run.commit()
+            return result
+
+
+@dataclass(frozen=True)
+class Restored:
+    session: str
+    snapshot: str
+    kept: Snapshot
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "session": self.session,
+            "status": "restored",
+            "snapshot": self.snapshot,
+            "kept": self.kept.to_json(),
+        }
+
+
+def restore(ws: Workspace, name: str, snap: str, reporter: Reporter) -> Restored:
+    """`snapshot restore NAME SNAP`: stop the groups, keep their data as a snapshot, copy SNAP's
+    in, start them again; a failure or a kill copies the kept data back."""
+    from devup.session import interruptible
+
+    paths.check_session_name(name)
+    check_snapshot_name(snap)
+    with ws.locked(name), interruptible():
+        record = _ready(ws, name, reporter)
+        found = find(ws, snap)
+        if found is None or not found.complete:
+            raise UsageError(f"no snapshot named {snap}", hint="`devup snapshot ls` lists them")
+        vols = session_volumes(ws, record)
+        if not vols:
+            raise NoDataVolumes(f"session {name} has no data volumes: there is nothing to restore into")
+        before = f"{name}-before-restore-{_stamp()}"
+        with _snapshot_lock(ws, before):
+            if find(ws, before) is not None:
+                raise UsageError(f"snapshot {before} exists already; try again in a second")
+            run = _Run(ws, record, "restore")
+            try:
+                ids = _all_of_groups(ws, record, vols)
+                volumes.stop(stack=run.stack, ids=ids, label=f"session {name}")
+                kept = _take(run.stack, ws, record, before, vols, reporter, paused=[])
+                helper = _helper_labels(ws, name)
+                volumes.keep_for_restore(
+                    stack=run.stack,
+                    pairs=[(k.name, v.name, k.image) for k, v in zip(kept.volumes, vols, strict=True)],
+                    labels=helper,
+                    manifest=manifest_name(ws.repo.repo_id, before),
+                )
+                theirs = {(v.group, v.key): v for v in found.volumes}
+                for v in vols:
+                    src = theirs.get((v.group, v.key))
+                    reporter.step_started(f"restore {v.group}/{v.key}")
+                    t0 = time.monotonic()
+                    engine.copy_volume(
+                        source=src.name if src else None,
+                        target=v.name,
+                        image=v.image or kept.volumes[0].image,
+                        labels=helper,
+                        phase="restore",
+                    )
+                    reporter.step_done(f"restore {v.group}/{v.key}", time.monotonic() - t0)
+                engine.start(ids)
+                slow = engine.wait_healthy(ids, timeout=RESTART_TIMEOUT)
+                if slow:
+                    raise DevupError(
+                        f"containers {', '.join(slow)} did not come back healthy on the restored data "
+                        f"within {RESTART_TIMEOUT:.0f} s"
+                    )
+            except (Exception, Interrupted) as exc:
+                raise run.failed(exc, "snapshot restore") from None
+            run.commit()
+            return Restored(name, snap, kept)
+
+
+def remove(ws: Workspace, names: list[str], reporter: Reporter) -> list[tuple[str, bool]]:
+    """`snapshot rm SNAP...`: (name, removed); one that does not exist is (name, False).
+
+    The manifest goes first: a kill halfway leaves an incomplete snapshot, which the next
+    command removes, never a complete-looking one with volumes missing."""
+    for n in names:
+        check_snapshot_name(n)
+    _bind_repo_engine(ws)
+    sweep_incomplete(ws)
+    result = []
+    for n in names:
+        with _snapshot_lock(ws, n):
+            found = find(ws, n)
+            if found is None:
+                result.append((n, False))
+                continue
+            engine.remove_volume(manifest_name(ws.repo.repo_id, n))
+            for v in found.volumes:
+                engine.remove_volume(v.name)
+            result.append((n, True))
+    return result
+
+
+def listing(ws: Workspace) -> list[Snapshot]:
+    """`snapshot ls`: the complete snapshots (incomplete ones are swept first)."""
+    _bind_repo_engine(ws)
+    sweep_incomplete(ws)
+    return [s for s in snapshots(ws) if s.complete]
+
+
+def _bind_repo_engine(ws: Workspace) -> None:
+    """Snapshots live on the engine of the repository's sessions: the configured context's."""
+    with contextlib.suppress(DevupError):
+        remote.bind(remote.choose(option=None, configured=remote.configured_context(ws.config_text)))
+
+
+def busy_sessions(ws: Workspace) -> set[str]:
+    """Sessions with a run in progress (lock held) or an interrupted one (journal pending)."""
+    found: set[str] = set()
+    folder = ws.repo.journals_dir
+    for path in sorted(folder.glob("*.jsonl")) if folder.is_dir() else []:
+        try:
+            replayed = journal.replay(path)
+        except DevupError:
+            found.add(path.stem)
+            continue
+        if replayed is not None and replayed.outcome in (None, "kept"):
+            found.add(path.stem)
+    locks = ws.repo.state / "locks"
+    if locks.is_dir():
+        found |= {p.stem for p in locks.glob("*.lock") if state.is_locked(p)}
+    return found
+
+
+def incomplete_volumes(ws: Workspace) -> list[engine.Volume]:
+    """Volumes of incomplete snapshots that no run is writing (a killed `create`): removable."""
+    busy = busy_sessions(ws)
+    vols = engine.volumes_with([f"{LABEL_REPO}={ws.repo.repo_id}", LABEL_SNAPSHOT])
+    complete = {v.labels[LABEL_SNAPSHOT] for v in vols if LABEL_MANIFEST in v.labels}
+    return [
+        v
+        for v in vols
+        if v.labels[LABEL_SNAPSHOT] not in complete
+        and v.labels.get(LABEL_SOURCE) not in busy
+        and f"snapshot~{v.labels[LABEL_SNAPSHOT]}" not in busy
+    ]
+
+
+def sweep_incomplete(ws: Workspace) -> None:
+    for v in incomplete_volumes(ws):
+        with contextlib.suppress(DevupError):
+            engine.remove_volume(v.name)
+
+
+# --- clones (`up NEW --from SOURCE`) ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CloneSource:
+    kind: str  # session | snapshot
+    name: str
+    snapshot: Snapshot | None = None
+
+    def to_json(self) -> dict[str, str]:
+        return {"kind": self.kind, "name": self.name}
+
+
+@dataclass(frozen=True)
+class CloneTarget:
+    group: str
+    key: str
+    name: str  # the volume compose will use in the new session
+    labels: dict[str, str]
+
+
+def plan_clone(ws: Workspace, source: str, *, new: str, engine_host: str) -> CloneSource:
+    """What `--from SOURCE` names: a session (preferred) or a complete snapshot; exit 2 when
+    neither exists, checked before anything changes."""
+    if source == new:
+        raise UsageError(f"session {new} cannot be its own --from source")
+    record = ws.record(source) if paths.NAME_RE.fullmatch(source) else None
+    if record is not None:
+        there = remote.engine_of(record)
+        if there is not None and there.host != engine_host:
+            raise UsageError(
+                f"session {source} runs on engine {there.label}, the new session on {engine_host}: "
+                "copies run on one engine",
+                hint="snapshot it there and bring the new session up on that engine (--context)",
+            )
+        return CloneSource("session", source)
+    found = find(ws, source) if SNAPSHOT_RE.fullmatch(source) else None
+    if found is not None and found.complete:
+        return CloneSource("snapshot", source, found)
+    raise UsageError(
+        f"--from {source}: no session or snapshot of that name; nothing was changed",
+        hint="`devup ls` lists the sessions, `devup snapshot ls` the snapshots",
+    )
+
+
+def clone(
+    ws: Workspace,
+    stack: UndoStack,
+    source: CloneSource,
+    targets: list[CloneTarget],
+    *,
+    new: str,
+    reporter: Reporter,
+) -> None:
+    """Create each target volume (its removal journaled first) as a copy of SOURCE's volume of
+    the same group and key; one SOURCE lacks is left for compose to create empty."""
+    if source.kind == "snapshot":
+        assert source.snapshot is not None
+        theirs = {(v.group, v.key): v for v in source.snapshot.volumes}
+        for t in targets:
+            src = theirs.get((t.group, t.key))
+            if src is not None:
+                _clone_one(ws, stack, t, src, new=new, reporter=reporter)
+        return
+    with ws.locked(source.name):
+        record = _ready(ws, source.name, reporter)
+        theirs = {(v.group, v.key): v for v in session_volumes(ws, record)}
+        copied = [theirs[(t.group, t.key)] for t in targets if (t.group, t.key) in theirs]
+        if not copied:
+            return
+        # The pause goes on the source's own journal (its next command resumes it); this run's
+        # journal says to finish that one (recovering the new session resumes the source too).
+        volumes.source_run(
+            stack=stack,
+            journal_path=ws.repo.journal(source.name),
+            lock_path=ws.repo.lock(source.name),
+            session=source.name,
+        )
+        run = _Run(ws, record, "clone-source")
+        try:
+            ids = _running(ws, record, copied)
+            volumes.pause(stack=run.stack, ids=ids, label=f"session {source.name}")
+            for t in targets:
+                src = theirs.get((t.group, t.key))
+                if src is not None:
+                    _clone_one(ws, stack, t, src, new=new, reporter=reporter)
+            engine.unpause(ids)
+        except (Exception, Interrupted):
+            run.rollback()
+            raise
+        run.commit()
+
+
+def _clone_one(
+    ws: Workspace, stack: UndoStack, t: CloneTarget, src: DataVolume, *, new: str, reporter: Reporter
+) -> None:
+    volumes.create_volume(stack=stack, name=t.name, labels=t.labels, label=f"volume {t.name}")
+    reporter.step_started(f"copy {t.group}/{t.key}")
+    t0 = time.monotonic()
+    if not src.image:
+        raise DevupError(f"no image to copy volume {src.name} with (no container of its group)")
+    engine.copy_volume(
+        source=src.name, target=t.name, image=src.image, labels=_helper_labels(ws, new), phase="clone"
+    )
+    reporter.step_done(f"copy {t.group}/{t.key}", time.monotonic() - t0)
