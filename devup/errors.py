@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 class Leftover:
     """Something a rollback could not undo: what a person reads in the leftover list."""
 
-    __slots__ = ("label", "error")
+    __slots__ = ("error", "label")
 
     def __init__(self, label: str, error: str) -> None:
         self.label = label
