@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from devup import engine, journal, paths, recovery, remote, state, steps
+from devup import engine, journal, paths, recovery, remote, runner, state, steps
 from devup.engine import LABEL_PROJECT, LABEL_REPO, LABEL_SESSION
 from devup.errors import DataFailed, DevupError, Interrupted, Leftover, NoDataVolumes, UsageError
 from devup.journal import Journal
@@ -318,12 +318,11 @@ def _all_of_groups(ws: Workspace, record: state.SessionRecord, vols: list[DataVo
 
 def create(ws: Workspace, name: str, snap: str | None, reporter: Reporter) -> Snapshot:
     """`snapshot create NAME [--as SNAP]`: pause the groups being copied, copy, resume."""
-    from devup.session import interruptible
 
     paths.check_session_name(name)
     if snap is not None:
         check_snapshot_name(snap)
-    with ws.locked(name), interruptible():
+    with ws.locked(name), runner.interruptible():
         record = _ready(ws, name, reporter)
         snap = snap or f"{name}-{_stamp()}"
         with _snapshot_lock(ws, snap):
@@ -364,11 +363,10 @@ class Restored:
 def restore(ws: Workspace, name: str, snap: str, reporter: Reporter) -> Restored:
     """`snapshot restore NAME SNAP`: stop the groups, keep their data as a snapshot, copy SNAP's
     in, start them again; a failure or a kill copies the kept data back."""
-    from devup.session import interruptible
 
     paths.check_session_name(name)
     check_snapshot_name(snap)
-    with ws.locked(name), interruptible():
+    with ws.locked(name), runner.interruptible():
         record = _ready(ws, name, reporter)
         found = find(ws, snap)
         if found is None or not found.complete:

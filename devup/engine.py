@@ -440,13 +440,6 @@ def remove_helpers(target: str) -> None:
             raise EngineError(f"cannot remove copy helper {c.name}: {_explain(exc)}") from None
 
 
-def compose_version() -> str:
-    """The version compose writes on what it creates (a volume made ahead carries it too)."""
-    from devup import compose
-
-    return compose.compose_version().lstrip("v")
-
-
 @dataclass(frozen=True)
 class Container:
     id: str

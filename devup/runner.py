@@ -8,12 +8,13 @@ import signal
 import subprocess
 import threading
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 from typing import IO, Any, NoReturn
 
-from devup.errors import CommandFailed, DevupError
+from devup.errors import CommandFailed, DevupError, Interrupted
 from devup.paths import ensure_dir
 
 _TAIL_LINES = 20
@@ -302,3 +303,26 @@ def replace_process(args: Sequence[str], *, cwd: Path, env: Mapping[str, str]) -
         error = DevupError(f"cannot run {args[0]}: {exc.strerror}", hint="check the command and PATH")
         error.exit_code = 126 if isinstance(exc, PermissionError) else 127
         raise error from None
+
+
+@contextlib.contextmanager
+def interruptible() -> Iterator[None]:
+    """SIGINT/SIGTERM raise Interrupted in the main thread (the children started through here
+    are terminated first): in a run (`up`, the data commands) the first starts the rollback; a
+    second, raised inside the unwind, stops it and leaves the journal for `recover`."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if defer_signal(signum):
+            return  # a child is being started: raised once it is registered
+        terminate_all()
+        raise Interrupted(signum)
+
+    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, previous in old.items():
+            signal.signal(sig, previous)

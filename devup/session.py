@@ -10,7 +10,6 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING, Any, Literal
 
 from devup import (
@@ -94,7 +93,7 @@ def up(ws: Workspace, req: UpRequest, reporter: Reporter) -> UpResult:
     paths.check_session_name(req.name)
     if not _config_unchanged_since_up(ws, req.name):
         ws.config  # noqa: B018  (validates: a config error is exit 2 before anything changes)
-    with ws.locked(req.name), _signals():
+    with ws.locked(req.name), runner.interruptible():
         kept = journal.replay(ws.repo.journal(req.name))
         if kept is not None and kept.outcome == "kept":
             # Its journal lists what that failed run made; a new run must not overwrite it.
@@ -336,9 +335,9 @@ class _Run:
     def _clone(self, source: data.CloneSource) -> None:
         """SPEC §7: before the groups come up, each data volume is made as a copy of SOURCE's
         volume of the same group and key, with compose's own labels so compose adopts it."""
-        from devup import data, engine
+        from devup import compose, data, engine
 
-        version = engine.compose_version()
+        version = compose.compose_version().lstrip("v")
         targets = [
             data.CloneTarget(
                 group=g,
@@ -541,32 +540,3 @@ def _result(record: state.SessionRecord, *, resumed: bool, started: float, noop:
 
 
 _PORT_ATTEMPTS = 3
-
-
-@contextlib.contextmanager
-def interruptible() -> Iterator[None]:
-    """The data commands' runs (data.py) take signals as `up` does."""
-    with _signals():
-        yield
-
-
-@contextlib.contextmanager
-def _signals() -> Iterator[None]:
-    """SIGINT/SIGTERM raise Interrupted in the main thread: the first starts the rollback; a
-    second, raised inside the unwind, stops it and leaves the journal for `recover`."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        if runner.defer_signal(signum):
-            return  # a child is being started: raised once it is registered
-        runner.terminate_all()
-        raise Interrupted(signum)
-
-    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, previous in old.items():
-            signal.signal(sig, previous)

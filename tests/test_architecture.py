@@ -172,3 +172,34 @@ def test_a_backwards_import_in_any_form_is_caught(tmp_path: Path, source: str) -
         assert backwards_arrows({"devup.runner": _internal_imports("devup.runner")}), source
     finally:
         MODULES["devup.runner"] = original
+
+
+def import_cycles(imports: dict[str, set[str]]) -> list[list[str]]:
+    """Modules that import each other, directly or through others (each cycle once)."""
+    cycles: list[list[str]] = []
+    seen: set[frozenset[str]] = set()
+
+    def visit(path: list[str]) -> None:
+        for target in sorted(imports.get(path[-1], ())):
+            if target == path[0]:
+                if frozenset(path) not in seen:
+                    seen.add(frozenset(path))
+                    cycles.append([*path, target])
+            elif target not in path and target > path[0]:  # each cycle from its smallest module
+                visit([*path, target])
+
+    for module in sorted(imports):
+        visit([module])
+    return cycles
+
+
+def test_no_two_modules_import_each_other() -> None:
+    """Within a layer too: a cycle means neither module can be read, tested or moved alone."""
+    imports = {module: _internal_imports(module) for module in MODULES}
+    assert import_cycles(imports) == []
+
+
+def test_a_cycle_within_a_layer_is_caught() -> None:
+    imports = {module: _internal_imports(module) for module in MODULES}
+    imports["devup.engine"] = {*imports["devup.engine"], "devup.compose"}  # compose imports engine
+    assert ["devup.compose", "devup.engine", "devup.compose"] in import_cycles(imports)
