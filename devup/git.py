@@ -33,6 +33,8 @@ def find_repo(start: Path) -> RepoPaths:
                 # A submodule (its git dir is the superproject's .git/modules/NAME) or another
                 # layout where the main checkout is not the common dir's parent: ask git.
                 return _ask_git(folder)
+    if (here / "HEAD").is_file() and (here / "objects").is_dir() and (here / "refs").is_dir():
+        raise _bare(here)
     raise UsageError(
         f"{start} is not inside a git repository",
         hint="run devup from the main checkout of your project or from one of its session worktrees",
@@ -42,11 +44,23 @@ def find_repo(start: Path) -> RepoPaths:
 def _ask_git(folder: Path) -> RepoPaths:
     common_out = git(folder, "rev-parse", "--git-common-dir").strip()
     common = (folder / common_out).resolve()
+    bare = runner.run(
+        ["git", "--git-dir", str(common), "config", "--bool", "core.bare"], cwd=folder, timeout=60
+    )
+    if bare.ok and bare.output.strip() == "true":
+        raise _bare(common)  # a worktree of a bare repository: there is no main checkout
     result = runner.run(
         ["git", "--git-dir", str(common), "rev-parse", "--show-toplevel"], cwd=folder, timeout=60
     )
     top = result.output.strip() if result.ok else ""
     return RepoPaths(root=Path(top).resolve() if top else common.parent, common_dir=common)
+
+
+def _bare(path: Path) -> UsageError:
+    return UsageError(
+        f"{path} is a bare repository: devup needs its main checkout, where devup.toml is",
+        hint="run devup in a clone with a working tree (`git clone URL`), not in a bare one or its worktrees",
+    )
 
 
 def _is_lock_contention(result: runner.Result) -> bool:
