@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from devup import engine, journal, paths, recovery, remote, runner, state, steps
+from devup import engine, faults, journal, paths, recovery, remote, runner, state, steps
 from devup.engine import LABEL_PROJECT, LABEL_REPO, LABEL_SESSION
 from devup.errors import DataFailed, DevupError, Interrupted, Leftover, NoDataVolumes, UsageError
 from devup.journal import Journal
@@ -231,6 +231,22 @@ def _snapshot_lock(ws: Workspace, snap: str) -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def _snapshot_read(ws: Workspace, snap: str) -> Iterator[Snapshot]:
+    """Hold snapshot `snap` for reading (many readers at once; never while a run writes or
+    removes it), and return it, complete: a copy never reads a snapshot that goes meanwhile."""
+    with state.file_lock(
+        ws.repo.state / "locks" / f"snapshot~{snap}.lock",
+        blocking=False,
+        shared=True,
+        busy_message=f"snapshot {snap} is being written or removed by another devup run",
+    ):
+        found = find(ws, snap)
+        if found is None or not found.complete:
+            raise UsageError(f"no snapshot named {snap}", hint="`devup snapshot ls` lists them")
+        yield found
+
+
 def _helper_labels(ws: Workspace, session: str) -> dict[str, str]:
     return {LABEL_REPO: ws.repo.repo_id, LABEL_SESSION: session}
 
@@ -368,52 +384,63 @@ def restore(ws: Workspace, name: str, snap: str, reporter: Reporter) -> Restored
     check_snapshot_name(snap)
     with ws.locked(name), runner.interruptible():
         record = _ready(ws, name, reporter)
-        found = find(ws, snap)
-        if found is None or not found.complete:
-            raise UsageError(f"no snapshot named {snap}", hint="`devup snapshot ls` lists them")
-        vols = session_volumes(ws, record)
-        if not vols:
-            raise NoDataVolumes(f"session {name} has no data volumes: there is nothing to restore into")
-        before = f"{name}-before-restore-{_stamp()}"
-        with _snapshot_lock(ws, before):
-            if find(ws, before) is not None:
-                raise UsageError(f"snapshot {before} exists already; try again in a second")
-            run = _Run(ws, record, "restore")
-            try:
-                ids = _all_of_groups(ws, record, vols)
-                volumes.stop(stack=run.stack, ids=ids, label=f"session {name}")
-                kept = _take(run.stack, ws, record, before, vols, reporter, paused=[])
-                helper = _helper_labels(ws, name)
-                volumes.keep_for_restore(
-                    stack=run.stack,
-                    pairs=[(k.name, v.name, k.image) for k, v in zip(kept.volumes, vols, strict=True)],
+        with _snapshot_read(ws, snap) as found:
+            return _restore(ws, record, found, reporter)
+
+
+def _restore(ws: Workspace, record: state.SessionRecord, found: Snapshot, reporter: Reporter) -> Restored:
+    """The restore itself, with the session's lock and a read hold on `found` taken."""
+    name, snap = record.session, found.name
+    vols = session_volumes(ws, record)
+    if not vols:
+        raise NoDataVolumes(f"session {name} has no data volumes: there is nothing to restore into")
+    before = f"{name}-before-restore-{_stamp()}"
+    with _snapshot_lock(ws, before):
+        if find(ws, before) is not None:
+            raise UsageError(f"snapshot {before} exists already; try again in a second")
+        run = _Run(ws, record, "restore")
+        try:
+            ids = _all_of_groups(ws, record, vols)
+            volumes.stop(stack=run.stack, ids=ids, label=f"session {name}")
+            volumes.discard_snapshot(
+                stack=run.stack,
+                manifest=manifest_name(ws.repo.repo_id, before),
+                names=[volume_name(ws.repo.repo_id, before, v.group, v.key) for v in vols],
+                label=f"snapshot {before}",
+            )
+            kept = _take(run.stack, ws, record, before, vols, reporter, paused=[])
+            helper = _helper_labels(ws, name)
+            volumes.keep_for_restore(
+                stack=run.stack,
+                pairs=[(k.name, v.name, k.image) for k, v in zip(kept.volumes, vols, strict=True)],
+                labels=helper,
+                manifest=manifest_name(ws.repo.repo_id, before),
+            )
+            theirs = {(v.group, v.key): v for v in found.volumes}
+            for v in vols:
+                src = theirs.get((v.group, v.key))
+                reporter.step_started(f"restore {v.group}/{v.key}")
+                t0 = time.monotonic()
+                engine.copy_volume(
+                    source=src.name if src else None,
+                    target=v.name,
+                    image=v.image or kept.volumes[0].image,
                     labels=helper,
-                    manifest=manifest_name(ws.repo.repo_id, before),
+                    phase="restore",
                 )
-                theirs = {(v.group, v.key): v for v in found.volumes}
-                for v in vols:
-                    src = theirs.get((v.group, v.key))
-                    reporter.step_started(f"restore {v.group}/{v.key}")
-                    t0 = time.monotonic()
-                    engine.copy_volume(
-                        source=src.name if src else None,
-                        target=v.name,
-                        image=v.image or kept.volumes[0].image,
-                        labels=helper,
-                        phase="restore",
-                    )
-                    reporter.step_done(f"restore {v.group}/{v.key}", time.monotonic() - t0)
-                engine.start(ids)
-                slow = engine.wait_healthy(ids, timeout=RESTART_TIMEOUT)
-                if slow:
-                    raise DevupError(
-                        f"containers {', '.join(slow)} did not come back healthy on the restored data "
-                        f"within {RESTART_TIMEOUT:.0f} s"
-                    )
-            except (Exception, Interrupted) as exc:
-                raise run.failed(exc, "snapshot restore") from None
-            run.commit()
-            return Restored(name, snap, kept)
+                reporter.step_done(f"restore {v.group}/{v.key}", time.monotonic() - t0)
+            volumes.start(stack=run.stack, ids=ids, label=f"session {name}")
+            faults.hit("during:restarted")  # a test fails the restore here: the database runs again
+            slow = engine.wait_healthy(ids, timeout=RESTART_TIMEOUT)
+            if slow:
+                raise DevupError(
+                    f"containers {', '.join(slow)} did not come back healthy on the restored data "
+                    f"within {RESTART_TIMEOUT:.0f} s"
+                )
+        except (Exception, Interrupted) as exc:
+            raise run.failed(exc, "snapshot restore") from None
+        run.commit()
+        return Restored(name, snap, kept)
 
 
 def remove(ws: Workspace, names: list[str], reporter: Reporter) -> list[tuple[str, bool]]:
@@ -535,6 +562,22 @@ def plan_clone(ws: Workspace, source: str, *, new: str, engine_host: str) -> Clo
     )
 
 
+@contextlib.contextmanager
+def held(ws: Workspace, source: CloneSource) -> Iterator[CloneSource]:
+    """SOURCE for `up --from`, checked before anything changes (busy: exit 4, nothing to roll
+    back). A snapshot is held for reading for the whole run (other clones may read it too; no
+    run may remove or write it meanwhile). A session's lock is only tried here: `clone` takes it
+    for the copy, and must let it go before the run ends, since undoing a killed copy (the
+    `source_recover` inverse) takes it again."""
+    if source.kind == "snapshot":
+        with _snapshot_read(ws, source.name) as snapshot:
+            yield CloneSource("snapshot", source.name, snapshot)
+        return
+    with ws.locked(source.name):
+        pass
+    yield source
+
+
 def clone(
     ws: Workspace,
     stack: UndoStack,
@@ -545,7 +588,8 @@ def clone(
     reporter: Reporter,
 ) -> None:
     """Create each target volume (its removal journaled first) as a copy of SOURCE's volume of
-    the same group and key; one SOURCE lacks is left for compose to create empty."""
+    the same group and key; one SOURCE lacks is left for compose to create empty. The caller
+    has SOURCE `held`."""
     if source.kind == "snapshot":
         assert source.snapshot is not None
         theirs = {(v.group, v.key): v for v in source.snapshot.volumes}

@@ -560,6 +560,11 @@ def copy_volume(
     """
     from docker.errors import APIError, ContainerError, ImageNotFound
 
+    for name in (source, target):
+        # The engine would create a missing volume on mount, empty and unlabelled: a copy from
+        # it would look like a copy (a snapshot removed meanwhile, a copy-back run twice).
+        if name is not None and volume_info(name) is None:
+            raise EngineError(f"cannot copy volume {source} into {target}: volume {name} does not exist")
     remove_helpers(target)
     mounts = {target: {"bind": "/to", "mode": "rw"}}
     if source is not None:

@@ -6,7 +6,8 @@ POINT is `before:STEP` or `after:STEP`, STEP one of pre_up, worktree, copy, port
 post_create, data (`up --from`'s copies), group:NAME, pre_spawn, service:NAME, post_up, commit;
 or `during:PHASE`, right after a data copy's helper container started (it copies on when devup
 is killed there), PHASE one of snapshot (`snapshot create`, and a restore's keeping copy),
-restore (a restore's copy into the session), clone (`up --from`), copy-back (a restore undone).
+restore (a restore's copy into the session), clone (`up --from`), copy-back (a restore undone);
+or `during:restarted`, a restore's containers started again on the restored data.
 """
 
 from __future__ import annotations

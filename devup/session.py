@@ -145,13 +145,14 @@ def up(ws: Workspace, req: UpRequest, reporter: Reporter) -> UpResult:
             attach=req.attach,
             engine=engine,
         )
-        clone = None
         source = req.source or (cfg.project.data_from if previous is None else None)
-        if source is not None:
-            from devup import data
+        if source is None or not plan.groups:  # host mode has no volumes to fill (nor Docker)
+            return _Run(ws, cfg, req, plan, reporter, engine).execute(started)
+        from devup import data
 
-            clone = data.plan_clone(ws, source, new=req.name, engine_host=engine.host)
-        return _Run(ws, cfg, req, plan, reporter, engine, clone).execute(started)
+        planned = data.plan_clone(ws, source, new=req.name, engine_host=engine.host)
+        with data.held(ws, planned) as clone:  # busy: exit 4, before anything changed
+            return _Run(ws, cfg, req, plan, reporter, engine, clone).execute(started)
 
 
 def _engine_for(ws: Workspace, req: UpRequest, previous: state.SessionRecord | None) -> remote.Engine:

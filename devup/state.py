@@ -18,15 +18,18 @@ from devup.errors import BusyError, CorruptState, DevupError
 
 
 @contextlib.contextmanager
-def file_lock(path: Path, *, blocking: bool = True, busy_message: str = "") -> Iterator[None]:
-    """flock: the kernel releases it when the process dies, so a killed run never wedges us."""
+def file_lock(
+    path: Path, *, blocking: bool = True, busy_message: str = "", shared: bool = False
+) -> Iterator[None]:
+    """flock: the kernel releases it when the process dies, so a killed run never wedges us.
+    `shared`: one of many readers, which only an exclusive holder keeps out."""
     paths.ensure_dir(path.parent)
     # Read-only is enough for flock, and keeps no file of the state folder open for writing (a
     # remount read-only, or a full disk, then meets no writer of ours).
     fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o600)
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if blocking else fcntl.LOCK_NB))
         except OSError as exc:
             if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
                 raise BusyError(busy_message or f"{path.name} is locked by another devup") from None

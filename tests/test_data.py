@@ -283,16 +283,19 @@ def test_sigkill_during_the_copy(pg: Pg, cmd: str, then: str) -> None:
         pg.sql("a", "delete from t where i = 4001")
 
 
-@pytest.mark.parametrize("cmd", ["create", "restore", "clone"])
+@pytest.mark.parametrize("cmd", ["create", "restore", "restarted", "clone"])
 def test_a_failure_during_the_copy_is_rolled_back(pg: Pg, cmd: str) -> None:
-    """Guarantee 9: a failed snapshot, restore or clone leaves the state before it (exit 1)."""
-    if cmd == "restore":
+    """Guarantee 9: a failed snapshot, restore or clone leaves the state before it (exit 1);
+    `restarted`: the restore fails once the database runs again on the restored data, so the
+    copy back must stop it first."""
+    if cmd in ("restore", "restarted"):
         pg.sql("a", "insert into t values (5001)")
     before = pg.rows("a")
     snaps_before = pg.snapshot_volumes()
     args, phase = {
         "create": (("snapshot", "create", "a", "--as", "f1", "--json"), "snapshot"),
         "restore": (("snapshot", "restore", "a", "s1", "--json"), "restore"),
+        "restarted": (("snapshot", "restore", "a", "s1", "--json"), "restarted"),
         "clone": (("up", "f", "--from", "a", "--json"), "clone"),
     }[cmd]
     failed = pg.devup(*args, env={"DEVUP_FAULT": f"raise@during:{phase}"})
@@ -304,7 +307,7 @@ def test_a_failure_during_the_copy_is_rolled_back(pg: Pg, cmd: str) -> None:
     assert pg.snapshot_volumes() == snaps_before
     assert pg.helpers() == []
     assert world.labelled("volume", repo_id=pg.repo.repo_id, session="f") == []
-    if cmd == "restore":
+    if cmd in ("restore", "restarted"):
         pg.sql("a", "delete from t where i = 5001")
 
 
@@ -439,3 +442,72 @@ def test_the_copy_streams_through_the_engine_when_the_image_has_no_tool(tmp_path
             with contextlib.suppress(Exception):
                 engine.remove_volume(v)
         subprocess.run(["docker", "image", "rm", "-f", tag], capture_output=True)
+
+
+def _volume_text(name: str) -> str:
+    return world.docker(
+        "run", "--rm", "-v", f"{name}:/d", BUSYBOX, "sh", "-c", "cat /d/f 2>/dev/null || echo -"
+    ).strip()
+
+
+def test_a_restores_copy_back_run_again_keeps_the_data_and_a_missing_source_is_never_made_up() -> None:
+    """Guarantee 4 for the restore's inverse: recovery may run it a second time after the first
+    removed the kept snapshot; the session's data must survive (the engine would otherwise make
+    the missing volume, empty, and copy that)."""
+    from devup import engine
+    from devup.steps import volumes
+
+    run = f"test-{os.getpid()}"
+    labels = {"dev.devup.repo": run}
+    kept, target, manifest = (f"devup-test-{what}-{os.getpid()}" for what in ("kept", "target", "manifest"))
+    try:
+        for name, text in ((kept, "before-restore"), (target, "restored")):
+            engine.create_volume(name, labels)
+            world.docker("run", "--rm", "-v", f"{name}:/d", BUSYBOX, "sh", "-c", f"echo {text} > /d/f")
+        engine.create_volume(manifest, labels)
+        args = {"pairs": [[kept, target, BUSYBOX]], "labels": labels, "manifest": manifest}
+        volumes.undo_restore(args)
+        assert _volume_text(target) == "before-restore"
+        assert engine.volume_info(kept) is None and engine.volume_info(manifest) is None
+        volumes.undo_restore(args)  # again, as a recovery after a kill would
+        assert _volume_text(target) == "before-restore"
+        with pytest.raises(Exception, match="does not exist"):
+            engine.copy_volume(source=kept, target=target, image=BUSYBOX, labels=labels)
+        assert engine.volume_info(kept) is None  # not created by the attempt
+        assert _volume_text(target) == "before-restore"
+    finally:
+        for v in (kept, target, manifest):
+            with contextlib.suppress(Exception):
+                engine.remove_volume(v)
+
+
+def test_a_snapshot_being_read_is_not_removed_under_the_reader(
+    pg: Pg, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A clone or restore reading s1 holds it; `snapshot rm s1` meanwhile is busy (exit 4) and
+    removes nothing, while a second reader is let in."""
+    from devup import data
+    from devup.workspace import open_workspace
+
+    monkeypatch.setenv("DEVUP_HOME", str(pg.state))
+    before = pg.snapshot_volumes("s1")
+    with data._snapshot_read(open_workspace(pg.repo.path), "s1"):
+        removed = pg.devup("snapshot", "rm", "s1")
+        assert removed.returncode == 4, removed.stderr
+        assert "s1" in removed.stderr
+        assert pg.snapshot_volumes("s1") == before
+        pg.up("r", "--from", "s1")  # another reader at the same time
+    assert pg.rows("r") == "500:125250"
+    assert pg.devup("down", "r").returncode == 0
+    # And the other way round: while s1 is being removed (or written), neither a clone nor a
+    # restore reads it, and both say so before changing anything.
+    pg.up("w")
+    pg.sql("w", "create table t (i int primary key); insert into t values (7)")
+    with data._snapshot_lock(open_workspace(pg.repo.path), "s1"):
+        cloned = pg.devup("up", "q", "--from", "s1")
+        restored = pg.devup("snapshot", "restore", "w", "s1")
+    assert cloned.returncode == 4 and "s1" in cloned.stderr, cloned.stderr
+    assert restored.returncode == 4 and "s1" in restored.stderr, restored.stderr
+    assert world.labelled("volume", repo_id=pg.repo.repo_id, session="q") == []
+    assert pg.rows("w") == "1:7" and pg.state_of("w") == ["running"]
+    assert pg.devup("down", "w").returncode == 0

@@ -44,6 +44,20 @@ def stop(*, stack: UndoStack, ids: list[str], label: str) -> None:
     engine.stop(ids)
 
 
+def start(*, stack: UndoStack, ids: list[str], label: str) -> None:
+    """Start `ids` again after a restore; the inverse stops them, so that a copy back never
+    runs under a database that uses the volume."""
+    if not ids:
+        return
+    stack.push(UndoRecord("containers_stop", {"ids": ids}, f"started containers of {label}"))
+    engine.start(ids)
+
+
+@inverse("containers_stop")
+def undo_start(args: dict[str, Any]) -> None:
+    engine.stop(list(args["ids"]))
+
+
 @inverse("containers_start")
 def undo_stop(args: dict[str, Any]) -> None:
     """Start the stopped containers again and wait until they serve (healthy, where they have a
@@ -96,12 +110,32 @@ def keep_for_restore(
 @inverse("restore_copy_back")
 def undo_restore(args: dict[str, Any]) -> None:
     """Copy the kept data back into the session's volumes; only then drop the kept snapshot
-    (the state before the restore had no such snapshot). A failed copy keeps it."""
-    for kept, target, image in args["pairs"]:
-        engine.copy_volume(source=kept, target=target, image=image, labels=args["labels"], phase="copy-back")
-    engine.remove_volume(args["manifest"])
+    (the state before the restore had no such snapshot). A failed copy keeps it.
+
+    The manifest goes only after every copy back: when it is gone, a run of this inverse that
+    was interrupted afterwards has copied everything already, and copying again from volumes
+    it may have removed would empty the session's data."""
+    if engine.volume_info(args["manifest"]) is not None:
+        for kept, target, image in args["pairs"]:
+            engine.copy_volume(
+                source=kept, target=target, image=image, labels=args["labels"], phase="copy-back"
+            )
+        engine.remove_volume(args["manifest"])
     for kept, _, _ in args["pairs"]:
         engine.remove_volume(kept)
+
+
+def discard_snapshot(*, stack: UndoStack, manifest: str, names: list[str], label: str) -> None:
+    """Before a snapshot that only a run needs is taken (a restore's kept data): its inverse
+    removes it, complete or not, manifest first."""
+    stack.push(UndoRecord("snapshot_remove", {"manifest": manifest, "names": names}, label))
+
+
+@inverse("snapshot_remove")
+def undo_discard(args: dict[str, Any]) -> None:
+    engine.remove_volume(args["manifest"])
+    for name in args["names"]:
+        engine.remove_volume(name)
 
 
 def source_run(*, stack: UndoStack, journal_path: Path, lock_path: Path, session: str) -> None:
