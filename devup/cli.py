@@ -104,7 +104,9 @@ def _guard(
 def _session(name: str, *, missing: type[DevupError] = DevupError) -> tuple[Any, Any]:
     """The workspace and the record of session `name`, an interrupted run of it finished first."""
     from devup import recovery
+    from devup.paths import check_session_name
 
+    check_session_name(name)  # a bad name is exit 2 wherever devup runs, before the repository is looked for
     ws = _workspace()
     return ws, recovery.open_session(ws, name, _reporter(False), missing=missing)
 

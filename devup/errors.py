@@ -161,8 +161,9 @@ class RecoverIncomplete(DevupError):
     exit_code = 3
 
     def __init__(self, session: str, leftovers: list[Leftover], *, hint: str | None = None) -> None:
+        # The leftovers themselves are listed under the error (cli._fail) and in the JSON.
         super().__init__(
-            leftover_text(session, leftovers),
+            f"the rollback of an interrupted run of {session} is incomplete",
             hint=hint or f"`devup recover {session}` once the cause is fixed",
         )
         self.session = session

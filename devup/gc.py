@@ -105,11 +105,11 @@ def _on_engine(ws: Workspace, owned: set[str], where: remote.Engine | None) -> l
     ]
 
 
-def find(ws: Workspace, *, engine: bool | list[remote.Engine] = True) -> list[Orphan]:
-    """Orphans on each engine of `engine` (True: every engine of `engines(ws)`), and here."""
+def find(ws: Workspace, *, on: bool | list[remote.Engine] = True) -> list[Orphan]:
+    """Orphans on each engine of `on` (True: every engine of `engines(ws)`), and here."""
     owned = _owned(ws)
     found: list[Orphan] = []
-    for where in engines(ws) if engine is True else engine or []:
+    for where in engines(ws) if on is True else on or []:
         remote.bind(where)
         found += _on_engine(ws, owned, where)
     seen_pids: set[int] = set()
@@ -159,7 +159,7 @@ def run(ws: Workspace, reporter: Reporter, *, dry_run: bool, force: bool = False
                 # A corrupt or untrusted journal is that session's problem: it stays owned
                 # (see _owned) and the sweep goes on for everything else.
                 reporter.warn(f"session {journal_path.stem}: {exc.message}")
-    found = find(ws, engine=answering)
+    found = find(ws, on=answering)
     if dry_run:
         return found
     order = {"process": 0, "container": 1, "network": 2, "volume": 3, "worktree": 4, "lease": 5}

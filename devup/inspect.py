@@ -75,8 +75,8 @@ class SessionView:
 
 
 def engine_json(record: SessionRecord) -> dict[str, Any] | None:
-    engine = remote.engine_of(record)
-    return None if engine is None else {**engine.to_json(), "remote": engine.remote}
+    where = remote.engine_of(record)
+    return None if where is None else {**where.to_json(), "remote": where.remote}
 
 
 def units(record: SessionRecord, containers: list[engine.ContainerState]) -> list[Unit]:
@@ -231,8 +231,8 @@ def _views_per_engine(ws: Workspace, records: list[SessionRecord], problems: lis
     containers. Records from before engines were recorded go first, on the environment's engine."""
     by_engine: dict[str | None, list[SessionRecord]] = {}
     for r in records:
-        engine = remote.engine_of(r)
-        by_engine.setdefault(None if engine is None else engine.host, []).append(r)
+        where = remote.engine_of(r)
+        by_engine.setdefault(None if where is None else where.host, []).append(r)
     views: list[SessionView] = []
     for host in sorted(by_engine, key=lambda h: (h is not None, h or "")):
         group = by_engine[host]
@@ -247,5 +247,5 @@ def _views_per_engine(ws: Workspace, records: list[SessionRecord], problems: lis
 
 
 def _engine_dict(value: object) -> dict[str, str | None]:
-    engine = remote.Engine.from_json(value)
-    return {} if engine is None else {"context": engine.context, "host": engine.host}
+    where = remote.Engine.from_json(value)
+    return {} if where is None else {"context": where.context, "host": where.host}

@@ -539,7 +539,7 @@ def test_hook_output_is_a_bounded_tail(make):
 def test_a_signal_while_a_child_starts_never_leaves_the_child_running(monkeypatch):
     """SIGINT lands right after the child exists but before `run` could register it: the
     child must still be stopped when devup unwinds (it was orphaned before)."""
-    from devup import runner, session
+    from devup import runner
     from devup.errors import Interrupted
 
     started: list[int] = []
@@ -552,7 +552,7 @@ def test_a_signal_while_a_child_starts_never_leaves_the_child_running(monkeypatc
             os.kill(os.getpid(), signal.SIGINT)  # handled at the next bytecode, i.e. right here
 
     monkeypatch.setattr(subprocess, "Popen", SignalledPopen)
-    with pytest.raises(Interrupted), session._signals():
+    with pytest.raises(Interrupted), runner.interruptible():
         runner.run(["sleep", "60"], timeout=120)
     monkeypatch.undo()
     (pid,) = started

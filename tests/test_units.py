@@ -183,7 +183,7 @@ def test_a_rolled_back_new_session_leaves_no_lease_even_after_a_relet(tmp_path: 
     assert _held_by("n") == {}
 
 
-def _git(cwd: Path, *args: str) -> None:
+def _run_git(cwd: Path, *args: str) -> None:
     subprocess.run(
         ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "protocol.file.allow=always", *args],
         cwd=cwd,
@@ -194,20 +194,20 @@ def _git(cwd: Path, *args: str) -> None:
 
 def _repo(path: Path) -> Path:
     path.mkdir(parents=True)
-    _git(path, "init", "-q", "-b", "main")
-    _git(path, "commit", "-q", "--allow-empty", "-m", "init")
+    _run_git(path, "init", "-q", "-b", "main")
+    _run_git(path, "commit", "-q", "--allow-empty", "-m", "init")
     return path
 
 
 def test_repository_discovery_from_a_subfolder_a_linked_worktree_and_a_submodule(tmp_path: Path) -> None:
     main = _repo(tmp_path / "main")
     (main / "sub" / "deeper").mkdir(parents=True)
-    _git(main, "worktree", "add", "-q", "-b", "wt", str(tmp_path / "wt"))
+    _run_git(main, "worktree", "add", "-q", "-b", "wt", str(tmp_path / "wt"))
     for start in (main, main / "sub" / "deeper", tmp_path / "wt"):
         found = git.find_repo(start)
         assert (found.root, found.common_dir) == (main, main / ".git"), start
     library = _repo(tmp_path / "library")
-    _git(main, "submodule", "add", "-q", str(library), "vendor/library")
+    _run_git(main, "submodule", "add", "-q", str(library), "vendor/library")
     found = git.find_repo(main / "vendor" / "library")  # its own repository, not the superproject
     assert found.root == main / "vendor" / "library"
     assert found.common_dir == main / ".git" / "modules" / "vendor" / "library"
@@ -215,8 +215,8 @@ def test_repository_discovery_from_a_subfolder_a_linked_worktree_and_a_submodule
 
 def test_a_bare_repository_and_its_worktrees_are_refused_with_the_reason(tmp_path: Path) -> None:
     origin = _repo(tmp_path / "origin")
-    _git(tmp_path, "clone", "-q", "--bare", str(origin), "bare.git")
-    _git(tmp_path / "bare.git", "worktree", "add", "-q", str(tmp_path / "bwt"), "main")
+    _run_git(tmp_path, "clone", "-q", "--bare", str(origin), "bare.git")
+    _run_git(tmp_path / "bare.git", "worktree", "add", "-q", str(tmp_path / "bwt"), "main")
     for start in (tmp_path / "bare.git", tmp_path / "bwt"):
         with pytest.raises(DevupError, match="is a bare repository") as caught:
             git.find_repo(start)
