@@ -254,6 +254,10 @@ def test_failed_inverse_exits_3_and_recover_finishes_once_fixed(make, tmp_path):
         blocked = repo.devup(*args)
         assert blocked.returncode == 3, (args, blocked.stderr)
         assert "cannot-unseed" in blocked.stderr
+    blocked, doc = run_json(repo, "down", "f")
+    assert blocked.returncode == 3 and doc["status"] == "rollback_incomplete" and doc["session"] == "f"
+    assert len(doc["leftovers"]) == 1 and "cannot-unseed" in doc["leftovers"][0]
+    assert "the rollback of an interrupted run of f is incomplete" in blocked.stderr
     assert not repo.worktree("f").exists()
     ok.touch()
     fixed = repo.devup("recover", "f")
