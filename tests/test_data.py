@@ -511,3 +511,12 @@ def test_a_snapshot_being_read_is_not_removed_under_the_reader(
     assert world.labelled("volume", repo_id=pg.repo.repo_id, session="q") == []
     assert pg.rows("w") == "1:7" and pg.state_of("w") == ["running"]
     assert pg.devup("down", "w").returncode == 0
+
+
+def test_data_from_in_host_mode_needs_no_engine(make) -> None:
+    """Host mode needs no Docker (SPEC §6): a configured data_from has no volumes to fill there."""
+    toml = isolated("host").replace('mode = "host"\n', 'mode = "host"\ndata_from = "golden"\n', 1)
+    repo = make(toml + '\n[services.s]\nrun = "sleep 60"\n')
+    result = repo.devup("up", "h", env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"})
+    assert result.returncode == 0, result.stderr
+    assert repo.devup("down", "h").returncode == 0
