@@ -208,7 +208,7 @@ class NoDataVolumes(UsageError):
 class DataFailed(DevupError):
     """`snapshot create`/`restore` failed; `status` says what became of the world (SPEC §2)."""
 
-    _CODES: ClassVar[dict[str, int]] = {"rolled_back": 1, "rollback_incomplete": 3, "interrupted": 130}
+    CODES: ClassVar[dict[str, int]] = {"rolled_back": 1, "rollback_incomplete": 3, "interrupted": 130}
 
     def __init__(
         self, *, session: str, what: str, status: str, cause: str, leftovers: list[Leftover]
@@ -223,7 +223,7 @@ class DataFailed(DevupError):
             f"{what} of {session} failed{f' ({done})' if done else ''}: {cause}",
             hint=hint,
             step=what,
-            exit_code=self._CODES[status],
+            exit_code=self.CODES[status],
         )
         self.session = session
         self.status = status
