@@ -439,11 +439,23 @@ class _Run:
         with self.step(f"service:{name}"):
             key = name.upper().replace("-", "_")
             port = self.leases.ports.get(key) if cfg.port else None
-            for attempt in range(1, _PORT_ATTEMPTS + 1):
-                if port is not None and not state.port_is_free(port):
-                    # Checked free right before use: a foreign listener would answer our probe.
-                    port = self._relet([key], port)[key]
-                try:
+            from tenacity import Retrying, retry_if_exception, stop_after_attempt
+
+            moved = False  # the last attempt's port was taken at the bind: move before the next
+
+            def bind_lost(exc: BaseException) -> bool:
+                # Taken between the check and the bind (a transient fault): move and retry.
+                nonlocal moved
+                moved = isinstance(exc, PortConflict) and port is not None
+                return moved
+
+            for attempt in Retrying(
+                retry=retry_if_exception(bind_lost), stop=stop_after_attempt(_PORT_ATTEMPTS), reraise=True
+            ):
+                with attempt:
+                    if port is not None and (moved or not state.port_is_free(port)):
+                        # Checked free right before use: a foreign listener would answer our probe.
+                        port = self._relet([key], port)[key]
                     record = service.start(
                         stack=self.stack,
                         ident=self.ident,
@@ -454,12 +466,6 @@ class _Run:
                         port=port,
                         log_path=self.ws.repo.log(self.req.name, name),
                     )
-                    break
-                except PortConflict:
-                    # Taken between the check and the bind (a transient fault): move and retry.
-                    if attempt == _PORT_ATTEMPTS or port is None:
-                        raise
-                    port = self._relet([key], port)[key]
             with self._lock:
                 self.procs[name] = record
 
