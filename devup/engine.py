@@ -333,7 +333,16 @@ def remove(kind: str, name: str) -> None:
     ]
     try:
         obj = collection.get(name)
-        obj.remove(**({} if kind == "network" else {"force": True}))
+        # A container's anonymous volumes go with it (v); named ones are gc's to judge apart.
+        obj.remove(
+            **(
+                {}
+                if kind == "network"
+                else {"force": True, "v": True}
+                if kind == "container"
+                else {"force": True}
+            )
+        )
     except NotFound:
         pass
     except APIError as exc:
@@ -433,7 +442,7 @@ def remove_helpers(target: str) -> None:
 
     for c in client().containers.list(all=True, filters={"label": f"{LABEL_HELPER}={target}"}):
         try:
-            c.remove(force=True)
+            c.remove(force=True, v=True)  # v: the anonymous volume of the image's VOLUME, if any
         except NotFound:
             continue
         except APIError as exc:
@@ -612,7 +621,9 @@ def _remove_quietly(container: Any) -> None:
     from docker.errors import APIError, NotFound
 
     with contextlib.suppress(NotFound, APIError):
-        container.remove(force=True)
+        # v: a helper of the service's own image gets an anonymous volume for each VOLUME the
+        # image declares (PostgreSQL's data directory); it goes with the helper.
+        container.remove(force=True, v=True)
 
 
 def _stream(cid: str, target: str, image: str, labels: dict[str, str]) -> int:

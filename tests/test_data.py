@@ -162,9 +162,18 @@ def pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pg]:
     assert left == {"container": [], "network": [], "volume": []}, "the data tests left things behind"
 
 
+def _dangling_anonymous_volumes() -> set[str]:
+    out = world.docker("volume", "ls", "-q", "--filter", "dangling=true")
+    return {v for v in out.split() if len(v) == 64 and all(c in "0123456789abcdef" for c in v)}
+
+
 def test_clone_of_a_session_has_its_rows_and_writes_stay_apart(pg: Pg) -> None:
     before = pg.rows("a")
+    dangling = _dangling_anonymous_volumes()
     pg.up("b", "--from", "a")
+    # The copy helper runs the service's own image, whose VOLUME gets an anonymous volume: it
+    # goes with the helper, never left behind.
+    assert _dangling_anonymous_volumes() - dangling == set()
     assert pg.rows("b") == before == "500:125250"
     pg.sql("b", "insert into t values (1001)")
     pg.sql("a", "insert into t values (2001), (2002)")
