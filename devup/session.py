@@ -145,8 +145,13 @@ def up(ws: Workspace, req: UpRequest, reporter: Reporter) -> UpResult:
             attach=req.attach,
             engine=engine,
         )
+        if req.source is not None and not plan.groups:
+            raise UsageError(
+                f"--from {req.source}: session {req.name} has no compose groups ({plan.mode} mode), "
+                "so no data volumes to fill; nothing was changed"
+            )
         source = req.source or (cfg.project.data_from if previous is None else None)
-        if source is None or not plan.groups:  # host mode has no volumes to fill (nor Docker)
+        if source is None or not plan.groups:  # host mode: no volumes to fill, and no Docker
             return _Run(ws, cfg, req, plan, reporter, engine).execute(started)
         from devup import data
 

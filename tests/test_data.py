@@ -529,3 +529,7 @@ def test_data_from_in_host_mode_needs_no_engine(make) -> None:
     result = repo.devup("up", "h", env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"})
     assert result.returncode == 0, result.stderr
     assert repo.devup("down", "h").returncode == 0
+    # Asked for explicitly, --from there is a usage error, found before anything changed.
+    asked = repo.devup("up", "h2", "--from", "golden")
+    assert asked.returncode == 2 and "no data volumes" in asked.stderr, asked.stderr
+    assert not repo.worktree("h2").exists() and "h2" not in world.branches(repo.path)
