@@ -308,25 +308,22 @@ def _take(
     return Snapshot(snap, record.session, created, total, made)
 
 
-def _running(ws: Workspace, record: state.SessionRecord, vols: list[DataVolume]) -> list[str]:
-    """The running containers of the groups whose volumes are copied (those alone are paused)."""
+def _containers(
+    ws: Workspace, record: state.SessionRecord, vols: list[DataVolume], states: tuple[str, ...]
+) -> list[str]:
+    """The containers, in one of `states`, of the groups whose volumes are copied (those alone
+    are paused or stopped)."""
     groups = {v.group for v in vols}
     projects = [g.project for g in record.groups if g.name in groups]
     return [
         c.id
         for c in engine.containers_of(repo_id=ws.repo.repo_id, session=record.session, projects=projects)
-        if c.status == "running"
+        if c.status in states
     ]
 
 
-def _all_of_groups(ws: Workspace, record: state.SessionRecord, vols: list[DataVolume]) -> list[str]:
-    groups = {v.group for v in vols}
-    projects = [g.project for g in record.groups if g.name in groups]
-    return [
-        c.id
-        for c in engine.containers_of(repo_id=ws.repo.repo_id, session=record.session, projects=projects)
-        if c.status in ("running", "paused", "restarting")
-    ]
+_RUNNING = ("running",)  # what a snapshot or clone pauses
+_UP = ("running", "paused", "restarting")  # what a restore stops
 
 
 # --- commands --------------------------------------------------------------------------------
@@ -352,7 +349,7 @@ def create(ws: Workspace, name: str, snap: str | None, reporter: Reporter) -> Sn
                 raise NoDataVolumes(f"session {name} has no data volumes: there is nothing to snapshot")
             run = _Run(ws, record, "snapshot")
             try:
-                ids = _running(ws, record, vols)
+                ids = _containers(ws, record, vols, _RUNNING)
                 volumes.pause(stack=run.stack, ids=ids, label=f"session {name}")
                 result = _take(run.stack, ws, record, snap, vols, reporter, paused=ids)
             except (Exception, Interrupted) as exc:
@@ -400,7 +397,7 @@ def _restore(ws: Workspace, record: state.SessionRecord, found: Snapshot, report
             raise UsageError(f"snapshot {before} exists already; try again in a second")
         run = _Run(ws, record, "restore")
         try:
-            ids = _all_of_groups(ws, record, vols)
+            ids = _containers(ws, record, vols, _UP)
             volumes.stop(stack=run.stack, ids=ids, label=f"session {name}")
             volumes.discard_snapshot(
                 stack=run.stack,
@@ -479,27 +476,9 @@ def _bind_repo_engine(ws: Workspace) -> None:
         remote.bind(remote.choose(option=None, configured=remote.configured_context(ws.config_text)))
 
 
-def busy_sessions(ws: Workspace) -> set[str]:
-    """Sessions with a run in progress (lock held) or an interrupted one (journal pending)."""
-    found: set[str] = set()
-    folder = ws.repo.journals_dir
-    for path in sorted(folder.glob("*.jsonl")) if folder.is_dir() else []:
-        try:
-            replayed = journal.replay(path)
-        except DevupError:
-            found.add(path.stem)
-            continue
-        if replayed is not None and replayed.outcome in (None, "kept"):
-            found.add(path.stem)
-    locks = ws.repo.state / "locks"
-    if locks.is_dir():
-        found |= {p.stem for p in locks.glob("*.lock") if state.is_locked(p)}
-    return found
-
-
 def incomplete_volumes(ws: Workspace) -> list[engine.Volume]:
     """Volumes of incomplete snapshots that no run is writing (a killed `create`): removable."""
-    busy = busy_sessions(ws)
+    busy = recovery.busy_sessions(ws)
     vols = engine.volumes_with([f"{LABEL_REPO}={ws.repo.repo_id}", LABEL_SNAPSHOT])
     complete = {v.labels[LABEL_SNAPSHOT] for v in vols if LABEL_MANIFEST in v.labels}
     return [
@@ -614,7 +593,7 @@ def clone(
         )
         run = _Run(ws, record, "clone-source")
         try:
-            ids = _running(ws, record, copied)
+            ids = _containers(ws, record, copied, _RUNNING)
             volumes.pause(stack=run.stack, ids=ids, label=f"session {source.name}")
             for t in targets:
                 src = theirs.get((t.group, t.key))

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from devup import engine, git, journal, processes, remote, state
+from devup import engine, git, processes, remote, state
 from devup.errors import DevupError
 from devup.hookspec import teardown_settings
 from devup.paths import CONFIG_NAME, ENV_FILE
-from devup.recovery import finish_if_idle
+from devup.recovery import busy_sessions, finish_if_idle
 from devup.report import Reporter
 from devup.steps import worktree
 from devup.workspace import Workspace
@@ -47,18 +47,7 @@ def _owned(ws: Workspace) -> set[str]:
     """Sessions that own their resources: a record, a run in progress (lock held), or a run
     kept for debugging (its journal still lists what it made; `down` removes it)."""
     owned = {p.stem for p in ws.repo.sessions_dir.glob("*.json")} if ws.repo.sessions_dir.is_dir() else set()
-    for path in sorted(ws.repo.journals_dir.glob("*.jsonl")) if ws.repo.journals_dir.is_dir() else []:
-        try:
-            found = journal.replay(path)
-        except DevupError:
-            owned.add(path.stem)  # a corrupt journal: a person must look, gc must not guess
-            continue
-        if found is not None and found.outcome in (None, "kept"):
-            owned.add(path.stem)
-    locks = ws.repo.state / "locks"
-    if locks.is_dir():
-        owned |= {p.stem for p in locks.glob("*.lock") if state.is_locked(p)}
-    return owned
+    return owned | busy_sessions(ws)
 
 
 def engines(ws: Workspace) -> list[remote.Engine]:

@@ -132,6 +132,26 @@ def open_session(
     return record
 
 
+def busy_sessions(ws: Workspace) -> set[str]:
+    """Sessions with a run in progress (its lock held), an interrupted one (its journal
+    pending), one kept for debugging, or a journal that cannot be read (a person must look):
+    what gc and the snapshot sweep leave alone."""
+    found: set[str] = set()
+    folder = ws.repo.journals_dir
+    for path in sorted(folder.glob("*.jsonl")) if folder.is_dir() else []:
+        try:
+            replayed = journal.replay(path)
+        except DevupError:
+            found.add(path.stem)
+            continue
+        if replayed is not None and replayed.outcome in (None, "kept"):
+            found.add(path.stem)
+    locks = ws.repo.state / "locks"
+    if locks.is_dir():
+        found |= {p.stem for p in locks.glob("*.lock") if state.is_locked(p)}
+    return found
+
+
 def finish_rollback(ws: Workspace, name: str, *, resumed: bool, reporter: Reporter) -> list[Leftover]:
     """After a complete unwind: mark a resumed session failed, remove the journal. Neither may
     stop or hide anything (SPEC §5.11): a journal that cannot be removed (a read-only state
