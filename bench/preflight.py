@@ -96,18 +96,26 @@ def main() -> int:
             f"bench: {tracked} tracked files generated in {time.perf_counter() - t0:.1f} s", file=sys.stderr
         )
 
-        from devup import compose, compose_inputs, engine, preflight, workspace
+        from devup import compose, compose_inputs, engine, preflight, remote, workspace
 
         ws = workspace.open_workspace(repo)
         cfg = ws.config
+        here = remote.current()
         compose.compose_command()
-        engine.engine_version()  # both cached for the process: not what is measured here
+        engine.engine_version(here)  # both cached for the process: not what is measured here
         counter = iter(range(10**6))
 
         def devup_preflight() -> None:
             # A new session each time: the branch does not exist, the files come from HEAD.
             preflight.plan(
-                ws, cfg, name=f"s{next(counter)}", branch=None, base=None, mode=None, previous=None
+                ws,
+                cfg,
+                name=f"s{next(counter)}",
+                branch=None,
+                base=None,
+                mode=None,
+                previous=None,
+                engine=here,
             )
 
         raw_cmd = [

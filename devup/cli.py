@@ -255,7 +255,7 @@ def exec_(
     command: Annotated[list[str], typer.Argument(help="CMD [ARGS...], after `--`.")],
 ) -> None:
     """Run CMD in the session's worktree with the session's variables; exit with CMD's code."""
-    from devup import runner
+    from devup import remote, runner
 
     def run() -> None:
         record = _existing(name)
@@ -270,7 +270,9 @@ def exec_(
             from devup.errors import UsageError
 
             raise UsageError("missing CMD", hint=f"`devup exec {name} -- CMD [ARGS...]`")
-        runner.replace_process(argv, cwd=wt, env={**os.environ, **record.env})
+        # CMD talks to the session's engine, as its hooks and services do (and as fastpath's exec).
+        env = remote.engine_of(record).environ({**os.environ, **record.env})
+        runner.replace_process(argv, cwd=wt, env=env)
 
     _guard(run, session=name)
 

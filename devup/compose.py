@@ -12,8 +12,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from devup import engine, runner, state
+from devup import remote, runner, state
 from devup.errors import CommandFailed, PreflightError
+from devup.remote import Engine
 
 _PORT_TAKEN = re.compile(
     r"(?:Bind for [\d.:\[\]a-f]*?:(\d+) failed: port is already allocated"
@@ -36,8 +37,7 @@ def compose_command() -> tuple[str, ...]:
     """Compose v2: the `docker compose` plugin's own binary, else `docker compose` or a
     `docker-compose` v2 binary, whichever answers.
 
-    The plugin binary is run directly: it reads DOCKER_HOST and the docker context itself, just
-    as under the docker CLI, and it skips the CLI's start-up (~40 ms a call) and the version
+    The plugin binary is run directly (every call is given its engine's DOCKER_HOST), and it skips the CLI's start-up (~40 ms a call) and the version
     probe (~70 ms a command). A CLI plugin named docker-compose is always Compose v2.
     """
     plugin = _compose_plugin()
@@ -61,7 +61,7 @@ def compose_command() -> tuple[str, ...]:
 
 def _compose_plugin() -> Path | None:
     """The docker-compose CLI plugin where the docker CLI would look for it."""
-    config_dir = engine.docker_config_dir()
+    config_dir = remote.config_dir()
     try:
         extra = json.loads((config_dir / "config.json").read_text()).get("cliPluginsExtraDirs") or []
     except (OSError, ValueError, AttributeError):
@@ -98,12 +98,14 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def load_model(*, project: str, files: list[Path], cwd: Path, env: Mapping[str, str]) -> GroupModel:
+def load_model(
+    eng: Engine, *, project: str, files: list[Path], cwd: Path, env: Mapping[str, str]
+) -> GroupModel:
     """Validate the files with `docker compose config`; a failure is a deterministic error."""
     args = [*compose_command(), "-p", project]
     for f in files:
         args += ["-f", str(f)]
-    result = runner.run([*args, "config", "--format", "json"], cwd=cwd, env=env, timeout=60)
+    result = runner.run([*args, "config", "--format", "json"], cwd=cwd, env=eng.environ(env), timeout=60)
     if not result.ok:
         raise CommandFailed(
             command="docker compose " + " ".join(a for a in args[len(compose_command()) :]) + " config",
@@ -161,21 +163,22 @@ def taken_port(output: str) -> int | None:
 
 
 def up(
-    *, project: str, files: list[Path], cwd: Path, env: Mapping[str, str], wait_timeout: float
+    eng: Engine, *, project: str, files: list[Path], cwd: Path, env: Mapping[str, str], wait_timeout: float
 ) -> runner.Result:
     args = [*compose_command(), "-p", project]
     for f in files:
         args += ["-f", str(f)]
     args += ["up", "-d", "--wait", "--wait-timeout", str(int(wait_timeout)), "--remove-orphans"]
-    return runner.run(args, cwd=cwd, env=env, timeout=wait_timeout + 300)
+    return runner.run(args, cwd=cwd, env=eng.environ(env), timeout=wait_timeout + 300)
 
 
-def stop(*, project: str, timeout: float = 10) -> None:
-    result = runner.run([*compose_command(), "-p", project, "stop", "-t", str(int(timeout))], timeout=300)
+def stop(eng: Engine, *, project: str, timeout: float = 10) -> None:
+    args = [*compose_command(), "-p", project, "stop", "-t", str(int(timeout))]
+    result = runner.run(args, env=eng.environ(), timeout=300)
     result.raise_for_status(what="compose stop", shown=f"docker compose -p {project} stop")
 
 
-def down(*, project: str, volumes: bool, timeout: float = 10) -> None:
+def down(eng: Engine, *, project: str, volumes: bool, timeout: float = 10) -> None:
     """Remove the project's containers and networks (and its volumes, with `volumes`).
 
     Works without the compose files, which a crash may have taken with the worktree; found
@@ -185,7 +188,7 @@ def down(*, project: str, volumes: bool, timeout: float = 10) -> None:
     args = [*compose_command(), "-p", project, "down", "--remove-orphans", "-t", str(int(timeout))]
     if volumes:
         args.append("-v")
-    result = runner.run(args, timeout=300)
+    result = runner.run(args, env=eng.environ(), timeout=300)
     result.raise_for_status(
         what="compose down", shown=" ".join(["docker compose", *args[len(compose_command()) :]])
     )

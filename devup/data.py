@@ -63,6 +63,7 @@ class Snapshot:
     size: int  # bytes
     volumes: list[DataVolume] = field(default_factory=list)
     complete: bool = True
+    engine: remote.Engine | None = None  # where its volumes are (not part of its JSON)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -90,10 +91,14 @@ def manifest_name(repo_id: str, snap: str) -> str:
 # --- reading ------------------------------------------------------------------------------
 
 
-def snapshots(ws: Workspace) -> list[Snapshot]:
-    """Every snapshot of the repository on the bound engine, complete or not, by name."""
+def snapshots(ws: Workspace, eng: remote.Engine) -> list[Snapshot]:
+    """Every snapshot of the repository on engine `eng`, complete or not, by name.
+
+    Complete means the manifest exists and the volumes found are as many as it counts: a volume
+    removed since (by hand, or by a sweep that raced the `create`) makes it incomplete, never a
+    complete-looking snapshot that a clone would silently start empty from."""
     by: dict[str, list[engine.Volume]] = {}
-    for v in engine.volumes_with([f"{LABEL_REPO}={ws.repo.repo_id}", LABEL_SNAPSHOT]):
+    for v in engine.volumes_with(eng, [f"{LABEL_REPO}={ws.repo.repo_id}", LABEL_SNAPSHOT]):
         by.setdefault(v.labels[LABEL_SNAPSHOT], []).append(v)
     found = []
     for name, vols in sorted(by.items()):
@@ -119,21 +124,44 @@ def snapshots(ws: Workspace) -> list[Snapshot]:
                 created_at=float(labels.get(LABEL_CREATED, "0") or 0),
                 size=int(labels.get(LABEL_SIZE, "0") or 0),
                 volumes=data,
-                complete=manifest is not None,
+                complete=manifest is not None and manifest.labels.get(LABEL_MANIFEST) == str(len(data)),
+                engine=eng,
             )
         )
     return found
 
 
-def find(ws: Workspace, name: str) -> Snapshot | None:
-    return next((s for s in snapshots(ws) if s.name == name), None)
+def find(ws: Workspace, name: str, eng: remote.Engine) -> Snapshot | None:
+    return next((s for s in snapshots(ws, eng) if s.name == name), None)
+
+
+def engines(ws: Workspace) -> list[remote.Engine]:
+    """Where the repository's snapshots may be: every engine its sessions ran on (recorded at
+    each run), the configured one and the environment's."""
+    here: list[remote.Engine] = []
+    with contextlib.suppress(DevupError):
+        here.append(remote.choose(option=None, configured=remote.configured_context(ws.config_text)))
+    return remote.distinct([*here, *remote.known(ws.repo.state)])
+
+
+def find_anywhere(ws: Workspace, name: str) -> Snapshot | None:
+    """Snapshot `name` on whichever engine holds it (engines that do not answer are skipped)."""
+    for eng in engines(ws):
+        with contextlib.suppress(DevupError):
+            found = find(ws, name, eng)
+            if found is not None:
+                return found
+    return None
 
 
 def session_volumes(ws: Workspace, record: state.SessionRecord) -> list[DataVolume]:
     """The session's data: the volumes compose created for its groups (never external ones,
     which carry no project label), each with the image of a container that mounts it."""
     projects = {g.project: g.name for g in record.groups}
-    conts = engine.containers_of(repo_id=ws.repo.repo_id, session=record.session, projects=list(projects))
+    eng = remote.engine_of(record)
+    conts = engine.containers_of(
+        eng, repo_id=ws.repo.repo_id, session=record.session, projects=list(projects)
+    )
     found = []
     for project, group in projects.items():
         labels = [
@@ -141,7 +169,7 @@ def session_volumes(ws: Workspace, record: state.SessionRecord) -> list[DataVolu
             f"{LABEL_SESSION}={record.session}",
             f"{LABEL_REPO}={ws.repo.repo_id}",
         ]
-        for v in engine.volumes_with(labels):
+        for v in engine.volumes_with(eng, labels):
             key = v.labels.get(engine.LABEL_VOLUME) or v.name.removeprefix(f"{project}_")
             image = next((c.image for c in conts if v.name in c.mounts), "") or next(
                 (c.image for c in conts if c.project == project), ""
@@ -171,7 +199,7 @@ class _Run:
                 "engine": record.engine or None,  # undone on the session's engine (guarantee 10)
             }
         )
-        self.stack = UndoStack(self.journal)
+        self.stack = UndoStack(self.journal, remote.engine_of(record))
 
     def commit(self) -> None:
         self.stack.disarm()
@@ -215,8 +243,7 @@ def _ready(ws: Workspace, name: str, reporter: Reporter) -> state.SessionRecord:
     record = ws.record(name)
     if record is None:
         raise UsageError(f"no session named {name}", hint="`devup ls` lists the sessions")
-    remote.bind_record(record)
-    sweep_incomplete(ws)
+    sweep_incomplete(ws, remote.engine_of(record))
     return record
 
 
@@ -232,7 +259,7 @@ def _snapshot_lock(ws: Workspace, snap: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _snapshot_read(ws: Workspace, snap: str) -> Iterator[Snapshot]:
+def _snapshot_read(ws: Workspace, snap: str, eng: remote.Engine) -> Iterator[Snapshot]:
     """Hold snapshot `snap` for reading (many readers at once; never while a run writes or
     removes it), and return it, complete: a copy never reads a snapshot that goes meanwhile."""
     with state.file_lock(
@@ -241,7 +268,7 @@ def _snapshot_read(ws: Workspace, snap: str) -> Iterator[Snapshot]:
         shared=True,
         busy_message=f"snapshot {snap} is being written or removed by another devup run",
     ):
-        found = find(ws, snap)
+        found = find(ws, snap, eng)
         if found is None or not found.complete:
             raise UsageError(f"no snapshot named {snap}", hint="`devup snapshot ls` lists them")
         yield found
@@ -288,6 +315,7 @@ def _take(
         reporter.step_started(f"copy {v.group}/{v.key}")
         t0 = time.monotonic()
         total += engine.copy_volume(
+            stack.engine,
             source=v.name,
             target=target,
             image=image,
@@ -299,9 +327,10 @@ def _take(
     # Resumed at once: the pause lasts the copies, not the bookkeeping. The engine reports a
     # paused container unhealthy and says healthy again at its next probe (one healthcheck
     # interval); the service itself serves from the moment it is unpaused.
-    engine.unpause(paused)
+    engine.unpause(stack.engine, paused)
     created = time.time()
     engine.create_volume(
+        stack.engine,
         manifest,
         {**base, LABEL_MANIFEST: str(len(made)), LABEL_CREATED: f"{created:.3f}", LABEL_SIZE: str(total)},
     )
@@ -317,7 +346,9 @@ def _containers(
     projects = [g.project for g in record.groups if g.name in groups]
     return [
         c.id
-        for c in engine.containers_of(repo_id=ws.repo.repo_id, session=record.session, projects=projects)
+        for c in engine.containers_of(
+            remote.engine_of(record), repo_id=ws.repo.repo_id, session=record.session, projects=projects
+        )
         if c.status in states
     ]
 
@@ -339,7 +370,7 @@ def create(ws: Workspace, name: str, snap: str | None, reporter: Reporter) -> Sn
         record = _ready(ws, name, reporter)
         snap = snap or f"{name}-{_stamp()}"
         with _snapshot_lock(ws, snap):
-            if find(ws, snap) is not None:
+            if find(ws, snap, remote.engine_of(record)) is not None:
                 raise UsageError(
                     f"snapshot {snap} exists already",
                     hint=f"`devup snapshot rm {snap}` first, or pick another name",
@@ -381,7 +412,7 @@ def restore(ws: Workspace, name: str, snap: str, reporter: Reporter) -> Restored
     check_snapshot_name(snap)
     with ws.locked(name), runner.interruptible():
         record = _ready(ws, name, reporter)
-        with _snapshot_read(ws, snap) as found:
+        with _snapshot_read(ws, snap, remote.engine_of(record)) as found:
             return _restore(ws, record, found, reporter)
 
 
@@ -393,7 +424,7 @@ def _restore(ws: Workspace, record: state.SessionRecord, found: Snapshot, report
         raise NoDataVolumes(f"session {name} has no data volumes: there is nothing to restore into")
     before = f"{name}-before-restore-{_stamp()}"
     with _snapshot_lock(ws, before):
-        if find(ws, before) is not None:
+        if find(ws, before, remote.engine_of(record)) is not None:
             raise UsageError(f"snapshot {before} exists already; try again in a second")
         run = _Run(ws, record, "restore")
         try:
@@ -419,6 +450,7 @@ def _restore(ws: Workspace, record: state.SessionRecord, found: Snapshot, report
                 reporter.step_started(f"restore {v.group}/{v.key}")
                 t0 = time.monotonic()
                 engine.copy_volume(
+                    run.stack.engine,
                     source=src.name if src else None,
                     target=v.name,
                     image=v.image or kept.volumes[0].image,
@@ -428,7 +460,7 @@ def _restore(ws: Workspace, record: state.SessionRecord, found: Snapshot, report
                 reporter.step_done(f"restore {v.group}/{v.key}", time.monotonic() - t0)
             volumes.start(stack=run.stack, ids=ids, label=f"session {name}")
             faults.hit("during:restarted")  # a test fails the restore here: the database runs again
-            slow = engine.wait_healthy(ids, timeout=RESTART_TIMEOUT)
+            slow = engine.wait_healthy(run.stack.engine, ids, timeout=RESTART_TIMEOUT)
             if slow:
                 raise DevupError(
                     f"containers {', '.join(slow)} did not come back healthy on the restored data "
@@ -447,40 +479,45 @@ def remove(ws: Workspace, names: list[str], reporter: Reporter) -> list[tuple[st
     command removes, never a complete-looking one with volumes missing."""
     for n in names:
         check_snapshot_name(n)
-    _bind_repo_engine(ws)
-    sweep_incomplete(ws)
+    where = engines(ws)
+    for eng in where:
+        with contextlib.suppress(DevupError):  # an engine that is off keeps its snapshots
+            sweep_incomplete(ws, eng)
     result = []
     for n in names:
         with _snapshot_lock(ws, n):
-            found = find(ws, n)
-            if found is None:
+            found = find_anywhere(ws, n)
+            if found is None or found.engine is None:
                 result.append((n, False))
                 continue
-            engine.remove_volume(manifest_name(ws.repo.repo_id, n))
+            engine.remove_volume(found.engine, manifest_name(ws.repo.repo_id, n))
             for v in found.volumes:
-                engine.remove_volume(v.name)
+                engine.remove_volume(found.engine, v.name)
             result.append((n, True))
     return result
 
 
 def listing(ws: Workspace) -> list[Snapshot]:
-    """`snapshot ls`: the complete snapshots (incomplete ones are swept first)."""
-    _bind_repo_engine(ws)
-    sweep_incomplete(ws)
-    return [s for s in snapshots(ws) if s.complete]
+    """`snapshot ls`: the complete snapshots of every engine the repository used (incomplete ones
+    are swept first). The first engine (the configured or current one) must answer; another that
+    does not is skipped: its snapshots are there again when it is."""
+    found: dict[str, Snapshot] = {}
+    for index, eng in enumerate(engines(ws)):
+        try:
+            sweep_incomplete(ws, eng)
+            found.update({s.name: s for s in snapshots(ws, eng) if s.complete and s.name not in found})
+        except DevupError:
+            if index == 0:
+                raise
+    return [found[n] for n in sorted(found)]
 
 
-def _bind_repo_engine(ws: Workspace) -> None:
-    """Snapshots live on the engine of the repository's sessions: the configured context's."""
-    with contextlib.suppress(DevupError):
-        remote.bind(remote.choose(option=None, configured=remote.configured_context(ws.config_text)))
-
-
-def incomplete_volumes(ws: Workspace) -> list[engine.Volume]:
-    """Volumes of incomplete snapshots that no run is writing (a killed `create`): removable."""
+def incomplete_volumes(ws: Workspace, eng: remote.Engine) -> list[engine.Volume]:
+    """Volumes of incomplete snapshots on `eng` that no run is writing (a killed `create`): the
+    candidates of the sweep, which re-checks each under the snapshot's own lock."""
     busy = recovery.busy_sessions(ws)
-    vols = engine.volumes_with([f"{LABEL_REPO}={ws.repo.repo_id}", LABEL_SNAPSHOT])
-    complete = {v.labels[LABEL_SNAPSHOT] for v in vols if LABEL_MANIFEST in v.labels}
+    complete = {s.name for s in snapshots(ws, eng) if s.complete}
+    vols = engine.volumes_with(eng, [f"{LABEL_REPO}={ws.repo.repo_id}", LABEL_SNAPSHOT])
     return [
         v
         for v in vols
@@ -490,10 +527,23 @@ def incomplete_volumes(ws: Workspace) -> list[engine.Volume]:
     ]
 
 
-def sweep_incomplete(ws: Workspace) -> None:
-    for v in incomplete_volumes(ws):
-        with contextlib.suppress(DevupError):
-            engine.remove_volume(v.name)
+def sweep_incomplete(ws: Workspace, eng: remote.Engine) -> None:
+    """Remove what a killed `create` left. A run writing a snapshot holds its lock (`create`
+    takes it before its first volume), so each candidate is taken under that lock, tried and
+    never waited for, and judged again there: a busy list read before the volumes were listed
+    can be stale by then."""
+    by_snapshot: dict[str, list[engine.Volume]] = {}
+    for v in incomplete_volumes(ws, eng):
+        by_snapshot.setdefault(v.labels[LABEL_SNAPSHOT], []).append(v)
+    for snap in sorted(by_snapshot):
+        # BusyError: a run writes it now; an engine error: the next sweep tries again.
+        with contextlib.suppress(DevupError), _snapshot_lock(ws, snap):
+            found = find(ws, snap, eng)
+            if found is None or found.complete:
+                continue
+            engine.remove_volume(eng, manifest_name(ws.repo.repo_id, snap))
+            for left in found.volumes:
+                engine.remove_volume(eng, left.name)
 
 
 # --- clones (`up NEW --from SOURCE`) ----------------------------------------------------------
@@ -517,7 +567,7 @@ class CloneTarget:
     labels: dict[str, str]
 
 
-def plan_clone(ws: Workspace, source: str, *, new: str, engine_host: str) -> CloneSource:
+def plan_clone(ws: Workspace, source: str, *, new: str, eng: remote.Engine) -> CloneSource:
     """What `--from SOURCE` names: a session (preferred) or a complete snapshot; exit 2 when
     neither exists, checked before anything changes."""
     if source == new:
@@ -525,14 +575,14 @@ def plan_clone(ws: Workspace, source: str, *, new: str, engine_host: str) -> Clo
     record = ws.record(source) if paths.NAME_RE.fullmatch(source) else None
     if record is not None:
         there = remote.engine_of(record)
-        if there is not None and there.host != engine_host:
+        if there.host != eng.host:
             raise UsageError(
-                f"session {source} runs on engine {there.label}, the new session on {engine_host}: "
+                f"session {source} runs on engine {there.label}, the new session on {eng.label}: "
                 "copies run on one engine",
                 hint="snapshot it there and bring the new session up on that engine (--context)",
             )
         return CloneSource("session", source)
-    found = find(ws, source) if SNAPSHOT_RE.fullmatch(source) else None
+    found = find(ws, source, eng) if SNAPSHOT_RE.fullmatch(source) else None
     if found is not None and found.complete:
         return CloneSource("snapshot", source, found)
     raise UsageError(
@@ -542,14 +592,14 @@ def plan_clone(ws: Workspace, source: str, *, new: str, engine_host: str) -> Clo
 
 
 @contextlib.contextmanager
-def held(ws: Workspace, source: CloneSource) -> Iterator[CloneSource]:
+def held(ws: Workspace, source: CloneSource, eng: remote.Engine) -> Iterator[CloneSource]:
     """SOURCE for `up --from`, checked before anything changes (busy: exit 4, nothing to roll
     back). A snapshot is held for reading for the whole run (other clones may read it too; no
     run may remove or write it meanwhile). A session's lock is only tried here: `clone` takes it
     for the copy, and must let it go before the run ends, since undoing a killed copy (the
     `source_recover` inverse) takes it again."""
     if source.kind == "snapshot":
-        with _snapshot_read(ws, source.name) as snapshot:
+        with _snapshot_read(ws, source.name, eng) as snapshot:
             yield CloneSource("snapshot", source.name, snapshot)
         return
     with ws.locked(source.name):
@@ -599,7 +649,7 @@ def clone(
                 src = theirs.get((t.group, t.key))
                 if src is not None:
                     _clone_one(ws, stack, t, src, new=new, reporter=reporter)
-            engine.unpause(ids)
+            engine.unpause(stack.engine, ids)
         except (Exception, Interrupted):
             run.rollback()
             raise
@@ -615,6 +665,11 @@ def _clone_one(
     if not src.image:
         raise DevupError(f"no image to copy volume {src.name} with (no container of its group)")
     engine.copy_volume(
-        source=src.name, target=t.name, image=src.image, labels=_helper_labels(ws, new), phase="clone"
+        stack.engine,
+        source=src.name,
+        target=t.name,
+        image=src.image,
+        labels=_helper_labels(ws, new),
+        phase="clone",
     )
     reporter.step_done(f"copy {t.group}/{t.key}", time.monotonic() - t0)

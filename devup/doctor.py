@@ -32,7 +32,7 @@ def run() -> dict[str, dict[str, Any]]:
     return {
         "git": _check(_git, "install git 2.30 or newer (Debian: apt-get install git)"),
         "engine": _check(
-            lambda: engine_version(attempts=1),  # a diagnosis of now: no waiting
+            lambda: engine_version(remote.current(), attempts=1),  # a diagnosis of now: no waiting
             "start a Docker engine (Debian: apt-get install docker.io; dockerd &)",
         ),
         "compose": _check(
@@ -51,7 +51,6 @@ def contexts() -> list[dict[str, Any]]:
     found = []
     for name in sorted(remote.contexts()):
         engine = remote.by_context(name, where="doctor")
-        remote.bind(engine)
         entry: dict[str, Any] = {
             "name": name,
             "host": engine.host,
@@ -60,7 +59,7 @@ def contexts() -> list[dict[str, Any]]:
             "address": engine.address,
         }
         try:
-            entry.update(answers=True, version=engine_version(attempts=1), error=None)
+            entry.update(answers=True, version=engine_version(engine, attempts=1), error=None)
         except DevupError as exc:
             entry.update(answers=False, version=None, error=exc.message)
         found.append(entry)

@@ -10,16 +10,15 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import IO, Any, TypeVar, cast
 
 from devup import faults
-from devup.errors import DevupError, EngineUnavailable
+from devup.errors import DevupError, EngineError, EngineUnavailable
+from devup.remote import Engine
 
 LABEL_SESSION = "dev.devup.session"
 LABEL_REPO = "dev.devup.repo"
@@ -28,85 +27,79 @@ LABEL_PROJECT = "com.docker.compose.project"
 LABEL_SERVICE = "com.docker.compose.service"
 
 
-def docker_config_dir() -> Path:
-    return Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker")
+_START_HINT = "start it (e.g. `sudo systemctl start docker` or `sudo dockerd &`); `devup doctor` checks"
+
+
+def unavailable(eng: Engine, why: object) -> EngineUnavailable:
+    """The one wording of "the engine does not answer", naming the engine (SPEC §2: exit 1)."""
+    return EngineUnavailable(f"the Docker engine {eng.label} does not answer: {why}", hint=_START_HINT)
 
 
 @functools.cache
-def client() -> Any:
-    """A docker SDK client honouring DOCKER_HOST and the current docker context."""
+def client(eng: Engine) -> Any:
+    """A docker SDK client for `eng` (one per engine for the process), built from the value:
+    its host, and the TLS files of its context or the user's own TLS settings."""
     import docker
     from docker.errors import DockerException
 
     try:
-        kwargs: dict[str, Any] = {"timeout": 30}
-        if not os.environ.get("DOCKER_HOST"):
-            host = _context_host()
-            if host:
-                kwargs["base_url"] = host
-        host = kwargs.get("base_url") or os.environ.get("DOCKER_HOST", "")
-        if host.startswith("ssh://"):
+        environment = eng.environ()
+        if eng.host.startswith("ssh://"):
             from devup import sshproxy  # the user's ssh, as the docker CLI uses it; no paramiko
 
-            kwargs["base_url"] = sshproxy.socket_for(host)
-        if "base_url" in kwargs:
-            return docker.DockerClient(**kwargs)
-        return docker.from_env(**kwargs)
+            environment["DOCKER_HOST"] = sshproxy.socket_for(eng.host)
+        return docker.from_env(timeout=30, environment=environment)
     except DockerException as exc:
-        raise EngineUnavailable(
-            f"the Docker engine does not answer: {exc}",
-            hint="start it (e.g. `sudo systemctl start docker` or `sudo dockerd &`), "
-            "or point DOCKER_HOST at one; `devup doctor` checks",
-        ) from None
+        raise unavailable(eng, exc) from None
 
 
-def _context_host() -> str | None:
-    """The engine address of the current docker context, read from the CLI's own files."""
-    config_dir = docker_config_dir()
-    context = os.environ.get("DOCKER_CONTEXT")
-    if not context:
+_Fn = TypeVar("_Fn", bound=Callable[..., Any])
+
+
+def _foreign(exc: BaseException) -> bool:
+    """An exception of the docker SDK or the HTTP stack under it (never imported to check)."""
+    return type(exc).__module__.split(".")[0] in ("docker", "requests", "urllib3", "http")
+
+
+def edge(fn: _Fn) -> _Fn:
+    """Translate the SDK's exceptions at this adapter's edge: an engine that cannot be reached is
+    EngineUnavailable naming it, any other refusal an EngineError; none escapes as "a bug"."""
+
+    @functools.wraps(fn)
+    def translated(eng: Engine, *args: Any, **kwargs: Any) -> Any:
         try:
-            context = json.loads((config_dir / "config.json").read_text()).get("currentContext")
-        except (OSError, ValueError):
-            return None
-    if not context or context == "default":
-        return None
-    for meta in (config_dir / "contexts" / "meta").glob("*/meta.json"):
-        try:
-            data = json.loads(meta.read_text())
-        except (OSError, ValueError):
-            continue
-        if data.get("Name") == context:
-            host = data.get("Endpoints", {}).get("docker", {}).get("Host")
-            return str(host) if host else None
-    return None
+            return fn(eng, *args, **kwargs)
+        except Exception as exc:
+            if isinstance(exc, DevupError) or not (_foreign(exc) or isinstance(exc, ConnectionError)):
+                raise
+            if getattr(exc, "response", None) is None or isinstance(exc, ConnectionError):
+                raise unavailable(eng, _explain(exc)) from None
+            raise EngineError(f"the Docker engine {eng.label} refused a request: {_explain(exc)}") from None
+
+    return translated  # type: ignore[return-value]
 
 
-def engine_version(*, attempts: int = 5) -> str:
+@edge
+def engine_version(eng: Engine, *, attempts: int = 5) -> str:
     """The engine's version; an engine that does not answer is retried with backoff for ~4 s
     (0.25, 0.5, 1, 2 s between attempts), so that a blip or a dockerd restart is ridden out."""
     from docker.errors import DockerException
     from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-    try:
-        for attempt in Retrying(
-            # client() reports an engine it cannot reach as EngineUnavailable: retried too.
-            retry=retry_if_exception_type((DockerException, EngineUnavailable)),
-            wait=wait_exponential(multiplier=0.25, max=2),
-            stop=stop_after_attempt(attempts),
-            reraise=True,
-        ):
-            with attempt:
-                return str(client().version().get("Version", "?"))
-        raise AssertionError("unreachable")
-    except DockerException as exc:
-        raise EngineUnavailable(
-            f"the Docker engine does not answer: {exc}",
-            hint="start it (e.g. `sudo systemctl start docker` or `sudo dockerd &`); `devup doctor` checks",
-        ) from None
+    retrying = Retrying(
+        # client(eng) reports an engine it cannot reach as EngineUnavailable: retried too.
+        retry=retry_if_exception_type((DockerException, EngineUnavailable, ConnectionError)),
+        wait=wait_exponential(multiplier=0.25, max=2),
+        stop=stop_after_attempt(attempts),
+        reraise=True,
+    )
+    return str(retrying(lambda: client(eng).version().get("Version", "?")))
 
 
-def foreign_objects(*, project: str, volume_names: list[str], session: str, repo_id: str) -> list[str]:
+@edge
+def foreign_objects(
+    eng: Engine, *, project: str, volume_names: list[str], session: str, repo_id: str
+) -> list[str]:
     """Containers or volumes of `project` (or at the volume names it will use) that do not
     carry this session's identity: devup adopts only what is its own (SPEC §5.6)."""
     from docker.errors import NotFound
@@ -118,11 +111,11 @@ def foreign_objects(*, project: str, volume_names: list[str], session: str, repo
 
     found = [
         f"container {c['Names'][0].lstrip('/')}"
-        for c in client().api.containers(all=True, filters={"label": f"{LABEL_PROJECT}={project}"})
+        for c in client(eng).api.containers(all=True, filters={"label": f"{LABEL_PROJECT}={project}"})
         if foreign(c.get("Labels"))
     ]
     seen: set[str] = set()
-    for v in client().volumes.list(filters={"label": f"{LABEL_PROJECT}={project}"}):
+    for v in client(eng).volumes.list(filters={"label": f"{LABEL_PROJECT}={project}"}):
         seen.add(v.name)
         if foreign(v.attrs.get("Labels")):
             found.append(f"volume {v.name}")
@@ -130,7 +123,7 @@ def foreign_objects(*, project: str, volume_names: list[str], session: str, repo
         if name in seen:
             continue
         try:
-            volume = client().volumes.get(name)
+            volume = client(eng).volumes.get(name)
         except NotFound:
             continue
         if foreign(volume.attrs.get("Labels")):
@@ -138,16 +131,18 @@ def foreign_objects(*, project: str, volume_names: list[str], session: str, repo
     return found
 
 
-def volumes(*, project: str) -> set[str]:
-    return {v.name for v in client().volumes.list(filters={"label": f"{LABEL_PROJECT}={project}"})}
+@edge
+def volumes(eng: Engine, *, project: str) -> set[str]:
+    return {v.name for v in client(eng).volumes.list(filters={"label": f"{LABEL_PROJECT}={project}"})}
 
 
-def remove_volumes(*, project: str, session: str, repo_id: str, keep: set[str]) -> None:
+@edge
+def remove_volumes(eng: Engine, *, project: str, session: str, repo_id: str, keep: set[str]) -> None:
     """Remove the project's volumes that carry this session's labels, except `keep`."""
     from docker.errors import APIError, NotFound
 
     labels = [f"{LABEL_PROJECT}={project}", f"{LABEL_SESSION}={session}", f"{LABEL_REPO}={repo_id}"]
-    for volume in client().volumes.list(filters={"label": labels}):
+    for volume in client(eng).volumes.list(filters={"label": labels}):
         if volume.name in keep:
             continue
         try:
@@ -158,10 +153,10 @@ def remove_volumes(*, project: str, session: str, repo_id: str, keep: set[str]) 
             raise DevupError(f"cannot remove volume {volume.name}: {exc.explanation}") from None
 
 
-def _engine_socket() -> str | None:
+def _engine_socket(eng: Engine) -> str | None:
     """The engine's unix socket (an ssh engine's local forwarder), or None when it is reached
     another way (tcp, TLS)."""
-    host = os.environ.get("DOCKER_HOST") or _context_host() or "unix:///var/run/docker.sock"
+    host = eng.host
     if host.startswith("ssh://"):
         from devup import sshproxy
 
@@ -169,14 +164,10 @@ def _engine_socket() -> str | None:
     return host.removeprefix("unix://") if host.startswith("unix://") else None
 
 
-def _plain_tcp() -> tuple[str, int] | None:
+def _plain_tcp(eng: Engine) -> tuple[str, int] | None:
     """(host, port) of an engine reached by tcp:// without TLS (a remote `ls` stays SDK-free)."""
-    host = os.environ.get("DOCKER_HOST", "")
-    if (
-        not host.startswith("tcp://")
-        or os.environ.get("DOCKER_TLS_VERIFY")
-        or os.environ.get("DOCKER_CERT_PATH")
-    ):
+    host, env = eng.host, eng.environ()
+    if not host.startswith("tcp://") or env.get("DOCKER_TLS_VERIFY") or env.get("DOCKER_CERT_PATH"):
         return None
     import urllib.parse
 
@@ -184,13 +175,13 @@ def _plain_tcp() -> tuple[str, int] | None:
     return (parts.hostname, parts.port or 2375) if parts.hostname else None
 
 
-def _list_containers(labels: list[str]) -> list[dict[str, Any]]:
+def _list_containers(eng: Engine, labels: list[str]) -> list[dict[str, Any]]:
     """`GET /containers/json` by label. On a local socket, plain http.client: `ls` and `status`
     run this on every call, and loading the docker SDK would cost more than the whole command."""
-    path = _engine_socket()
-    tcp = _plain_tcp()
+    path = _engine_socket(eng)
+    tcp = _plain_tcp(eng)
     if path is None and tcp is None:
-        return list(client().api.containers(all=True, filters={"label": labels}))
+        return list(client(eng).api.containers(all=True, filters={"label": labels}))
     import http.client
     import socket
     import urllib.parse
@@ -212,10 +203,7 @@ def _list_containers(labels: list[str]) -> list[dict[str, Any]]:
         response = conn.getresponse()
         body = response.read()
     except OSError as exc:
-        raise EngineUnavailable(
-            f"the Docker engine does not answer at {path or os.environ.get('DOCKER_HOST')}: {exc.strerror or exc}",
-            hint="start it (e.g. `sudo systemctl start docker` or `sudo dockerd &`); `devup doctor` checks",
-        ) from None
+        raise unavailable(eng, exc.strerror or exc) from None
     finally:
         conn.close()
     if response.status != 200:
@@ -234,13 +222,14 @@ class ContainerState:
     exit_code: int
 
 
-def containers(*, repo_id: str, session: str | None = None) -> list[ContainerState]:
+@edge
+def containers(eng: Engine, *, repo_id: str, session: str | None = None) -> list[ContainerState]:
     """One engine query for every container of the repository's sessions (or of one)."""
     labels = [f"{LABEL_REPO}={repo_id}"]
     if session:
         labels.append(f"{LABEL_SESSION}={session}")
     found = []
-    for c in _list_containers(labels):
+    for c in _list_containers(eng, labels):
         lab = c.get("Labels") or {}
         status = c.get("Status", "")
         health = next((h for h in ("unhealthy", "healthy", "health: starting") if f"({h})" in status), None)
@@ -265,12 +254,13 @@ class Restarts:
     count: int  # the engine's RestartCount: restarts by the restart policy since the last start
 
 
-def restarts(*, project: str) -> dict[str, Restarts]:
+@edge
+def restarts(eng: Engine, *, project: str) -> dict[str, Restarts]:
     """Container id -> restart state, for every container of `project`."""
     from docker.errors import NotFound
 
     found: dict[str, Restarts] = {}
-    api = client().api
+    api = client(eng).api
     for c in api.containers(all=True, filters={"label": f"{LABEL_PROJECT}={project}"}):
         try:
             data = api.inspect_container(c["Id"])
@@ -284,10 +274,11 @@ def restarts(*, project: str) -> dict[str, Restarts]:
     return found
 
 
-def published_ports() -> set[int]:
+@edge
+def published_ports(eng: Engine) -> set[int]:
     """Host ports the engine's running containers publish, whoever made them (remote leasing)."""
     found: set[int] = set()
-    for c in client().api.containers():
+    for c in client(eng).api.containers():
         found |= {int(p["PublicPort"]) for p in c.get("Ports") or [] if p.get("PublicPort")}
     return found
 
@@ -301,9 +292,10 @@ class Labelled:
     session: str  # its session label, "?" when it has none
 
 
-def labelled(*, repo_id: str) -> list[Labelled]:
+@edge
+def labelled(eng: Engine, *, repo_id: str) -> list[Labelled]:
     """Every container (running or not), network and volume labelled with repository `repo_id`."""
-    api = client()
+    api = client(eng)
     label = [f"{LABEL_REPO}={repo_id}"]
 
     def session_of(labels: dict[str, str] | None) -> str:
@@ -324,13 +316,16 @@ def labelled(*, repo_id: str) -> list[Labelled]:
     return found
 
 
-def remove(kind: str, name: str) -> None:
+@edge
+def remove(eng: Engine, kind: str, name: str) -> None:
     """Remove a container (force), network or volume by name; already gone is success."""
     from docker.errors import APIError, NotFound
 
-    collection = {"container": client().containers, "network": client().networks, "volume": client().volumes}[
-        kind
-    ]
+    collection = {
+        "container": client(eng).containers,
+        "network": client(eng).networks,
+        "volume": client(eng).volumes,
+    }[kind]
     try:
         obj = collection.get(name)
         # A container's anonymous volumes go with it (v); named ones are gc's to judge apart.
@@ -378,10 +373,6 @@ du -sk /to 2>/dev/null | cut -f1 || echo 0
 _EMPTY_SCRIPT = _COPY_SCRIPT.split("\n")[2] + "\necho 0\n"
 
 
-class EngineError(DevupError):
-    """The engine refused a data operation (a volume, a pause, a copy)."""
-
-
 @dataclass(frozen=True)
 class Volume:
     name: str
@@ -393,54 +384,59 @@ def _explain(exc: Exception) -> str:
     return str(getattr(exc, "explanation", None) or exc)
 
 
-def volume_info(name: str) -> Volume | None:
+@edge
+def volume_info(eng: Engine, name: str) -> Volume | None:
     from docker.errors import NotFound
 
     try:
-        v = client().volumes.get(name)
+        v = client(eng).volumes.get(name)
     except NotFound:
         return None
     return Volume(v.name, dict(v.attrs.get("Labels") or {}), str(v.attrs.get("CreatedAt", "")))
 
 
-def volumes_with(labels: list[str]) -> list[Volume]:
+@edge
+def volumes_with(eng: Engine, labels: list[str]) -> list[Volume]:
     """Volumes carrying every one of `labels` (`key=value` or `key`)."""
-    found = client().volumes.list(filters={"label": labels})
+    found = client(eng).volumes.list(filters={"label": labels})
     return [
         Volume(v.name, dict(v.attrs.get("Labels") or {}), str(v.attrs.get("CreatedAt", ""))) for v in found
     ]
 
 
-def create_volume(name: str, labels: dict[str, str]) -> None:
+@edge
+def create_volume(eng: Engine, name: str, labels: dict[str, str]) -> None:
     """Create `name`; one that exists already is an error (the engine would hand it back silently)."""
     from docker.errors import APIError
 
-    if volume_info(name) is not None:
+    if volume_info(eng, name) is not None:
         raise EngineError(f"volume {name} exists already; devup will not copy into it")
     try:
-        client().volumes.create(name=name, labels=labels)
+        client(eng).volumes.create(name=name, labels=labels)
     except APIError as exc:
         raise EngineError(f"cannot create volume {name}: {_explain(exc)}") from None
 
 
-def remove_volume(name: str) -> None:
+@edge
+def remove_volume(eng: Engine, name: str) -> None:
     """Remove `name` and any copy helper still writing to it; already gone is success."""
     from docker.errors import APIError, NotFound
 
-    remove_helpers(name)
+    remove_helpers(eng, name)
     try:
-        client().volumes.get(name).remove(force=True)
+        client(eng).volumes.get(name).remove(force=True)
     except NotFound:
         return
     except APIError as exc:
         raise EngineError(f"cannot remove volume {name}: {_explain(exc)}") from None
 
 
-def remove_helpers(target: str) -> None:
+@edge
+def remove_helpers(eng: Engine, target: str) -> None:
     """Kill copy helpers writing to `target`: a killed devup leaves its helper copying."""
     from docker.errors import APIError, NotFound
 
-    for c in client().containers.list(all=True, filters={"label": f"{LABEL_HELPER}={target}"}):
+    for c in client(eng).containers.list(all=True, filters={"label": f"{LABEL_HELPER}={target}"}):
         try:
             c.remove(force=True, v=True)  # v: the anonymous volume of the image's VOLUME, if any
         except NotFound:
@@ -459,11 +455,12 @@ class Container:
     mounts: list[str]  # names of the volumes it mounts
 
 
-def containers_of(*, repo_id: str, session: str, projects: list[str]) -> list[Container]:
+@edge
+def containers_of(eng: Engine, *, repo_id: str, session: str, projects: list[str]) -> list[Container]:
     """The containers of `projects` that belong to the session (copy helpers excepted)."""
     found = []
     labels = [f"{LABEL_REPO}={repo_id}", f"{LABEL_SESSION}={session}"]
-    for c in client().api.containers(all=True, filters={"label": labels}):
+    for c in client(eng).api.containers(all=True, filters={"label": labels}):
         lab = c.get("Labels") or {}
         if LABEL_HELPER in lab or lab.get(LABEL_PROJECT) not in projects:
             continue
@@ -482,10 +479,11 @@ def containers_of(*, repo_id: str, session: str, projects: list[str]) -> list[Co
     return found
 
 
-def _each(ids: list[str], action: str) -> None:
+@edge
+def _each(eng: Engine, ids: list[str], action: str) -> None:
     from docker.errors import APIError, NotFound
 
-    api = client().api
+    api = client(eng).api
     for cid in ids:
         try:
             state = api.inspect_container(cid)["State"]
@@ -505,30 +503,31 @@ def _each(ids: list[str], action: str) -> None:
             raise EngineError(f"cannot {action} container {cid[:12]}: {_explain(exc)}") from None
 
 
-def pause(ids: list[str]) -> None:
-    _each(ids, "pause")
+def pause(eng: Engine, ids: list[str]) -> None:
+    _each(eng, ids, "pause")
 
 
-def unpause(ids: list[str]) -> None:
+def unpause(eng: Engine, ids: list[str]) -> None:
     """Resume paused ones; running or gone ones are left as they are."""
-    _each(ids, "unpause")
+    _each(eng, ids, "unpause")
 
 
-def stop(ids: list[str]) -> None:
-    _each(ids, "stop")
+def stop(eng: Engine, ids: list[str]) -> None:
+    _each(eng, ids, "stop")
 
 
-def start(ids: list[str]) -> None:
+def start(eng: Engine, ids: list[str]) -> None:
     """Start the ones that are not running; running or gone ones are left as they are."""
-    _each(ids, "start")
+    _each(eng, ids, "start")
 
 
-def wait_healthy(ids: list[str], *, timeout: float) -> list[str]:
+@edge
+def wait_healthy(eng: Engine, ids: list[str], *, timeout: float) -> list[str]:
     """Wait until each container runs (and is healthy, when it has a healthcheck); the names of
     those that did not get there in time."""
     from docker.errors import NotFound
 
-    api = client().api
+    api = client(eng).api
     deadline = time.monotonic() + timeout
     pending = list(ids)
     while pending and time.monotonic() < deadline:
@@ -547,18 +546,20 @@ def wait_healthy(ids: list[str], *, timeout: float) -> list[str]:
     return [cid[:12] for cid in pending]
 
 
-def image_exists(image: str) -> bool:
+@edge
+def image_exists(eng: Engine, image: str) -> bool:
     from docker.errors import ImageNotFound
 
     try:
-        client().images.get(image)
+        client(eng).images.get(image)
     except ImageNotFound:
         return False
     return True
 
 
+@edge
 def copy_volume(
-    *, source: str | None, target: str, image: str, labels: dict[str, str], phase: str = "copy"
+    eng: Engine, *, source: str | None, target: str, image: str, labels: dict[str, str], phase: str = "copy"
 ) -> int:
     """Copy `source`'s files into `target` (emptied first) on the engine; returns the bytes copied.
 
@@ -572,16 +573,16 @@ def copy_volume(
     for name in (source, target):
         # The engine would create a missing volume on mount, empty and unlabelled: a copy from
         # it would look like a copy (a snapshot removed meanwhile, a copy-back run twice).
-        if name is not None and volume_info(name) is None:
+        if name is not None and volume_info(eng, name) is None:
             raise EngineError(f"cannot copy volume {source} into {target}: volume {name} does not exist")
-    remove_helpers(target)
+    remove_helpers(eng, target)
     mounts = {target: {"bind": "/to", "mode": "rw"}}
     if source is not None:
         mounts[source] = {"bind": "/from", "mode": "ro"}
     script = _COPY_SCRIPT if source is not None else _EMPTY_SCRIPT
     helper_labels = {**labels, LABEL_HELPER: target}
     try:
-        container = client().containers.create(
+        container = client(eng).containers.create(
             image,
             entrypoint=["sh", "-c", script],
             command=[],
@@ -600,11 +601,11 @@ def copy_volume(
             container.start()
             faults.hit(f"during:{phase}")  # a test kills devup here: the helper copies on
         except APIError:
-            return _stream(container.id, target, image, helper_labels)  # no sh in the image
+            return _stream(eng, container.id, target, image, helper_labels)  # no sh in the image
         code = int(container.wait().get("StatusCode", 1))
         out = container.logs(stdout=True, stderr=True).decode(errors="replace")
         if code in (_NO_TOOL, 126, 127) and source is not None:
-            return _stream(container.id, target, image, helper_labels)
+            return _stream(eng, container.id, target, image, helper_labels)
         if code != 0:
             raise EngineError(
                 f"copying volume {source} into {target} failed (helper exit {code}): {out.strip()[-800:]}"
@@ -626,7 +627,7 @@ def _remove_quietly(container: Any) -> None:
         container.remove(force=True, v=True)
 
 
-def _stream(cid: str, target: str, image: str, labels: dict[str, str]) -> int:
+def _stream(eng: Engine, cid: str, target: str, image: str, labels: dict[str, str]) -> int:
     """get_archive of /from piped into put_archive of /to, ownership kept (copyUIDGID).
 
     The writer is a second (never started) container: the engine holds a container's lock for
@@ -634,9 +635,9 @@ def _stream(cid: str, target: str, image: str, labels: dict[str, str]) -> int:
     """
     from docker.errors import APIError
 
-    api = client().api
+    api = client(eng).api
     size = 0
-    writer = client().containers.create(
+    writer = client(eng).containers.create(
         image,
         command=["-"],
         volumes={target: {"bind": "/to", "mode": "rw"}},
@@ -645,7 +646,7 @@ def _stream(cid: str, target: str, image: str, labels: dict[str, str]) -> int:
     )
     try:
         # The target may hold the data a restore replaces: empty it through the API too.
-        _empty_via_api(writer.id)
+        _empty_via_api(eng, writer.id)
         stream, _ = api.get_archive(cid, "/from/.", chunk_size=1 << 20)
 
         def counted() -> Iterator[bytes]:
@@ -654,9 +655,14 @@ def _stream(cid: str, target: str, image: str, labels: dict[str, str]) -> int:
                 size += len(chunk)
                 yield chunk
 
-        url = api._url("/containers/{0}/archive", writer.id)
-        response = api._put(url, params={"path": "/to", "copyUIDGID": "1"}, data=counted())
-        api._raise_for_status(response)
+        # put_archive has no copyUIDGID: the same request through the client's public requests
+        # session (ownership kept: PostgreSQL refuses a data directory of another owner).
+        url = f"{api.base_url}/v{api.api_version}/containers/{writer.id}/archive"
+        response = api.put(url, params={"path": "/to", "copyUIDGID": "1"}, data=counted())
+        if response.status_code >= 400:
+            raise EngineError(
+                f"streaming into volume {target} failed: {response.status_code} {response.text[:300]}"
+            )
     except APIError as exc:
         raise EngineError(f"streaming into volume {target} failed: {_explain(exc)}") from None
     finally:
@@ -664,16 +670,33 @@ def _stream(cid: str, target: str, image: str, labels: dict[str, str]) -> int:
     return size
 
 
-def _empty_via_api(cid: str) -> None:
+def _empty_via_api(eng: Engine, cid: str) -> None:
     """An image with no tool cannot `rm`: a target that holds files is refused (only a restore
     copies into a full volume, and it uses the session's own image, which has a shell)."""
-    import io
     import tarfile
 
-    api = client().api
-    stream, _ = api.get_archive(cid, "/to/.")
-    data = io.BytesIO(b"".join(stream))
-    with tarfile.open(fileobj=data) as tar:
-        names = [m.name for m in tar.getmembers() if m.name not in (".", "./")]
-    if names:
+    stream, _ = client(eng).api.get_archive(cid, "/to/.")
+    # Read as a stream and stop at the first member past the folder itself: a multi-GB volume is
+    # never held in memory just to learn that it is not empty.
+    with tarfile.open(fileobj=cast(IO[bytes], _ChunkReader(stream)), mode="r|") as tar:
+        holds_files = any(m.name not in (".", "./") for m in tar)
+    if holds_files:
         raise EngineError("the copy helper's image has no shell to empty the target volume with")
+
+
+class _ChunkReader:
+    """A file-like `read` over an iterator of byte chunks (tarfile's stream mode needs one)."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks, self._buffer = iter(chunks), b""
+
+    def read(self, size: int = -1) -> bytes:
+        while size < 0 or len(self._buffer) < size:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                break
+            self._buffer += chunk
+        if size < 0:
+            size = len(self._buffer)
+        found, self._buffer = self._buffer[:size], self._buffer[size:]
+        return found

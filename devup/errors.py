@@ -87,8 +87,14 @@ class PreflightError(DevupError):
     exit_code = 2
 
 
-class EngineUnavailable(PreflightError):
-    """The Docker engine does not answer."""
+class EngineUnavailable(DevupError):
+    """The Docker engine does not answer: exit 1, naming the engine (SPEC §2)."""
+
+    exit_code = 1
+
+
+class EngineError(DevupError):
+    """The engine refused a request (a volume, a pause, a copy)."""
 
 
 class Unrepresentable(PreflightError):

@@ -44,10 +44,11 @@ def run(argv: list[str]) -> int | None:
         sys.stdout.write(record.worktree + "\n")
         sys.stdout.flush()
         return 0
-    from devup import runner
+    from devup import remote, runner
 
     try:
-        runner.replace_process(command, cwd=Path(record.worktree), env={**os.environ, **record.env})
+        env = remote.engine_of(record).environ({**os.environ, **record.env})  # as the CLI's exec
+        runner.replace_process(command, cwd=Path(record.worktree), env=env)
     except DevupError as exc:
         sys.stderr.write(f"error: {exc.message}\n" + (f"hint: {exc.hint}\n" if exc.hint else ""))
         return exc.exit_code

@@ -73,20 +73,21 @@ def _records(ws: Workspace) -> list[state.SessionRecord]:
     return found
 
 
-def _on_engine(ws: Workspace, owned: set[str], where: remote.Engine | None) -> list[Orphan]:
-    """Containers, networks and volumes of the repository on the engine this process is bound to.
+def _on_engine(ws: Workspace, owned: set[str], where: remote.Engine) -> list[Orphan]:
+    """Containers, networks and volumes of the repository on engine `where`.
 
     Snapshots belong to the repository, not to a session: a complete one is never an orphan; an
     incomplete one is, once no run of its source session can still be writing it (SPEC §7)."""
     from devup import data
 
     snapshots = {
-        v.name for v in engine.volumes_with([f"{engine.LABEL_REPO}={ws.repo.repo_id}", data.LABEL_SNAPSHOT])
+        v.name
+        for v in engine.volumes_with(where, [f"{engine.LABEL_REPO}={ws.repo.repo_id}", data.LABEL_SNAPSHOT])
     }
-    incomplete = {v.name: v.labels.get(data.LABEL_SOURCE, "?") for v in data.incomplete_volumes(ws)}
+    incomplete = {v.name: v.labels.get(data.LABEL_SOURCE, "?") for v in data.incomplete_volumes(ws, where)}
     found = [
         Orphan(obj.kind, obj.name, obj.session, engine=where)
-        for obj in engine.labelled(repo_id=ws.repo.repo_id)
+        for obj in engine.labelled(where, repo_id=ws.repo.repo_id)
         if obj.session not in owned and not (obj.kind == "volume" and obj.name in snapshots)
     ]
     return found + [
@@ -99,7 +100,6 @@ def find(ws: Workspace, *, on: bool | list[remote.Engine] = True) -> list[Orphan
     owned = _owned(ws)
     found: list[Orphan] = []
     for where in engines(ws) if on is True else on or []:
-        remote.bind(where)
         found += _on_engine(ws, owned, where)
     seen_pids: set[int] = set()
     for proc in processes.tagged_all(repo_id=ws.repo.repo_id):
@@ -125,11 +125,10 @@ def find(ws: Workspace, *, on: bool | list[remote.Engine] = True) -> list[Orphan
 def run(ws: Workspace, reporter: Reporter, *, dry_run: bool, force: bool = False) -> list[Orphan]:
     answering = []
     for index, where in enumerate(engines(ws)):
-        remote.bind(where)
         try:
             # The environment's engine gets the usual ~4 s to ride out a blip; the others, which
             # may simply be switched off, one attempt.
-            engine.engine_version(attempts=5 if index == 0 else 1)
+            engine.engine_version(where, attempts=5 if index == 0 else 1)
             answering.append(where)
         except DevupError:
             reporter.warn(
@@ -175,12 +174,12 @@ def _precious(ws: Workspace, path: Path, copied: tuple[str, ...]) -> list[str]:
 
 
 def _remove(ws: Workspace, orphan: Orphan, *, force: bool, copied: tuple[str, ...]) -> Orphan:
-    remote.bind(orphan.engine)
     try:
         if orphan.kind == "process":
             processes.kill_pid(int(orphan.name))
         elif orphan.kind in ("container", "network", "volume"):
-            engine.remove(orphan.kind, orphan.name)
+            assert orphan.engine is not None  # found on an engine: find() names it
+            engine.remove(orphan.engine, orphan.kind, orphan.name)
         elif orphan.kind == "worktree":
             path = Path(orphan.name)
             dirty = _precious(ws, path, copied) if path.is_dir() and not force else []

@@ -75,7 +75,7 @@ class SessionView:
 
 
 def engine_json(record: SessionRecord) -> dict[str, Any] | None:
-    where = remote.engine_of(record)
+    where = remote.Engine.from_json(record.engine)  # None: a record from before engines were recorded
     return None if where is None else {**where.to_json(), "remote": where.remote}
 
 
@@ -120,9 +120,11 @@ def view(record: SessionRecord, containers: list[engine.ContainerState]) -> Sess
 def _containers(
     ws: Workspace, records: list[SessionRecord], session: str | None = None
 ) -> list[engine.ContainerState]:
+    """The containers of `records`' sessions, asked of their engine (that of the first record:
+    callers group records by engine), whatever the environment says (guarantee 10)."""
     if not any(r.groups for r in records):
         return []  # host mode: no engine needed, none asked
-    return engine.containers(repo_id=ws.repo.repo_id, session=session)
+    return engine.containers(remote.engine_of(records[0]), repo_id=ws.repo.repo_id, session=session)
 
 
 def containers_of(ws: Workspace, record: SessionRecord) -> list[engine.ContainerState]:
@@ -151,7 +153,6 @@ def status(ws: Workspace, name: str, reporter: Reporter) -> SessionView:
                 hint=f"`devup recover {name}` finishes an interrupted run",
             )
         raise DevupError(f"no session named {name}", hint="`devup ls` lists the sessions")
-    remote.bind_record(record)  # the session's engine, whatever the environment says
     try:
         containers = _containers(ws, [record], name)
     except DevupError as exc:
@@ -229,14 +230,12 @@ def ls(ws: Workspace) -> Listing:
 def _views_per_engine(ws: Workspace, records: list[SessionRecord], problems: list[str]) -> list[SessionView]:
     """One container query per engine the sessions run on, each session judged by its own engine's
     containers. Records from before engines were recorded go first, on the environment's engine."""
-    by_engine: dict[str | None, list[SessionRecord]] = {}
+    by_engine: dict[str, list[SessionRecord]] = {}
     for r in records:
-        where = remote.engine_of(r)
-        by_engine.setdefault(None if where is None else where.host, []).append(r)
+        by_engine.setdefault(remote.engine_of(r).host, []).append(r)
     views: list[SessionView] = []
-    for host in sorted(by_engine, key=lambda h: (h is not None, h or "")):
+    for host in sorted(by_engine):
         group = by_engine[host]
-        remote.bind(remote.engine_of(group[0]))
         try:
             containers = _containers(ws, group)
         except DevupError as exc:

@@ -47,7 +47,7 @@ def plan(
     mode: Mode | None,
     previous: state.SessionRecord | None,
     attach: Path | None = None,
-    engine: remote.Engine | None = None,
+    engine: remote.Engine,
 ) -> Plan:
     """Decide everything `up` will do, checking it all before the first change (exit 2)."""
     if attach is not None and previous is not None and Path(previous.worktree).resolve() != attach.resolve():
@@ -81,7 +81,6 @@ def plan(
         files.check_branch_paths(root=ws.repo.root, commit=commit, patterns=cfg.worktree.copy_)
     recorded = {g.name: g.project for g in previous.groups} if previous else {}
     projects = {g: recorded.get(g) or ident.compose_project(g) for g in groups}
-    engine = engine or remote.Engine(None, remote.DEFAULT_HOST)
     models = compose_models(ws, cfg, ident, groups, wt, mode, projects, engine=engine) if groups else {}
     lease_keys, aliases = port_keys(models, services)
     return Plan(
@@ -158,12 +157,12 @@ def _check_env_file(
     )
 
 
-def _engine_answers(engine: remote.Engine | None) -> None:
+def _engine_answers(engine: remote.Engine) -> None:
     """The engine answers; a remote one that does not is named, with how to check it."""
     try:
-        engine_version()
+        engine_version(engine)
     except EngineUnavailable as exc:
-        if engine is None or not engine.remote:
+        if not engine.remote:
             raise
         check = (
             f"docker --context {engine.context} info" if engine.context else f"docker -H {engine.host} info"
@@ -173,7 +172,7 @@ def _engine_answers(engine: remote.Engine | None) -> None:
         said = sshproxy.errors(engine.host)
         raise EngineUnavailable(
             f"the remote Docker engine {engine.label} does not answer: "
-            + exc.message.removeprefix("the Docker engine does not answer: ")
+            + exc.message.removeprefix(f"the Docker engine {engine.label} does not answer: ")
             + (f"\nssh said:\n{said}" if said else ""),
             hint=f"check that the machine is up and reachable (`{check}`); `devup doctor` lists every context",
         ) from None
@@ -242,6 +241,7 @@ def compose_models(
                 )
             try:
                 model = compose.load_model(
+                    engine,
                     project=projects[gname],
                     files=[where / f for f in gcfg.files],
                     cwd=where,
@@ -257,6 +257,7 @@ def compose_models(
                 )
             project = projects[gname]
             foreign = foreign_objects(
+                engine,
                 project=project,
                 volume_names=[f"{project}_{v}" for v in model.volumes],
                 session=ident.session,

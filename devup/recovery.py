@@ -70,11 +70,11 @@ def finish(ws: Workspace, name: str, reporter: Reporter, *, include_kept: bool =
             path.unlink(missing_ok=True)
         return Recovery(name, "clean")
     reporter.note(f"rolling back the interrupted run of {name}")
-    # Undone on the engine the run used, whatever this shell's DOCKER_HOST says (guarantee 10).
-    remote.bind(remote.Engine.from_json(found.begin.get("engine")))
     records = [(i, UndoRecord.from_json(r)) for i, r in reversed(found.pending)]
     steps.load_all()  # every inverse a journal may name
-    leftovers = unwind_records(journal.Journal(path), records, on_undo=reporter.undone)
+    # Undone on the engine the run used, whatever this shell's DOCKER_HOST says (guarantee 10).
+    where = remote.engine_of(found.begin)
+    leftovers = unwind_records(journal.Journal(path), records, where, on_undo=reporter.undone)
     if not leftovers:
         leftovers = finish_rollback(ws, name, resumed=bool(found.begin.get("resumed")), reporter=reporter)
     return Recovery(name, "rollback_incomplete" if leftovers else "recovered", leftovers)
@@ -119,7 +119,7 @@ def open_session(
     ws: Workspace, name: str, reporter: Reporter, *, missing: type[DevupError] = DevupError
 ) -> state.SessionRecord:
     """The record of session `name` for a command that reads it, an interrupted run of it
-    finished first, bound to the session's engine. A missing session raises `missing`
+    finished first. A missing session raises `missing`
     (`path` and `exec` say exit 2, SPEC §2)."""
     from devup.paths import check_session_name
 
@@ -128,7 +128,6 @@ def open_session(
     record = ws.record(name)
     if record is None:
         raise missing(f"no session named {name}", hint="`devup ls` lists the sessions")
-    remote.bind_record(record)  # logs (and the like) read the session's engine, not the shell's
     return record
 
 

@@ -1,9 +1,10 @@
-"""Which Docker engine a session runs on (SPEC §6), and binding this process to it.
+"""Which Docker engine a session runs on (SPEC §6): the `Engine` value and how it is chosen.
 
 A session records its engine ({"context", "host"}) when it is created; every later command on it
-binds the process to that engine (DOCKER_HOST for devup, the docker SDK and every compose child,
-DOCKER_CONTEXT dropped) whatever the environment says then: a cleanup run from a shell pointed
-elsewhere must not look at the wrong engine and find nothing to remove (guarantee 10).
+is handed that value, whatever the environment says then: a cleanup run from a shell pointed
+elsewhere must not look at the wrong engine and find nothing to remove (guarantee 10). The value
+is passed down to the adapters (its client, the environment of compose children); nothing here
+or anywhere writes DOCKER_HOST into this process's environment.
 
 No docker SDK here: `ls` reads engines from the records and must start fast.
 """
@@ -14,7 +15,7 @@ import functools
 import json
 import os
 import urllib.parse
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,10 +24,6 @@ from devup.errors import UsageError
 
 DEFAULT_HOST = "unix:///var/run/docker.sock"
 LOCAL_ADDRESS = "127.0.0.1"
-_ENV_KEYS = ("DOCKER_HOST", "DOCKER_CONTEXT", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH")
-# The user's environment as it was before the first bind: choosing an engine for a new session
-# must read what the user said, not what binding an earlier session (a recovery) set.
-_original: dict[str, str | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -60,6 +57,30 @@ class Engine:
 
     def to_json(self) -> dict[str, Any]:
         return {"context": self.context, "host": self.host}
+
+    def variables(self) -> dict[str, str | None]:
+        """The DOCKER_* variables a child talking to this engine must see (None: unset).
+
+        DOCKER_CONTEXT goes: it would override DOCKER_HOST. An engine chosen by a context brings
+        that context's TLS files, or none (a TLS setting of the shell is for another engine); one
+        chosen by DOCKER_HOST keeps the user's own TLS settings with it.
+        """
+        found: dict[str, str | None] = {"DOCKER_HOST": self.host, "DOCKER_CONTEXT": None}
+        if self.context is not None:
+            tls = _tls_dir(self.context)
+            found["DOCKER_CERT_PATH"] = str(tls) if tls else None
+            found["DOCKER_TLS_VERIFY"] = "1" if tls else None
+        return found
+
+    def environ(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
+        """`base` (default: this process's environment) pointed at this engine, for a child."""
+        merged = dict(os.environ if base is None else base)
+        for key, value in self.variables().items():
+            if value is None:
+                merged.pop(key, None)
+            else:
+                merged[key] = value
+        return merged
 
     @staticmethod
     def from_json(data: Any) -> Engine | None:
@@ -107,19 +128,17 @@ def _is_local(host: str) -> bool:
 
 
 def _user_env(key: str) -> str | None:
-    if _original is not None:
-        return _original.get(key)
     return os.environ.get(key) or None
 
 
-def _config_dir() -> Path:
+def config_dir() -> Path:
     return Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker")
 
 
 def contexts() -> dict[str, str]:
     """Every docker context the CLI knows, name -> engine endpoint (`default` included)."""
     found = {"default": DEFAULT_HOST}
-    for meta in sorted((_config_dir() / "contexts" / "meta").glob("*/meta.json")):
+    for meta in sorted((config_dir() / "contexts" / "meta").glob("*/meta.json")):
         try:
             data = json.loads(meta.read_text())
             name, host = data.get("Name"), data.get("Endpoints", {}).get("docker", {}).get("Host")
@@ -136,7 +155,7 @@ def current_context() -> str:
     if named:
         return named
     try:
-        current = json.loads((_config_dir() / "config.json").read_text()).get("currentContext")
+        current = json.loads((config_dir() / "config.json").read_text()).get("currentContext")
     except (OSError, ValueError, AttributeError):
         current = None
     return current if isinstance(current, str) and current else "default"
@@ -184,49 +203,22 @@ def current() -> Engine:
     return choose(option=None, configured=None)
 
 
-# --- binding -------------------------------------------------------------------------------
-
-
-def bind(engine: Engine | None) -> None:
-    """Point this process and its children at `engine` (None: a record from before engines were
-    recorded, which keeps the environment's engine)."""
-    global _original
-    if engine is None:
-        return
-    if _original is None:
-        _original = {k: os.environ.get(k) or None for k in _ENV_KEYS}
-    os.environ["DOCKER_HOST"] = engine.host
-    os.environ.pop("DOCKER_CONTEXT", None)
-    tls = _tls_dir(engine.context) if engine.context else None
-    if tls is not None:
-        os.environ["DOCKER_CERT_PATH"] = str(tls)
-        os.environ["DOCKER_TLS_VERIFY"] = "1"
-    elif engine.context is not None:
-        # A context without TLS material: a TLS setting of the shell is for another engine.
-        os.environ.pop("DOCKER_CERT_PATH", None)
-        os.environ.pop("DOCKER_TLS_VERIFY", None)
-    import sys
-
-    adapter = sys.modules.get("devup.engine")
-    if adapter is not None:  # a client made for another engine must not be reused
-        adapter.client.cache_clear()
+# --- the engine of a record ---------------------------------------------------------------
 
 
 def _tls_dir(context: str) -> Path | None:
     """Where the docker CLI keeps a context's TLS files (contexts/tls/<sha256 of name>/docker)."""
     import hashlib
 
-    folder = _config_dir() / "contexts" / "tls" / hashlib.sha256(context.encode()).hexdigest() / "docker"
+    folder = config_dir() / "contexts" / "tls" / hashlib.sha256(context.encode()).hexdigest() / "docker"
     return folder if (folder / "ca.pem").is_file() else None
 
 
-def engine_of(record: Any) -> Engine | None:
-    return Engine.from_json(getattr(record, "engine", None))
-
-
-def bind_record(record: Any) -> None:
-    """Bind to the engine a session record names (every command on an existing session)."""
-    bind(engine_of(record))
+def engine_of(record: Any) -> Engine:
+    """The engine a session record (or a journal's begin entry, as a dict) names; one from before
+    engines were recorded runs on the environment's engine."""
+    data = record.get("engine") if isinstance(record, dict) else getattr(record, "engine", None)
+    return Engine.from_json(data) or current()
 
 
 # --- what the repository has used ------------------------------------------------------------

@@ -117,8 +117,7 @@ def up(ws: Workspace, req: UpRequest, reporter: Reporter) -> UpResult:
                 f"session {req.name} exists already: --from makes a new session; nothing was changed",
                 hint=f"`devup snapshot restore {req.name} SNAP` replaces an existing session's data",
             )
-        engine = _engine_for(ws, req, previous)
-        remote.bind(engine)  # this run, its children and any rollback act on the session's engine
+        engine = _engine_for(ws, req, previous)  # this run's, its children's and its rollback's
         unchanged = (
             previous is not None
             and req.mode in (None, previous.mode)
@@ -155,8 +154,8 @@ def up(ws: Workspace, req: UpRequest, reporter: Reporter) -> UpResult:
             return _Run(ws, cfg, req, plan, reporter, engine).execute(started)
         from devup import data
 
-        planned = data.plan_clone(ws, source, new=req.name, engine_host=engine.host)
-        with data.held(ws, planned) as clone:  # busy: exit 4, before anything changed
+        planned = data.plan_clone(ws, source, new=req.name, eng=engine)
+        with data.held(ws, planned, engine) as clone:  # busy: exit 4, before anything changed
             return _Run(ws, cfg, req, plan, reporter, engine, clone).execute(started)
 
 
@@ -165,7 +164,7 @@ def _engine_for(ws: Workspace, req: UpRequest, previous: state.SessionRecord | N
     choice. A record from before engines were recorded keeps the environment's engine."""
     if previous is None:
         return remote.choose(option=req.context, configured=remote.configured_context(ws.config_text))
-    recorded = remote.engine_of(previous) or remote.current()
+    recorded = remote.engine_of(previous)
     if req.context:
         asked = remote.by_context(req.context, where="--context")
         if asked.host != recorded.host:
@@ -203,7 +202,7 @@ class _Run:
         self.clone = clone
         self.ident = plan.ident
         self.journal = Journal(ws.repo.journal(req.name))
-        self.stack = UndoStack(self.journal)
+        self.stack = UndoStack(self.journal, engine)
         self.leases = ports.Leases(
             stack=self.stack,
             repo_id=self.ident.repo.repo_id,
@@ -277,7 +276,9 @@ class _Run:
             hooks.run(stack=self.stack, ident=self.ident, hook=hook, cwd=cwd, env=self._process_env())
 
     def _process_env(self) -> dict[str, str]:
-        return {**os.environ, **self.env}
+        # Hooks and native services see the session's engine too (`docker compose ps` in a hook
+        # talks to the engine the session runs on).
+        return {**self.engine.environ(), **self.env}
 
     def _steps(self) -> None:
         plan, ws = self.plan, self.ws
@@ -343,7 +344,7 @@ class _Run:
         volume of the same group and key, with compose's own labels so compose adopts it."""
         from devup import compose, data, engine
 
-        version = compose.compose_version().lstrip("v")
+        version = compose.compose_version().lstrip("v")  # the CLI's own: no engine asked
         targets = [
             data.CloneTarget(
                 group=g,
@@ -382,7 +383,7 @@ class _Run:
         if not self.engine.remote:
             return None
         native = {n.upper().replace("-", "_") for n, s in self.plan.services.items() if s.port}
-        there = remote.port_checker(self.engine, published_ports)
+        there = remote.port_checker(self.engine, lambda: published_ports(self.engine))
         return lambda key, port: state.port_is_free(port) if key in native else there(port)
 
     def _held_keys(self) -> frozenset[str]:

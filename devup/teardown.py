@@ -40,9 +40,11 @@ def stop(ws: Workspace, name: str, reporter: Reporter) -> Outcome:
         record = ws.record(name)
         if record is None:
             raise DevupError(f"no session named {name}", hint="`devup ls` lists the sessions")
-        remote.bind_record(record)  # the session's engine, whatever the environment says
+        where = remote.engine_of(record)  # the session's engine, whatever the environment says
         _stop_services(ws, record, reporter, "stop service")
-        _each_group_in_reverse(record, lambda g: compose.stop(project=g.project), reporter, "stop group")
+        _each_group_in_reverse(
+            record, lambda g: compose.stop(where, project=g.project), reporter, "stop group"
+        )
         state.write_record(ws.repo.record(name), record.replace(status="stopped", services={}))
         return Outcome(name, "stopped", f"session {name} stopped; `devup up {name}` resumes it")
 
@@ -70,14 +72,14 @@ def down(
             state.release_ports(repo_id=ws.repo.repo_id, session=name)
             shutil.rmtree(ws.repo.session_dir(name), ignore_errors=True)
             return Outcome(name, "absent", f"no session named {name}: nothing to do")
-        remote.bind_record(record)  # the session's engine, whatever the environment says
+        where = remote.engine_of(record)  # the session's engine, whatever the environment says
         ident = _ident(ws, record)
         wt = Path(record.worktree)
         env = {**record.env}
         _hook(settings.pre_down, ident, wt if wt.is_dir() else ws.repo.root, env, reporter)
         _stop_services(ws, record, reporter, "service")
         _each_group_in_reverse(
-            record, lambda g: compose.down(project=g.project, volumes=True), reporter, "group"
+            record, lambda g: compose.down(where, project=g.project, volumes=True), reporter, "group"
         )
         (wt / paths.ENV_FILE).unlink(missing_ok=True)
         if record.created_worktree and not record.attached and not keep_worktree:

@@ -14,8 +14,11 @@ from typing import Any
 
 from devup.errors import DevupError, Interrupted, Leftover
 from devup.journal import Journal
+from devup.remote import Engine
 
-UndoFn = Callable[[dict[str, Any]], None]
+# An inverse gets its record's arguments and the engine of the run that made it: the engine is
+# the run's (its journal's begin entry), never the environment of whoever unwinds.
+UndoFn = Callable[[dict[str, Any], Engine], None]
 _REGISTRY: dict[str, UndoFn] = {}
 
 
@@ -43,7 +46,7 @@ class UndoRecord:
         return UndoRecord(kind=data["kind"], args=data["args"], label=data.get("label", data["kind"]))
 
 
-def undo_one(record: UndoRecord) -> None:
+def undo_one(record: UndoRecord, engine: Engine) -> None:
     """Run the registered inverse. The steps register theirs when imported; whoever unwinds
     (session, recovery) loads them first, so this module never imports the steps above it."""
     fn = _REGISTRY.get(record.kind)
@@ -51,12 +54,13 @@ def undo_one(record: UndoRecord) -> None:
         raise DevupError(
             f"no inverse is registered for {record.kind!r} (a journal of another devup version?)"
         )
-    fn(record.args)
+    fn(record.args, engine)
 
 
 class UndoStack:
-    def __init__(self, journal: Journal) -> None:
+    def __init__(self, journal: Journal, engine: Engine) -> None:
         self._journal = journal
+        self.engine = engine
         self._lock = threading.Lock()
         self._records: list[tuple[int, UndoRecord]] = []
         self._next = 0
@@ -90,7 +94,7 @@ class UndoStack:
         """Undo last-in first-out, going on past failures; returns what could not be undone."""
         with self._lock:
             records = list(reversed(self._records))
-        leftovers = unwind_records(self._journal, records, on_undo=on_undo)
+        leftovers = unwind_records(self._journal, records, self.engine, on_undo=on_undo)
         if not leftovers:
             # Not being able to say so is no leftover: the caller removes the journal next.
             _append_quietly(self._journal, {"op": "end", "outcome": "rolled_back"})
@@ -105,6 +109,7 @@ _PARALLEL_KINDS = frozenset({"compose_down"})
 def unwind_records(
     journal: Journal,
     records: list[tuple[int, UndoRecord]],
+    engine: Engine,
     *,
     on_undo: Callable[[str, str | None], None] | None = None,
 ) -> list[Leftover]:
@@ -120,7 +125,7 @@ def unwind_records(
         ):
             batch.append(records[position + len(batch)])
         try:
-            results = _undo_batch(batch)
+            results = _undo_batch(batch, engine)
         except Interrupted:
             leftovers.extend(Leftover(r.label, "not undone: interrupted") for _, r in records[position:])
             return leftovers
@@ -147,12 +152,12 @@ def _append_quietly(journal: Journal, entry: dict[str, Any]) -> bool:
     return True
 
 
-def _undo_batch(batch: list[tuple[int, UndoRecord]]) -> list[str | None]:
+def _undo_batch(batch: list[tuple[int, UndoRecord]], engine: Engine) -> list[str | None]:
     """Undo each record; None for success, else the error. One failure never stops the rest."""
 
     def attempt(record: UndoRecord) -> str | None:
         try:
-            undo_one(record)
+            undo_one(record, engine)
         except Exception as exc:  # keep unwinding: one failed inverse must not strand the rest
             return getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
         return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -22,10 +23,7 @@ def contexts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (config / "config.json").write_text("{}")
     monkeypatch.setenv("DOCKER_CONFIG", str(config))
     for var in ("DOCKER_HOST", "DOCKER_CONTEXT", "DOCKER_CERT_PATH", "DOCKER_TLS_VERIFY"):
-        # setenv first: it records the variable, so whatever remote.bind() sets is undone after.
-        monkeypatch.setenv(var, "")
-        monkeypatch.delenv(var)
-    monkeypatch.setattr(remote, "_original", None)
+        monkeypatch.delenv(var, raising=False)
     return config
 
 
@@ -74,22 +72,53 @@ def test_an_unknown_context_is_a_usage_error_listing_the_known_ones(contexts):
     assert "nope" in caught.value.message and "big, box, default" in (caught.value.hint or "")
 
 
-def test_binding_sets_docker_host_for_children_and_choosing_still_reads_the_users_environment(
-    contexts, monkeypatch
-):
+def test_an_engine_gives_children_its_host_and_leaves_this_process_alone(contexts, monkeypatch):
     monkeypatch.setenv("DOCKER_CONTEXT", "box")
-    remote.bind(remote.Engine("big", "tcp://198.18.0.2:2375"))
-    import os
-
-    assert os.environ["DOCKER_HOST"] == "tcp://198.18.0.2:2375" and "DOCKER_CONTEXT" not in os.environ
-    # A new session chosen after binding (say, after recovering another) follows the user's shell.
+    monkeypatch.setenv("DOCKER_TLS_VERIFY", "1")
+    monkeypatch.setenv("DOCKER_CERT_PATH", "/my/certs")
+    before = dict(os.environ)
+    child = remote.Engine("big", "tcp://198.18.0.2:2375").environ()
+    assert child["DOCKER_HOST"] == "tcp://198.18.0.2:2375" and "DOCKER_CONTEXT" not in child
+    # A context without TLS files: the shell's TLS settings are for another engine.
+    assert "DOCKER_TLS_VERIFY" not in child and "DOCKER_CERT_PATH" not in child
+    assert dict(os.environ) == before
     assert remote.current() == remote.Engine("box", "ssh://me@box.example")
 
 
-def test_the_binding_test_leaves_the_environment_as_it_found_it():
-    import os
+def test_the_users_tls_settings_survive_any_number_of_other_engines(contexts, monkeypatch):
+    """code-review §5 bug 5: binding a context without TLS used to drop the shell's TLS settings
+    for the rest of the process, so gc and ls then spoke plain TCP to a TLS engine."""
+    monkeypatch.delenv("DOCKER_CONTEXT", raising=False)
+    monkeypatch.setenv("DOCKER_HOST", "tcp://198.18.0.7:2376")
+    monkeypatch.setenv("DOCKER_TLS_VERIFY", "1")
+    monkeypatch.setenv("DOCKER_CERT_PATH", "/my/certs")
+    mine = remote.current()
+    for other in (remote.Engine("big", "tcp://198.18.0.2:2375"), mine, remote.Engine("box", "ssh://me@box")):
+        other.environ()
+    child = mine.environ()
+    assert (child["DOCKER_HOST"], child["DOCKER_TLS_VERIFY"], child["DOCKER_CERT_PATH"]) == (
+        "tcp://198.18.0.7:2376",
+        "1",
+        "/my/certs",
+    )
 
-    assert os.environ.get("DOCKER_HOST") != "tcp://198.18.0.2:2375"
+
+def test_no_module_writes_the_engine_into_the_environment():
+    """The engine is a value passed down (STYLE 7): nothing assigns DOCKER_* in os.environ."""
+    import re
+    from pathlib import Path
+
+    package = Path(remote.__file__).parent
+    writes = re.compile(
+        r"os\.environ(\[\s*[\"']DOCKER_|\.(setdefault|pop|update)\(\s*[\"']DOCKER_)|os\.putenv|os\.unsetenv"
+    )
+    found = [
+        f"{path.relative_to(package)}:{n}: {line.strip()}"
+        for path in sorted(package.rglob("*.py"))
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if writes.search(line)
+    ]
+    assert found == []
 
 
 def test_configured_context_is_read_without_validating_the_rest():

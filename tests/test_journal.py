@@ -6,8 +6,10 @@ import json
 
 import pytest
 
-from devup import journal, undo
+from devup import journal, remote, undo
 from devup.errors import CorruptState
+
+LOCAL = remote.Engine(None, remote.DEFAULT_HOST)
 
 
 def test_replay_tolerates_a_torn_last_line(tmp_path):
@@ -35,13 +37,13 @@ def test_unwind_is_lifo_and_keeps_going_past_a_failure(tmp_path):
     calls: list[str] = []
 
     @undo.inverse("test_record")
-    def _undo(args):
+    def _undo(args, _engine):
         calls.append(args["name"])
         if args["name"] == "middle":
             raise RuntimeError("cannot")
 
     jr = journal.Journal(tmp_path / "j.jsonl")
-    stack = undo.UndoStack(jr)
+    stack = undo.UndoStack(jr, LOCAL)
     for name in ("first", "middle", "last"):
         stack.push(undo.UndoRecord("test_record", {"name": name}, name))
     leftovers = stack.unwind()
@@ -54,7 +56,7 @@ def test_unwind_is_lifo_and_keeps_going_past_a_failure(tmp_path):
 
 
 def test_disarm_commits(tmp_path):
-    stack = undo.UndoStack(journal.Journal(tmp_path / "j.jsonl"))
+    stack = undo.UndoStack(journal.Journal(tmp_path / "j.jsonl"), LOCAL)
     stack.push(undo.UndoRecord("test_record", {"name": "x"}, "x"))
     stack.disarm()
     found = journal.replay(tmp_path / "j.jsonl")

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from devup import compose, git, state
+from devup import compose, git, remote, state
 from devup.errors import DevupError
 
 
@@ -137,7 +137,7 @@ def _leases(tmp_path: Path, session: str, low: int, high: int) -> tuple[Any, Any
     from devup.steps import ports
     from devup.undo import UndoStack
 
-    stack = UndoStack(Journal(tmp_path / f"{session}.jsonl"))
+    stack = UndoStack(Journal(tmp_path / f"{session}.jsonl"), remote.Engine(None, remote.DEFAULT_HOST))
     leases = ports.Leases(
         stack=stack,
         repo_id="r",

@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from devup.errors import CopyRefused, DevupError
 from devup.paths import ENV_FILE, ensure_dir
 from devup.state import write_atomic
 from devup.undo import UndoRecord, UndoStack, inverse
+
+if TYPE_CHECKING:
+    from devup.remote import Engine
 
 
 def _inside(path: Path, root: Path) -> bool:
@@ -150,7 +153,7 @@ def make_dir(*, stack: UndoStack, path: Path, label: str) -> None:
 
 
 @inverse("file_restore")
-def undo_file(args: dict[str, Any]) -> None:
+def undo_file(args: dict[str, Any], _engine: Engine) -> None:
     """Put back the previous content, or remove a file this run created."""
     path = Path(args["path"])
     if args["content"] is None:
@@ -160,7 +163,7 @@ def undo_file(args: dict[str, Any]) -> None:
 
 
 @inverse("dir_remove")
-def undo_dir(args: dict[str, Any]) -> None:
+def undo_dir(args: dict[str, Any], _engine: Engine) -> None:
     """Remove a folder devup created; already gone is success."""
     path = Path(args["path"])
     try:

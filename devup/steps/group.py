@@ -14,6 +14,7 @@ from devup.undo import UndoRecord, UndoStack, inverse
 
 if TYPE_CHECKING:  # pydantic loads only when devup.toml is read
     from devup.config import GroupCfg
+    from devup.remote import Engine
 
 _TRANSIENT = (
     "Cannot connect to the Docker daemon",
@@ -46,8 +47,9 @@ def up(
 
     `project` is the plan's: a resumed session keeps the project it was recorded with.
     """
-    before = engine.volumes(project=project)
-    restarts_before = engine.restarts(project=project)
+    eng = stack.engine
+    before = engine.volumes(eng, project=project)
+    restarts_before = engine.restarts(eng, project=project)
     stack.push(
         UndoRecord(
             "compose_down",
@@ -67,6 +69,7 @@ def up(
         # Tagged like every process devup starts: if devup is killed mid-`up`, recovery stops
         # this compose too, so it cannot create containers after the rollback.
         result = compose.up(
+            eng,
             project=project,
             files=files,
             cwd=worktree,
@@ -91,7 +94,7 @@ def up(
         raise failure  # deterministic: an invalid file, an image that is not there
 
     _retry_transient(attempt)
-    _check_settled(ident=ident, project=project, name=name, restarts_before=restarts_before)
+    _check_settled(eng, ident=ident, project=project, name=name, restarts_before=restarts_before)
     return GroupRecord(
         name=name,
         project=project,
@@ -132,17 +135,17 @@ def _retry_transient(attempt: Callable[[], None]) -> None:
 
 
 def _check_settled(
-    *, ident: Identity, project: str, name: str, restarts_before: dict[str, engine.Restarts]
+    eng: Engine, *, ident: Identity, project: str, name: str, restarts_before: dict[str, engine.Restarts]
 ) -> None:
     """`--wait` accepts a container that exited or is crash-looping between two restarts (a
     second `network_mode: host` copy did exactly that): either fails the group."""
     exited = [
         c
-        for c in engine.containers(repo_id=ident.repo.repo_id, session=ident.session)
+        for c in engine.containers(eng, repo_id=ident.repo.repo_id, session=ident.session)
         if c.project == project and c.state == "exited" and c.exit_code != 0
     ]
     problems = [f"{c.service} (exit {c.exit_code})" for c in exited]
-    for cid, now in sorted(engine.restarts(project=project).items(), key=lambda kv: kv[1].service):
+    for cid, now in sorted(engine.restarts(eng, project=project).items(), key=lambda kv: kv[1].service):
         earlier = restarts_before.get(cid)
         restarted = now.count - (earlier.count if earlier else 0)
         if now.state == "restarting" or restarted > 0:
@@ -157,12 +160,12 @@ def _check_settled(
 
 
 @inverse("compose_down")
-def undo(args: dict[str, Any]) -> None:
+def undo(args: dict[str, Any], eng: Engine) -> None:
     """Remove the project's containers and networks, and the volumes this run created."""
     processes.kill_tagged(repo_id=args["repo_id"], session=args["session"], unit=f"compose:{args['project']}")
     keep = set(args["keep_volumes"])
-    compose.down(project=args["project"], volumes=not keep)
+    compose.down(eng, project=args["project"], volumes=not keep)
     if keep:  # a resumed session: its data volumes stay, only new ones go
         engine.remove_volumes(
-            project=args["project"], session=args["session"], repo_id=args["repo_id"], keep=keep
+            eng, project=args["project"], session=args["session"], repo_id=args["repo_id"], keep=keep
         )

@@ -5,13 +5,16 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from devup import processes, runner
 from devup.errors import CommandFailed
 from devup.hookspec import Hook
 from devup.model import Identity
 from devup.undo import UndoRecord, UndoStack, inverse
+
+if TYPE_CHECKING:
+    from devup.remote import Engine
 
 DEFAULT_TIMEOUT = 600.0
 
@@ -74,7 +77,7 @@ def execute(*, command: str, name: str, cwd: Path, env: Mapping[str, str], timeo
 
 
 @inverse("hook_undo")
-def undo(args: dict[str, Any]) -> None:
+def undo(args: dict[str, Any], _engine: Engine) -> None:
     """Run a hook's `undo` command; it runs even if the hook's work is already gone."""
     cwd = Path(args["cwd"])
     execute(
@@ -87,6 +90,6 @@ def undo(args: dict[str, Any]) -> None:
 
 
 @inverse("processes_kill")
-def undo_processes(args: dict[str, Any]) -> None:
+def undo_processes(args: dict[str, Any], _engine: Engine) -> None:
     """Stop every process that carries this session's and unit's tags; none left is success."""
     processes.kill_tagged(repo_id=args["repo_id"], session=args["session"], unit=args["unit"])

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from devup import state
 from devup.compose_model import PortSpec, port_keys
 from devup.undo import UndoRecord, UndoStack, inverse
+
+if TYPE_CHECKING:
+    from devup.remote import Engine
 
 PortFree = Callable[[str, int], bool]  # (lease key, port) -> free where the unit will bind it
 # Makes a fresh check for each leasing (None: free on this machine): a remote engine's
@@ -117,13 +120,13 @@ class Leases:
 
 
 @inverse("ports_release")
-def undo(args: dict[str, Any]) -> None:
+def undo(args: dict[str, Any], _engine: Engine) -> None:
     """Release the session's leases (all of them when `ports` is None); already free is success."""
     state.release_ports(repo_id=args["repo_id"], session=args["session"], ports=args["ports"])
 
 
 @inverse("ports_restore")
-def undo_restore(args: dict[str, Any]) -> None:
+def undo_restore(args: dict[str, Any], _engine: Engine) -> None:
     """Give the session back the leases a run moved it off (a port someone else bound): a
     rolled-back resume keeps the ports its record names. A port leased to another session
     meanwhile stays theirs; the next `up` moves this one."""

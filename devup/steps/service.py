@@ -15,6 +15,9 @@ from devup.model import Identity
 from devup.state import ProcessRecord
 from devup.undo import UndoRecord, UndoStack, inverse
 
+if TYPE_CHECKING:
+    from devup.remote import Engine
+
 if TYPE_CHECKING:  # pydantic loads only when devup.toml is read
     from devup.config import ReadyCfg, ServiceCfg
 
@@ -164,7 +167,7 @@ def stop(*, record: ProcessRecord) -> None:
 
 
 @inverse("process_stop")
-def undo(args: dict[str, Any]) -> None:
+def undo(args: dict[str, Any], _engine: Engine) -> None:
     """SIGTERM the group (if it is still the very process started), SIGKILL after the timeout;
     then sweep any process still carrying the service's tags (started before its pid was journaled)."""
     if args.get("pid"):

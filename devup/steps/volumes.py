@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from devup import engine, journal, remote, state
-from devup.errors import BusyError
+from devup.errors import BusyError, EngineError
+from devup.remote import Engine
 from devup.undo import UndoRecord, UndoStack, inverse, unwind_records
 
 
@@ -19,21 +20,21 @@ def pause(*, stack: UndoStack, ids: list[str], label: str) -> None:
     if not ids:
         return
     stack.push(UndoRecord("containers_unpause", {"ids": ids}, f"paused containers of {label}"))
-    engine.pause(ids)
+    engine.pause(stack.engine, ids)
 
 
 @inverse("containers_unpause")
-def undo_pause(args: dict[str, Any]) -> None:
+def undo_pause(args: dict[str, Any], eng: Engine) -> None:
     """Resume the paused containers and wait until they serve again; running or removed ones
     are fine."""
-    resume(list(args["ids"]))
+    resume(eng, list(args["ids"]))
 
 
-def resume(ids: list[str]) -> None:
+def resume(eng: Engine, ids: list[str]) -> None:
     """Unpause, then wait out a healthcheck that failed while paused (the engine marks a paused
     container unhealthy at once), so `status` right after says what is true: it serves."""
-    engine.unpause(ids)
-    engine.wait_healthy(ids, timeout=60)
+    engine.unpause(eng, ids)
+    engine.wait_healthy(eng, ids, timeout=60)
 
 
 def stop(*, stack: UndoStack, ids: list[str], label: str) -> None:
@@ -41,7 +42,7 @@ def stop(*, stack: UndoStack, ids: list[str], label: str) -> None:
     if not ids:
         return
     stack.push(UndoRecord("containers_start", {"ids": ids}, f"stopped containers of {label}"))
-    engine.stop(ids)
+    engine.stop(stack.engine, ids)
 
 
 def start(*, stack: UndoStack, ids: list[str], label: str) -> None:
@@ -50,32 +51,32 @@ def start(*, stack: UndoStack, ids: list[str], label: str) -> None:
     if not ids:
         return
     stack.push(UndoRecord("containers_stop", {"ids": ids}, f"started containers of {label}"))
-    engine.start(ids)
+    engine.start(stack.engine, ids)
 
 
 @inverse("containers_stop")
-def undo_start(args: dict[str, Any]) -> None:
-    engine.stop(list(args["ids"]))
+def undo_start(args: dict[str, Any], eng: Engine) -> None:
+    engine.stop(eng, list(args["ids"]))
 
 
 @inverse("containers_start")
-def undo_stop(args: dict[str, Any]) -> None:
+def undo_stop(args: dict[str, Any], eng: Engine) -> None:
     """Start the stopped containers again and wait until they serve (healthy, where they have a
     healthcheck); running or removed ones are fine."""
-    engine.start(list(args["ids"]))
-    engine.wait_healthy(list(args["ids"]), timeout=120)
+    engine.start(eng, list(args["ids"]))
+    engine.wait_healthy(eng, list(args["ids"]), timeout=120)
 
 
 def create_volume(*, stack: UndoStack, name: str, labels: dict[str, str], label: str) -> None:
     """Create a volume this run owns (a clone's copy); the inverse removes it."""
     stack.push(UndoRecord("volume_remove", {"name": name}, label))
-    engine.create_volume(name, labels)
+    engine.create_volume(stack.engine, name, labels)
 
 
 @inverse("volume_remove")
-def undo_create(args: dict[str, Any]) -> None:
+def undo_create(args: dict[str, Any], eng: Engine) -> None:
     """Remove the volume (and a copy helper still writing to it); already gone is success."""
-    engine.remove_volume(args["name"])
+    engine.remove_volume(eng, args["name"])
 
 
 def create_snapshot_volume(
@@ -83,14 +84,14 @@ def create_snapshot_volume(
 ) -> None:
     """Create a volume of a snapshot; the inverse removes it unless the snapshot is complete."""
     stack.push(UndoRecord("snapshot_volume_remove", {"name": name, "manifest": manifest}, label))
-    engine.create_volume(name, labels)
+    engine.create_volume(stack.engine, name, labels)
 
 
 @inverse("snapshot_volume_remove")
-def undo_snapshot_volume(args: dict[str, Any]) -> None:
+def undo_snapshot_volume(args: dict[str, Any], eng: Engine) -> None:
     """An incomplete snapshot's volume goes; a complete snapshot (its manifest exists) stays."""
-    if engine.volume_info(args["manifest"]) is None:
-        engine.remove_volume(args["name"])
+    if engine.volume_info(eng, args["manifest"]) is None:
+        engine.remove_volume(eng, args["name"])
 
 
 def keep_for_restore(
@@ -108,21 +109,21 @@ def keep_for_restore(
 
 
 @inverse("restore_copy_back")
-def undo_restore(args: dict[str, Any]) -> None:
+def undo_restore(args: dict[str, Any], eng: Engine) -> None:
     """Copy the kept data back into the session's volumes; only then drop the kept snapshot
     (the state before the restore had no such snapshot). A failed copy keeps it.
 
     The manifest goes only after every copy back: when it is gone, a run of this inverse that
     was interrupted afterwards has copied everything already, and copying again from volumes
     it may have removed would empty the session's data."""
-    if engine.volume_info(args["manifest"]) is not None:
+    if engine.volume_info(eng, args["manifest"]) is not None:
         for kept, target, image in args["pairs"]:
             engine.copy_volume(
-                source=kept, target=target, image=image, labels=args["labels"], phase="copy-back"
+                eng, source=kept, target=target, image=image, labels=args["labels"], phase="copy-back"
             )
-        engine.remove_volume(args["manifest"])
+        engine.remove_volume(eng, args["manifest"])
     for kept, _, _ in args["pairs"]:
-        engine.remove_volume(kept)
+        engine.remove_volume(eng, kept)
 
 
 def discard_snapshot(*, stack: UndoStack, manifest: str, names: list[str], label: str) -> None:
@@ -132,10 +133,10 @@ def discard_snapshot(*, stack: UndoStack, manifest: str, names: list[str], label
 
 
 @inverse("snapshot_remove")
-def undo_discard(args: dict[str, Any]) -> None:
-    engine.remove_volume(args["manifest"])
+def undo_discard(args: dict[str, Any], eng: Engine) -> None:
+    engine.remove_volume(eng, args["manifest"])
     for name in args["names"]:
-        engine.remove_volume(name)
+        engine.remove_volume(eng, name)
 
 
 def source_run(*, stack: UndoStack, journal_path: Path, lock_path: Path, session: str) -> None:
@@ -151,7 +152,7 @@ def source_run(*, stack: UndoStack, journal_path: Path, lock_path: Path, session
 
 
 @inverse("source_recover")
-def undo_source(args: dict[str, Any]) -> None:
+def undo_source(args: dict[str, Any], eng: Engine) -> None:
     """Finish the source session's interrupted copy run (resume its containers). When another
     run holds the source's lock, that run has finished it already (every run starts so)."""
     path = Path(args["journal"])
@@ -160,11 +161,11 @@ def undo_source(args: dict[str, Any]) -> None:
             found = journal.replay(path)
             if found is None or found.outcome is not None or found.begin.get("kind") != "clone-source":
                 return
-            remote.bind(remote.Engine.from_json(found.begin.get("engine")))
+            # The source's own run names its engine (the same as this run's, by plan_clone).
             records = [(i, UndoRecord.from_json(r)) for i, r in reversed(found.pending)]
-            leftovers = unwind_records(journal.Journal(path), records)
+            leftovers = unwind_records(journal.Journal(path), records, remote.engine_of(found.begin))
             if leftovers:
-                raise engine.EngineError(
+                raise EngineError(
                     f"session {args['session']}: " + "; ".join(f"{lo.label}: {lo.error}" for lo in leftovers)
                 )
             path.unlink(missing_ok=True)

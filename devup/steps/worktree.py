@@ -7,11 +7,14 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from devup import git
 from devup.errors import CommandFailed, PreflightError
 from devup.undo import UndoRecord, UndoStack, inverse
+
+if TYPE_CHECKING:
+    from devup.remote import Engine
 
 
 @dataclass(frozen=True)
@@ -125,12 +128,16 @@ def apply(*, stack: UndoStack, root: Path, plan: WorktreePlan, mark: dict[str, s
 
 def remove_session_worktree(*, root: Path, path: Path) -> None:
     """`down`: remove a session's worktree; its branch stays (`down` never deletes a branch)."""
-    undo({"root": str(root), "path": str(path)})
+    _remove({"root": str(root), "path": str(path)})
 
 
 @inverse("worktree_remove")
-def undo(args: dict[str, Any]) -> None:
+def undo(args: dict[str, Any], _engine: Engine) -> None:
     """Remove the worktree this run created, and its branch if this run created that too."""
+    _remove(args)
+
+
+def _remove(args: dict[str, Any]) -> None:
     root = Path(args["root"])
     try:
         git.remove_worktree(root, Path(args["path"]))
