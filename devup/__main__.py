@@ -10,7 +10,10 @@ def main() -> None:
     os.environ.setdefault("COMPOSE_STATUS_STDOUT", "0")  # as cli.main: CMD of `exec` sees the same
     from devup import fastpath
 
-    code = fastpath.run(sys.argv[1:])
+    try:
+        code = fastpath.run(sys.argv[1:])
+    except KeyboardInterrupt:  # `path`/`exec` before typer loads: the same 130 as every command
+        sys.exit(130)
     if code is not None:
         sys.exit(code)
     from devup.cli import main as cli_main

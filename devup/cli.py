@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -87,10 +88,16 @@ def _guard(
 
     `status` is the JSON status of a failure that changed nothing (SPEC's vocabulary for `up`).
     """
+    from devup.errors import Cancelled, Interrupted
+
     try:
         return fn()
     except DevupError as exc:
         _fail(exc, as_json=as_json, session=session, status=status)
+    except Interrupted as exc:
+        # Before a run's first step (preflight, recovery, a read): nothing to roll back.
+        cancelled = Cancelled(f"interrupted by {signal.Signals(exc.signum).name}; nothing was changed")
+        _fail(cancelled, as_json=as_json, session=session, status="interrupted")
     except typer.Exit:
         raise
     except Exception as exc:
@@ -101,14 +108,14 @@ def _guard(
         raise typer.Exit(1) from None
 
 
-def _session(name: str, *, missing: type[DevupError] = DevupError) -> tuple[Any, Any]:
+def _session(name: str) -> tuple[Any, Any]:
     """The workspace and the record of session `name`, an interrupted run of it finished first."""
     from devup import recovery
     from devup.paths import check_session_name
 
     check_session_name(name)  # a bad name is exit 2 wherever devup runs, before the repository is looked for
     ws = _workspace()
-    return ws, recovery.open_session(ws, name, _reporter(False), missing=missing)
+    return ws, recovery.open_session(ws, name, _reporter(False))
 
 
 def _reporter(as_json: bool) -> Any:
@@ -234,9 +241,7 @@ def down(
 
 def _existing(name: str) -> Any:
     """The record of session `name` for `path`/`exec`: a missing one is exit 2 (SPEC §2)."""
-    from devup.errors import UsageError
-
-    return _session(name, missing=UsageError)[1]
+    return _session(name)[1]
 
 
 @app.command("path")
@@ -575,8 +580,30 @@ def init(
 
 
 def main() -> None:
+    """The one boundary around every command: SIGINT/SIGTERM anywhere is Interrupted (children
+    stopped first), and whatever escapes a command's own handling is exit 130 for an interrupt
+    and exit 1 with a crash log for anything else: never a traceback (SPEC §2)."""
+    from devup import runner
+    from devup.errors import Interrupted
     from devup.output import make_streams_tolerant
 
     make_streams_tolerant()
     os.environ.setdefault("COMPOSE_STATUS_STDOUT", "0")
-    app()
+    try:
+        with runner.interruptible():
+            app()
+    except (Interrupted, KeyboardInterrupt):
+        _last_words("devup: interrupted\n")
+        sys.exit(130)
+    except Exception as exc:  # typer.Exit and SystemExit are no Exception of this kind
+        from devup import crashlog
+
+        log = crashlog.write(exc)
+        _last_words(f"devup: unexpected error: {type(exc).__name__}: {exc}; details in {log}\n")
+        sys.exit(1)
+
+
+def _last_words(text: str) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        sys.stderr.write(text)
+        sys.stderr.flush()

@@ -10,17 +10,21 @@ manifest's existence is the commit. Every run here is journaled under the sessio
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from devup import engine, faults, journal, paths, recovery, remote, runner, state, steps
+from devup import engine, faults, paths, recovery, remote, run, state
 from devup.engine import LABEL_PROJECT, LABEL_REPO, LABEL_SESSION
-from devup.errors import DataFailed, DevupError, Interrupted, Leftover, NoDataVolumes, UsageError
-from devup.journal import Journal
+from devup.errors import (
+    DevupError,
+    Interrupted,
+    NoDataVolumes,
+    NoSuchSession,
+    UsageError,
+)
 from devup.report import Reporter
 from devup.steps import volumes
 from devup.undo import UndoStack
@@ -181,68 +185,20 @@ def session_volumes(ws: Workspace, record: state.SessionRecord) -> list[DataVolu
 # --- runs -------------------------------------------------------------------------------------
 
 
-class _Run:
-    """One data run on a session's journal: begin, undo records written ahead, end."""
-
-    def __init__(self, ws: Workspace, record: state.SessionRecord, kind: str) -> None:
-        name = self.name = record.session
-        self.journal = Journal(ws.repo.journal(name))
-        self.journal.remove()
-        self.journal.append(
-            {
-                "op": "begin",
-                "session": name,
-                "kind": kind,
-                "resumed": False,  # the session exists either way: a rollback never marks it failed
-                "pid": os.getpid(),
-                "at": time.time(),
-                "engine": record.engine or None,  # undone on the session's engine (guarantee 10)
-            }
-        )
-        self.stack = UndoStack(self.journal, remote.engine_of(record))
-
-    def commit(self) -> None:
-        self.stack.disarm()
-        self.journal.remove()
-
-    def rollback(self) -> list[Leftover]:
-        steps.load_all()
-        leftovers = self.stack.unwind()
-        if not leftovers:
-            with contextlib.suppress(OSError):
-                self.journal.remove()
-        return leftovers
-
-    def failed(self, exc: BaseException, what: str) -> DataFailed:
-        interrupted = isinstance(exc, Interrupted)
-        message = exc.message if isinstance(exc, DevupError) else f"{type(exc).__name__}: {exc}"
-        if interrupted:
-            message = "interrupted"
-        leftovers = self.rollback()
-        status = "rollback_incomplete" if leftovers else ("interrupted" if interrupted else "rolled_back")
-        return DataFailed(session=self.name, what=what, status=status, cause=message, leftovers=leftovers)
+def _run(ws: Workspace, record: state.SessionRecord, kind: str, reporter: Reporter) -> run.Run:
+    """A data run on the session's journal, on its engine. The session exists either way: a
+    rollback never marks it failed (resumed=False)."""
+    return run.Run(
+        ws, record.session, kind=kind, engine=remote.engine_of(record), reporter=reporter, resumed=False
+    )
 
 
-def _ready(ws: Workspace, name: str, reporter: Reporter) -> state.SessionRecord:
-    """Under the session's lock: an interrupted run finished first, the record, its engine bound."""
-    found = journal.replay(ws.repo.journal(name))
-    if found is not None and found.outcome == "kept":
-        raise UsageError(
-            f"session {name} was kept after a failed run (--on-failure keep)",
-            hint=f"`devup down {name}` removes what that run made",
-        )
-    leftovers = recovery.finish(ws, name, reporter).leftovers
-    if leftovers:
-        raise DataFailed(
-            session=name,
-            what="recover",
-            status="rollback_incomplete",
-            cause=f"the rollback of an earlier run of {name} is incomplete",
-            leftovers=leftovers,
-        )
+def _ready(ws: Workspace, name: str) -> state.SessionRecord:
+    """The record of `name`, whose run the caller holds (`run.held`); what a killed `create` left
+    on its engine is swept first."""
     record = ws.record(name)
     if record is None:
-        raise UsageError(f"no session named {name}", hint="`devup ls` lists the sessions")
+        raise NoSuchSession(name)
     sweep_incomplete(ws, remote.engine_of(record))
     return record
 
@@ -366,8 +322,8 @@ def create(ws: Workspace, name: str, snap: str | None, reporter: Reporter) -> Sn
     paths.check_session_name(name)
     if snap is not None:
         check_snapshot_name(snap)
-    with ws.locked(name), runner.interruptible():
-        record = _ready(ws, name, reporter)
+    with run.held(ws, name, reporter):
+        record = _ready(ws, name)
         snap = snap or f"{name}-{_stamp()}"
         with _snapshot_lock(ws, snap):
             if find(ws, snap, remote.engine_of(record)) is not None:
@@ -378,14 +334,14 @@ def create(ws: Workspace, name: str, snap: str | None, reporter: Reporter) -> Sn
             vols = session_volumes(ws, record)
             if not vols:
                 raise NoDataVolumes(f"session {name} has no data volumes: there is nothing to snapshot")
-            run = _Run(ws, record, "snapshot")
+            this = _run(ws, record, "snapshot", reporter)
             try:
                 ids = _containers(ws, record, vols, _RUNNING)
-                volumes.pause(stack=run.stack, ids=ids, label=f"session {name}")
-                result = _take(run.stack, ws, record, snap, vols, reporter, paused=ids)
+                volumes.pause(stack=this.stack, ids=ids, label=f"session {name}")
+                result = _take(this.stack, ws, record, snap, vols, reporter, paused=ids)
             except (Exception, Interrupted) as exc:
-                raise run.failed(exc, "snapshot create") from None
-            run.commit()
+                raise this.fail(exc, what="snapshot create") from None
+            this.commit()
             return result
 
 
@@ -410,8 +366,8 @@ def restore(ws: Workspace, name: str, snap: str, reporter: Reporter) -> Restored
 
     paths.check_session_name(name)
     check_snapshot_name(snap)
-    with ws.locked(name), runner.interruptible():
-        record = _ready(ws, name, reporter)
+    with run.held(ws, name, reporter):
+        record = _ready(ws, name)
         with _snapshot_read(ws, snap, remote.engine_of(record)) as found:
             return _restore(ws, record, found, reporter)
 
@@ -426,20 +382,20 @@ def _restore(ws: Workspace, record: state.SessionRecord, found: Snapshot, report
     with _snapshot_lock(ws, before):
         if find(ws, before, remote.engine_of(record)) is not None:
             raise UsageError(f"snapshot {before} exists already; try again in a second")
-        run = _Run(ws, record, "restore")
+        this = _run(ws, record, "restore", reporter)
         try:
             ids = _containers(ws, record, vols, _UP)
-            volumes.stop(stack=run.stack, ids=ids, label=f"session {name}")
+            volumes.stop(stack=this.stack, ids=ids, label=f"session {name}")
             volumes.discard_snapshot(
-                stack=run.stack,
+                stack=this.stack,
                 manifest=manifest_name(ws.repo.repo_id, before),
                 names=[volume_name(ws.repo.repo_id, before, v.group, v.key) for v in vols],
                 label=f"snapshot {before}",
             )
-            kept = _take(run.stack, ws, record, before, vols, reporter, paused=[])
+            kept = _take(this.stack, ws, record, before, vols, reporter, paused=[])
             helper = _helper_labels(ws, name)
             volumes.keep_for_restore(
-                stack=run.stack,
+                stack=this.stack,
                 pairs=[(k.name, v.name, k.image) for k, v in zip(kept.volumes, vols, strict=True)],
                 labels=helper,
                 manifest=manifest_name(ws.repo.repo_id, before),
@@ -450,7 +406,7 @@ def _restore(ws: Workspace, record: state.SessionRecord, found: Snapshot, report
                 reporter.step_started(f"restore {v.group}/{v.key}")
                 t0 = time.monotonic()
                 engine.copy_volume(
-                    run.stack.engine,
+                    this.stack.engine,
                     source=src.name if src else None,
                     target=v.name,
                     image=v.image or kept.volumes[0].image,
@@ -458,17 +414,17 @@ def _restore(ws: Workspace, record: state.SessionRecord, found: Snapshot, report
                     phase="restore",
                 )
                 reporter.step_done(f"restore {v.group}/{v.key}", time.monotonic() - t0)
-            volumes.start(stack=run.stack, ids=ids, label=f"session {name}")
+            volumes.start(stack=this.stack, ids=ids, label=f"session {name}")
             faults.hit("during:restarted")  # a test fails the restore here: the database runs again
-            slow = engine.wait_healthy(run.stack.engine, ids, timeout=RESTART_TIMEOUT)
+            slow = engine.wait_healthy(this.stack.engine, ids, timeout=RESTART_TIMEOUT)
             if slow:
                 raise DevupError(
                     f"containers {', '.join(slow)} did not come back healthy on the restored data "
                     f"within {RESTART_TIMEOUT:.0f} s"
                 )
         except (Exception, Interrupted) as exc:
-            raise run.failed(exc, "snapshot restore") from None
-        run.commit()
+            raise this.fail(exc, what="snapshot restore") from None
+        this.commit()
         return Restored(name, snap, kept)
 
 
@@ -627,8 +583,8 @@ def clone(
             if src is not None:
                 _clone_one(ws, stack, t, src, new=new, reporter=reporter)
         return
-    with ws.locked(source.name):
-        record = _ready(ws, source.name, reporter)
+    with run.held(ws, source.name, reporter):
+        record = _ready(ws, source.name)
         theirs = {(v.group, v.key): v for v in session_volumes(ws, record)}
         copied = [theirs[(t.group, t.key)] for t in targets if (t.group, t.key) in theirs]
         if not copied:
@@ -641,19 +597,25 @@ def clone(
             lock_path=ws.repo.lock(source.name),
             session=source.name,
         )
-        run = _Run(ws, record, "clone-source")
+        this = _run(ws, record, "clone-source", reporter)
         try:
             ids = _containers(ws, record, copied, _RUNNING)
-            volumes.pause(stack=run.stack, ids=ids, label=f"session {source.name}")
+            volumes.pause(stack=this.stack, ids=ids, label=f"session {source.name}")
             for t in targets:
                 src = theirs.get((t.group, t.key))
                 if src is not None:
                     _clone_one(ws, stack, t, src, new=new, reporter=reporter)
             engine.unpause(stack.engine, ids)
-        except (Exception, Interrupted):
-            run.rollback()
+        except (Exception, Interrupted) as exc:
+            left = this.rollback()
+            if left and not isinstance(exc, Interrupted):
+                # The source could not be resumed: said now, not at its next command.
+                raise DevupError(
+                    f"{exc}; and the copy from session {source.name} could not be undone: "
+                    + "; ".join(f"{lo.label}: {lo.error}" for lo in left)
+                ) from None
             raise
-        run.commit()
+        this.commit()
 
 
 def _clone_one(

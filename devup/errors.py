@@ -71,6 +71,20 @@ class UsageError(DevupError):
     exit_code = 2
 
 
+class NoSuchSession(UsageError):
+    """A command names a session that does not exist: exit 2 for every command but `down`,
+    for which it is success (SPEC §2)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no session named {name}", hint="`devup ls` lists the sessions")
+
+
+class Cancelled(DevupError):
+    """SIGINT or SIGTERM before a run changed anything (or after it rolled back): exit 130."""
+
+    exit_code = 130
+
+
 class PayloadError(UsageError):
     """A hook's stdin did not hold one JSON object in time; nothing was changed."""
 
@@ -179,8 +193,9 @@ class RecoverIncomplete(DevupError):
         return super().to_json(session=self.session, status="rollback_incomplete")
 
 
-class UpFailed(DevupError):
-    """`up` failed; `status` says what became of the world (SPEC §2 JSON)."""
+class RunFailed(DevupError):
+    """A journaled run (`up`, a snapshot, a restore, a clone) failed; `status` says what became
+    of the world (SPEC §2 JSON), and decides the exit code."""
 
     CODES: ClassVar[dict[str, int]] = {
         "rolled_back": 1,
@@ -190,13 +205,25 @@ class UpFailed(DevupError):
     }
 
     def __init__(
-        self, *, session: str, status: str, step: str, cause: str, leftovers: list[Leftover]
+        self,
+        *,
+        session: str,
+        status: str,
+        step: str,
+        cause: str,
+        leftovers: list[Leftover],
+        what: str | None = None,  # "snapshot create": said in the message, as `up` needs not be
     ) -> None:
         hint = None
         if status == "rollback_incomplete":
             hint = f"run `devup recover {session}` to finish the rollback"
         elif status == "kept":
             hint = f"everything is left in place for debugging; `devup down {session}` cleans up"
+        if what is not None:
+            done = {"rolled_back": "rolled back", "interrupted": "interrupted and rolled back"}.get(
+                status, ""
+            )
+            cause = f"{what} of {session} failed{f' ({done})' if done else ''}: {cause}"
         super().__init__(cause, hint=hint, step=step, exit_code=self.CODES[status])
         self.session = session
         self.status = status
@@ -209,34 +236,6 @@ class UpFailed(DevupError):
 class NoDataVolumes(UsageError):
     """A snapshot or restore of a session whose groups have no named volumes (exit 2: nothing
     was changed, and there is nothing to copy)."""
-
-
-class DataFailed(DevupError):
-    """`snapshot create`/`restore` failed; `status` says what became of the world (SPEC §2)."""
-
-    CODES: ClassVar[dict[str, int]] = {"rolled_back": 1, "rollback_incomplete": 3, "interrupted": 130}
-
-    def __init__(
-        self, *, session: str, what: str, status: str, cause: str, leftovers: list[Leftover]
-    ) -> None:
-        hint = (
-            f"run `devup recover {session}` to finish the rollback"
-            if status == "rollback_incomplete"
-            else None
-        )
-        done = {"rolled_back": "rolled back", "interrupted": "interrupted and rolled back"}.get(status, "")
-        super().__init__(
-            f"{what} of {session} failed{f' ({done})' if done else ''}: {cause}",
-            hint=hint,
-            step=what,
-            exit_code=self.CODES[status],
-        )
-        self.session = session
-        self.status = status
-        self.leftovers = leftovers
-
-    def to_json(self, *, session: str | None = None, status: str = "error") -> dict[str, Any]:
-        return super().to_json(session=self.session, status=self.status)
 
 
 class Interrupted(BaseException):

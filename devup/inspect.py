@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from devup import engine, journal, remote, state
-from devup.errors import DevupError
+from devup.errors import DevupError, NoSuchSession
 from devup.report import Reporter
 from devup.state import ProcessRecord, SessionRecord
 from devup.workspace import Workspace
@@ -152,7 +152,7 @@ def status(ws: Workspace, name: str, reporter: Reporter) -> SessionView:
                 f"session {name} is being created, or its run was interrupted",
                 hint=f"`devup recover {name}` finishes an interrupted run",
             )
-        raise DevupError(f"no session named {name}", hint="`devup ls` lists the sessions")
+        raise NoSuchSession(name)
     try:
         containers = _containers(ws, [record], name)
     except DevupError as exc:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from devup import journal, remote, state, steps
-from devup.errors import BusyError, DevupError, Leftover, RecoverIncomplete, leftover_text
+from devup.errors import BusyError, DevupError, Leftover, NoSuchSession, RecoverIncomplete, leftover_text
 from devup.report import Reporter
 from devup.undo import UndoRecord, unwind_records
 from devup.workspace import Workspace
@@ -115,9 +115,7 @@ def finish_all(ws: Workspace, name: str | None, reporter: Reporter) -> list[Reco
     return results
 
 
-def open_session(
-    ws: Workspace, name: str, reporter: Reporter, *, missing: type[DevupError] = DevupError
-) -> state.SessionRecord:
+def open_session(ws: Workspace, name: str, reporter: Reporter) -> state.SessionRecord:
     """The record of session `name` for a command that reads it, an interrupted run of it
     finished first. A missing session raises `missing`
     (`path` and `exec` say exit 2, SPEC §2)."""
@@ -127,7 +125,7 @@ def open_session(
     finish_if_idle(ws, name, reporter)
     record = ws.record(name)
     if record is None:
-        raise missing(f"no session named {name}", hint="`devup ls` lists the sessions")
+        raise NoSuchSession(name)
     return record
 
 

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -15,30 +13,21 @@ from typing import TYPE_CHECKING, Any, Literal
 from devup import (
     dag,
     envvars,
-    faults,
     inspect,
-    journal,
     paths,
-    recovery,
     remote,
-    runner,
+    run,
     state,
-    steps,
 )
 from devup.engine import published_ports
 from devup.errors import (
     DevupError,
     Interrupted,
     PortConflict,
-    StepFailed,
-    UnexpectedError,
-    UpFailed,
     UsageError,
 )
-from devup.journal import Journal
 from devup.report import Reporter
 from devup.steps import files, group, hooks, ports, service, worktree
-from devup.undo import UndoStack
 from devup.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -93,24 +82,7 @@ def up(ws: Workspace, req: UpRequest, reporter: Reporter) -> UpResult:
     paths.check_session_name(req.name)
     if not _config_unchanged_since_up(ws, req.name):
         ws.config  # noqa: B018  (validates: a config error is exit 2 before anything changes)
-    with ws.locked(req.name), runner.interruptible():
-        kept = journal.replay(ws.repo.journal(req.name))
-        if kept is not None and kept.outcome == "kept":
-            # Its journal lists what that failed run made; a new run must not overwrite it.
-            raise UsageError(
-                f"session {req.name} was kept after a failed run (--on-failure keep)",
-                hint=f"`devup down {req.name}` removes what that run made; then `devup up {req.name}`",
-            )
-        earlier = recovery.finish(ws, req.name, reporter)
-        if earlier.leftovers:
-            # Going on would replace the journal that still lists what is left to undo.
-            raise UpFailed(
-                session=req.name,
-                status="rollback_incomplete",
-                step="recover",
-                cause=f"the rollback of an earlier run of {req.name} is incomplete",
-                leftovers=earlier.leftovers,
-            )
+    with run.held(ws, req.name, reporter):
         previous = ws.record(req.name)
         if req.source is not None and previous is not None:
             raise UsageError(
@@ -201,8 +173,21 @@ class _Run:
         self.engine = engine
         self.clone = clone
         self.ident = plan.ident
-        self.journal = Journal(ws.repo.journal(req.name))
-        self.stack = UndoStack(self.journal, engine)
+        self.run = run.Run(
+            ws,
+            req.name,
+            kind="up",
+            engine=engine,
+            reporter=reporter,
+            resumed=plan.resumed,
+            begin={
+                "project": plan.ident.project,
+                "branch": plan.branch,
+                "mode": plan.mode,
+                "worktree": str(plan.wt.path),
+            },
+        )
+        self.stack = self.run.stack
         self.leases = ports.Leases(
             stack=self.stack,
             repo_id=self.ident.repo.repo_id,
@@ -218,61 +203,21 @@ class _Run:
         self.created_worktree = bool(plan.previous and plan.previous.created_worktree)
         self._lock = threading.Lock()
 
-    @contextlib.contextmanager
-    def step(self, name: str) -> Iterator[None]:
-        self.reporter.step_started(name)
-        t0 = time.monotonic()
-        try:
-            faults.hit(f"before:{name}")
-            yield
-            faults.hit(f"after:{name}")
-        except (Exception, Interrupted) as exc:
-            if isinstance(exc, Exception) and not isinstance(exc, DevupError):
-                # A bug, not a failure devup knows how to explain: still rolled back, but said
-                # so, with the traceback in the crash log for a report.
-                from devup import crashlog
-
-                log = crashlog.write(exc)
-                exc = UnexpectedError(
-                    f"unexpected error (a bug in devup): {type(exc).__name__}: {exc}; "
-                    + (f"the details are in {log}; please report it" if log else "please report it")
-                )
-            message = exc.message if isinstance(exc, DevupError) else str(exc)
-            self.reporter.step_failed(name, time.monotonic() - t0, message)
-            if isinstance(exc, Exception) and not isinstance(exc, StepFailed):
-                raise StepFailed(name, exc) from exc
-            raise
-        self.reporter.step_done(name, time.monotonic() - t0)
-
     def execute(self, started: float) -> UpResult:
-        plan = self.plan
-        self.journal.remove()
-        remote.remember(self.ws.repo.state, self.engine)
-        self.journal.append(
-            {
-                "op": "begin",
-                "session": self.req.name,
-                "project": self.ident.project,
-                "resumed": plan.resumed,
-                "pid": os.getpid(),
-                "branch": plan.branch,
-                "mode": plan.mode,
-                "worktree": str(plan.wt.path),
-                "at": time.time(),
-                "engine": self.engine.to_json(),
-            }
-        )
         try:
             self._steps()
         except (Exception, Interrupted) as exc:
-            raise self._fail(exc) from None
-        return _result(self._record("up", time.time()), resumed=plan.resumed, started=started)
+            failed = self.run.fail(exc, keep=self.req.on_failure == "keep")
+            if failed.status == "kept":
+                state.write_record(self.ws.repo.record(self.req.name), self._record("failed", time.time()))
+            raise failed from None
+        return _result(self._record("up", time.time()), resumed=self.plan.resumed, started=started)
 
     def _hook(self, name: str, cwd: Path) -> None:
         hook = self.cfg.hooks.get(name)
         if hook is None or not self.req.hooks:
             return
-        with self.step(name):
+        with self.run.step(name):
             hooks.run(stack=self.stack, ident=self.ident, hook=hook, cwd=cwd, env=self._process_env())
 
     def _process_env(self) -> dict[str, str]:
@@ -285,7 +230,7 @@ class _Run:
         wt_path = plan.wt.path
         self.env = self._vars()
         self._hook("pre_up", ws.repo.root)
-        with self.step("worktree"):
+        with self.run.step("worktree"):
             created = worktree.apply(
                 stack=self.stack,
                 root=ws.repo.root,
@@ -294,15 +239,15 @@ class _Run:
             )
             self.created_worktree = self.created_worktree or created
         if created and self.cfg.worktree.copy_:
-            with self.step("copy"):
+            with self.run.step("copy"):
                 files.copy_into(source_root=ws.repo.root, worktree=wt_path, patterns=self.cfg.worktree.copy_)
-        with self.step("ports"):
+        with self.run.step("ports"):
             self.leases.lease(
                 prefer=dict(plan.previous.ports) if plan.previous else {},
                 resumed=plan.resumed,
                 held=self._held_keys(),
             )
-        with self.step("env_file"):
+        with self.run.step("env_file"):
             files.make_dir(
                 stack=self.stack,
                 path=ws.repo.session_dir(self.req.name),
@@ -320,7 +265,7 @@ class _Run:
         if created:
             self._hook("post_create", wt_path)
         if self.clone is not None and plan.groups:
-            with self.step("data"):
+            with self.run.step("data"):
                 self._clone(self.clone)
         if plan.groups:
             dag.run({n: g.depends_on for n, g in plan.groups.items()}, self._up_group)
@@ -328,7 +273,7 @@ class _Run:
         if plan.services:
             dag.run({n: s.depends_on for n, s in plan.services.items()}, self._start_service)
         self._hook("post_up", wt_path)
-        with self.step("commit"):
+        with self.run.step("commit"):
             record = self._record("up", time.time())
             files.write_restorable(
                 stack=self.stack,
@@ -336,8 +281,7 @@ class _Run:
                 text=record.to_json(),
                 label="session record",
             )
-        self.stack.disarm()
-        self.journal.remove()
+        self.run.commit()
 
     def _clone(self, source: data.CloneSource) -> None:
         """SPEC §7: before the groups come up, each data volume is made as a copy of SOURCE's
@@ -418,7 +362,7 @@ class _Run:
                 f"group {name} uses external {', '.join(shared)}: every session shares "
                 f"{'them' if len(shared) > 1 else 'it'}; devup never changes or removes external objects"
             )
-        with self.step(f"group:{name}"):
+        with self.run.step(f"group:{name}"):
             record = group.up(
                 stack=self.stack,
                 ident=self.ident,
@@ -442,7 +386,7 @@ class _Run:
             with self._lock:  # still running: kept, with the order `down` must now follow
                 self.procs[name] = prev.replace(depends_on=list(cfg.depends_on))
             return
-        with self.step(f"service:{name}"):
+        with self.run.step(f"service:{name}"):
             key = name.upper().replace("-", "_")
             port = self.leases.ports.get(key) if cfg.port else None
             from tenacity import Retrying, retry_if_exception, stop_after_attempt
@@ -501,39 +445,6 @@ class _Run:
             if self.clone
             else (dict(plan.previous.source) if plan.previous else {}),
         )
-
-    def _fail(self, exc: BaseException) -> UpFailed:
-        """The failure policy: keep everything for debugging when asked (never on an interrupt),
-        else unwind what this run made; the error says which became of the world."""
-        interrupted = isinstance(exc, Interrupted)
-        step, message = _what_failed(exc)
-        if self.req.on_failure == "keep" and not interrupted:
-            self.stack.keep()
-            self._keep_record()
-            return UpFailed(session=self.req.name, status="kept", step=step, cause=message, leftovers=[])
-        self.reporter.note("rolling back what this run created")
-        steps.load_all()
-        leftovers = self.stack.unwind(on_undo=self.reporter.undone)
-        if not leftovers:
-            leftovers = recovery.finish_rollback(
-                self.ws, self.req.name, resumed=self.plan.resumed, reporter=self.reporter
-            )
-        status = "rollback_incomplete" if leftovers else ("interrupted" if interrupted else "rolled_back")
-        return UpFailed(session=self.req.name, status=status, step=step, cause=message, leftovers=leftovers)
-
-    def _keep_record(self) -> None:
-        record = self._record("failed", time.time())
-        state.write_record(self.ws.repo.record(self.req.name), record)
-
-
-def _what_failed(exc: BaseException) -> tuple[str, str]:
-    """(step, message) of the report: the step that failed, in the words of its own error."""
-    if isinstance(exc, Interrupted):
-        return "interrupt", f"interrupted by {signal.Signals(exc.signum).name}"
-    step = exc.step if isinstance(exc, DevupError) and exc.step else "up"
-    if isinstance(exc, StepFailed) and isinstance(exc.cause, DevupError):
-        return step, exc.cause.message
-    return step, exc.message if isinstance(exc, DevupError) else str(exc)
 
 
 def _result(record: state.SessionRecord, *, resumed: bool, started: float, noop: bool = False) -> UpResult:

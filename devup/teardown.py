@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from devup import compose, dag, git, paths, processes, recovery, remote, state
-from devup.errors import DevupError
+from devup import compose, dag, git, paths, processes, recovery, remote, run, state
+from devup.errors import DevupError, NoSuchSession
 from devup.hookspec import Hook, teardown_settings
 from devup.model import Identity
 from devup.paths import CONFIG_NAME
@@ -35,11 +35,10 @@ def _ident(ws: Workspace, record: state.SessionRecord) -> Identity:
 
 
 def stop(ws: Workspace, name: str, reporter: Reporter) -> Outcome:
-    with ws.locked(name):
-        recovery.finish(ws, name, reporter).check()
+    with run.held(ws, name, reporter, kept="leave"):
         record = ws.record(name)
         if record is None:
-            raise DevupError(f"no session named {name}", hint="`devup ls` lists the sessions")
+            raise NoSuchSession(name)
         where = remote.engine_of(record)  # the session's engine, whatever the environment says
         _stop_services(ws, record, reporter, "stop service")
         _each_group_in_reverse(

@@ -41,6 +41,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "data",
             "attach",
             "claude_code",
+            "run",
         },
     ),
     ("steps", {"steps"}),
