@@ -8,17 +8,19 @@ import sys
 
 def main() -> None:
     os.environ.setdefault("COMPOSE_STATUS_STDOUT", "0")  # as cli.main: CMD of `exec` sees the same
-    from devup import fastpath
-
     try:
-        code = fastpath.run(sys.argv[1:])
-    except KeyboardInterrupt:  # `path`/`exec` before typer loads: the same 130 as every command
-        sys.exit(130)
-    if code is not None:
-        sys.exit(code)
-    from devup.cli import main as cli_main
+        from devup import fastpath
 
-    cli_main()
+        code = fastpath.run(sys.argv[1:])
+        if code is not None:
+            sys.exit(code)
+        from devup.cli import main as cli_main
+
+        cli_main()
+    except KeyboardInterrupt:
+        # Before cli.main's boundary is in place (`path`/`exec`'s fast path, importing the CLI):
+        # nothing has been changed yet, and SPEC §2 allows no traceback.
+        sys.exit(130)
 
 
 if __name__ == "__main__":

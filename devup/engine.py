@@ -32,7 +32,12 @@ _START_HINT = "start it (e.g. `sudo systemctl start docker` or `sudo dockerd &`)
 
 def unavailable(eng: Engine, why: object) -> EngineUnavailable:
     """The one wording of "the engine does not answer", naming the engine (SPEC §2: exit 1)."""
-    return EngineUnavailable(f"the Docker engine {eng.label} does not answer: {why}", hint=_START_HINT)
+    return EngineUnavailable(f"the Docker engine {_named(eng)} does not answer: {why}", hint=_START_HINT)
+
+
+def _named(eng: Engine) -> str:
+    """How an error names the engine: its endpoint, and the context it came from."""
+    return f"{eng.host} (context {eng.context})" if eng.context not in (None, "default") else eng.host
 
 
 @functools.cache
@@ -74,7 +79,7 @@ def edge(fn: _Fn) -> _Fn:
                 raise
             if getattr(exc, "response", None) is None or isinstance(exc, ConnectionError):
                 raise unavailable(eng, _explain(exc)) from None
-            raise EngineError(f"the Docker engine {eng.label} refused a request: {_explain(exc)}") from None
+            raise EngineError(f"the Docker engine {_named(eng)} refused a request: {_explain(exc)}") from None
 
     return translated  # type: ignore[return-value]
 

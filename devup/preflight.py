@@ -172,7 +172,7 @@ def _engine_answers(engine: remote.Engine) -> None:
         said = sshproxy.errors(engine.host)
         raise EngineUnavailable(
             f"the remote Docker engine {engine.label} does not answer: "
-            + exc.message.removeprefix(f"the Docker engine {engine.label} does not answer: ")
+            + exc.message.split(" does not answer: ", 1)[-1]
             + (f"\nssh said:\n{said}" if said else ""),
             hint=f"check that the machine is up and reachable (`{check}`); `devup doctor` lists every context",
         ) from None

@@ -1,0 +1,137 @@
+"""The one run and the one error boundary (issue 20): interrupts anywhere, missing sessions, an
+engine that does not answer, each checked from outside (exit code, stderr, git, the engine)."""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests import world
+from tests.conftest import BUSYBOX, HTTP_SERVICE, busybox_web, isolated
+
+
+def _interrupt_after(repo, delay: float, *args: str) -> subprocess.CompletedProcess[str]:
+    proc = repo.popen(*args)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=240)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def _host_repo(make):
+    """A host-mode repository whose `up` spends a while in preflight and in its steps: 300
+    copied files (checked and copied one by one) and a native service with a readiness wait."""
+    files = {f"data/f{i:03}.txt": f"{i}\n" for i in range(300)}
+    repo = make(
+        isolated("host")
+        + '[worktree]\ncopy = ["data/*"]\n'
+        + f'[services.web]\nrun = "sleep 0.3; {HTTP_SERVICE}"\nport = true\nready = {{ http = "/" }}\n',
+        files={".gitignore": "data/\n"},
+    )
+    for rel, text in files.items():
+        repo.write(rel, text)
+    return repo
+
+
+def test_sigint_at_twenty_moments_of_up_is_130_or_success_never_a_traceback(make) -> None:
+    """SPEC §5.8 and §2: SIGINT during preflight, recovery or any step is exit 130 with nothing
+    left; one that comes after the last step leaves a session that is up (exit 0)."""
+    repo = _host_repo(make)
+    rng = random.Random(20)
+    seen = set()
+    for delay in sorted(rng.uniform(0.05, 2.5) for _ in range(20)):
+        result = _interrupt_after(repo, delay, "up", "s")
+        assert "Traceback" not in result.stderr, (delay, result.stderr)
+        assert result.returncode in (0, 130), (delay, result.returncode, result.stderr[-2000:])
+        seen.add(result.returncode)
+        if result.returncode == 130:
+            assert not repo.worktree("s").exists(), delay
+            assert "s" not in world.branches(repo.path), delay
+            assert world.tagged_processes(repo_id=repo.repo_id, session="s") == [], delay
+            assert repo.devup("status", "s").returncode == 2, delay  # no record: no session
+        else:
+            assert repo.devup("down", "s", "--force").returncode == 0
+    assert 130 in seen  # the delays do reach into the run
+
+
+def test_a_session_that_does_not_exist_is_exit_2_for_every_command_but_down(make) -> None:
+    repo = make(isolated("host"))
+    for args in (
+        ["status", "nope"],
+        ["stop", "nope"],
+        ["env", "nope"],
+        ["logs", "nope"],
+        ["path", "nope"],
+        ["exec", "nope", "--", "true"],
+        ["snapshot", "create", "nope"],
+        ["snapshot", "restore", "nope", "snap"],
+    ):
+        result = repo.devup(*args)
+        assert result.returncode == 2, (args, result.returncode, result.stderr)
+        assert "no session named nope" in result.stderr, args
+        assert "Traceback" not in result.stderr
+    assert repo.devup("down", "nope").returncode == 0
+
+
+def test_an_engine_that_does_not_answer_is_exit_1_naming_it(make, tmp_path: Path) -> None:
+    repo = make(
+        isolated("container") + '[groups.app]\nfiles = ["compose.yaml"]\n', {"compose.yaml": busybox_web()}
+    )
+    gone = f"unix://{tmp_path}/no-engine.sock"
+    for args in (["up", "s"], ["snapshot", "ls"]):
+        result = repo.devup(*args, env={"DOCKER_HOST": gone})
+        assert result.returncode == 1, (args, result.returncode, result.stderr)
+        assert gone in result.stderr and "does not answer" in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr and "a bug in devup" not in result.stderr
+    assert not repo.worktree("s").exists() and "s" not in world.branches(repo.path)
+
+
+@pytest.mark.docker
+def test_sigint_at_twenty_moments_of_snapshot_create_is_130_or_success(make, engine) -> None:
+    """SPEC §5.8/§5.9: an interrupted snapshot leaves no snapshot volume behind and the
+    session's containers running (never paused); a finished one is listed, complete."""
+    repo = make(
+        isolated("container") + '[groups.app]\nfiles = ["compose.yaml"]\n', {"compose.yaml": busybox_web()}
+    )
+    assert repo.devup("up", "s").returncode == 0
+    world.docker(
+        "run",
+        "--rm",
+        "-v",
+        f"{_data_volume(repo)}:/d",
+        BUSYBOX,
+        "sh",
+        "-c",
+        "head -c 20000000 /dev/zero > /d/blob",
+    )
+    rng = random.Random(21)
+    try:
+        for n, delay in enumerate(sorted(rng.uniform(0.05, 2.0) for _ in range(20))):
+            result = _interrupt_after(repo, delay, "snapshot", "create", "s", "--as", f"k{n}")
+            assert "Traceback" not in result.stderr, (delay, result.stderr)
+            assert result.returncode in (0, 130), (delay, result.returncode, result.stderr[-2000:])
+            volumes = world.labelled("volume", repo_id=repo.repo_id)
+            made = [v for v in volumes if f"_k{n}" in v]
+            if result.returncode == 130:
+                assert made == [], (delay, made)
+            else:
+                listed = json.loads(repo.devup("snapshot", "ls", "--json").stdout)
+                assert f"k{n}" in [s["name"] for s in listed]
+                assert repo.devup("snapshot", "rm", f"k{n}").returncode == 0
+            paused = world.docker(
+                "ps", "-q", "--filter", f"label=dev.devup.repo={repo.repo_id}", "--filter", "status=paused"
+            )
+            assert paused == "", delay
+    finally:
+        assert repo.devup("down", "s", "--force").returncode == 0
+
+
+def _data_volume(repo) -> str:
+    (name,) = [v for v in world.labelled("volume", repo_id=repo.repo_id) if v.endswith("_data")]
+    return name
