@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from devup import compose, engine, processes
-from devup.errors import CommandFailed
+from devup.errors import CommandFailed, DevupError
 from devup.model import Identity
 from devup.state import GroupRecord
 from devup.undo import UndoRecord, UndoStack, inverse
@@ -165,7 +165,11 @@ def undo(args: dict[str, Any], eng: Engine) -> None:
     processes.kill_tagged(repo_id=args["repo_id"], session=args["session"], unit=f"compose:{args['project']}")
     keep = set(args["keep_volumes"])
     compose.down(eng, project=args["project"], volumes=not keep)
-    if keep:  # a resumed session: its data volumes stay, only new ones go
-        engine.remove_volumes(
-            eng, project=args["project"], session=args["session"], repo_id=args["repo_id"], keep=keep
-        )
+    # Confirmed through the engine, not assumed from compose's exit: what is still there (a
+    # create that landed after `down`, a resumed session's new volume) is removed, a resumed
+    # session's data volumes (`keep`) excepted, and what cannot be is a leftover (exit 3).
+    left = engine.sweep_project(
+        eng, project=args["project"], session=args["session"], repo_id=args["repo_id"], keep_volumes=keep
+    )
+    if left:
+        raise DevupError(f"still on the engine after `compose down -p {args['project']}`: {', '.join(left)}")
