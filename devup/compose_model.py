@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from devup.envvars import port_key
+
 # The one bridge option that fixes a host-wide name: two sessions would fight over it.
 _BRIDGE_NAME = "com.docker.network.bridge.name"
 
@@ -172,7 +174,7 @@ def spec_keys(service: str, specs: list[PortSpec]) -> list[str]:
     Entries that differ only in protocol or host IP (`53:53/tcp` + `53:53/udp`, or one port on
     127.0.0.1 and ::1) are one host port in the file, so they share one lease.
     """
-    base = service.upper().replace("-", "_")
+    base = port_key(service)
     seen: dict[tuple[int, str], str] = {}
     per_target: dict[int, int] = {}
     keys: list[str] = []
@@ -191,7 +193,7 @@ def port_keys(service: str, specs: list[PortSpec]) -> list[tuple[str, str]]:
     leases = spec_keys(service, specs)
     keys: list[tuple[str, str]] = []
     if leases:
-        keys.append((service.upper().replace("-", "_"), leases[0]))
+        keys.append((port_key(service), leases[0]))
     for lease in dict.fromkeys(leases):
         keys.append((lease, lease))
     return keys

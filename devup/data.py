@@ -12,9 +12,9 @@ from __future__ import annotations
 import contextlib
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from devup import engine, faults, paths, recovery, remote, run, state
 from devup.engine import LABEL_PROJECT, LABEL_REPO, LABEL_SESSION
@@ -29,6 +29,10 @@ from devup.report import Reporter
 from devup.steps import volumes
 from devup.undo import UndoStack
 from devup.workspace import Workspace
+
+if TYPE_CHECKING:
+    from devup.compose_model import GroupModel
+    from devup.model import Identity
 
 LABEL_SNAPSHOT = "dev.devup.snapshot"
 LABEL_MANIFEST = "dev.devup.snapshot.manifest"
@@ -521,6 +525,31 @@ class CloneTarget:
     key: str
     name: str  # the volume compose will use in the new session
     labels: dict[str, str]
+
+
+def clone_targets(
+    ident: Identity, groups: Iterable[str], projects: dict[str, str], models: dict[str, GroupModel]
+) -> list[CloneTarget]:
+    """The new session's data volumes, each with compose's own labels so that compose adopts it
+    as the volume of that key (SPEC §7: made as copies before the groups come up)."""
+    from devup import compose
+
+    version = compose.compose_version().lstrip("v")  # the CLI's own: no engine asked
+    return [
+        CloneTarget(
+            group=g,
+            key=key,
+            name=name,
+            labels={
+                **ident.labels(g),
+                LABEL_PROJECT: projects[g],
+                engine.LABEL_VOLUME: key,
+                engine.LABEL_COMPOSE_VERSION: version,
+            },
+        )
+        for g in groups
+        for key, name in models[g].volume_names.items()
+    ]
 
 
 def plan_clone(ws: Workspace, source: str, *, new: str, eng: remote.Engine) -> CloneSource:

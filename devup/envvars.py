@@ -11,6 +11,13 @@ from collections.abc import Mapping
 from devup.errors import Unrepresentable
 
 REF = re.compile(r"\$\{(\w+)\}|\$(\w+)")
+
+
+def port_key(name: str) -> str:
+    """The `<KEY>` of DEVUP_PORT_<KEY> for a service name: upper case, `-` as `_` (SPEC §4)."""
+    return name.upper().replace("-", "_")
+
+
 _PLAIN = re.compile(r"^[A-Za-z0-9_./:@%+,=-]*$")
 
 

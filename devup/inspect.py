@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from devup import engine, journal, remote, state
+from devup.envvars import port_key
 from devup.errors import DevupError, NoSuchSession
 from devup.report import Reporter
 from devup.state import ProcessRecord, SessionRecord
@@ -38,7 +39,7 @@ def urls(record: SessionRecord) -> dict[str, str]:
     found: dict[str, str] = {}
     for g in record.groups:
         for svc in g.services:
-            base = svc.upper().replace("-", "_")
+            base = port_key(svc)
             for key in sorted(record.ports):
                 target = key[len(base) + 1 :]
                 # SERVICE_TARGET, or SERVICE_TARGET_N for the Nth publishing of one target
@@ -50,7 +51,7 @@ def urls(record: SessionRecord) -> dict[str, str]:
                     found[f"{g.name}/{svc}"] = f"http://{there}:{record.ports[key]}/"
                     break
     for name in record.services:
-        port = record.ports.get(name.upper().replace("-", "_"))
+        port = record.ports.get(port_key(name))
         if port:
             found[name] = f"http://{remote.LOCAL_ADDRESS}:{port}/"
     return found

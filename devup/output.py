@@ -202,12 +202,13 @@ def up_summary(doc: dict[str, Any], record: SessionRecord, noop: bool) -> None:
 def _up_units(record: SessionRecord) -> list[tuple[str, str, str]]:
     """(unit, its DEVUP_PORT_ variables, its URL) for each compose service and native service."""
     from devup import inspect
+    from devup.envvars import port_key
 
     units: list[tuple[str, str, str]] = []
     urls = inspect.urls(record)
     for g in record.groups:
         for svc in g.services:
-            base = svc.upper().replace("-", "_")
+            base = port_key(svc)
             keys = sorted(
                 k
                 for k in record.ports
@@ -216,7 +217,7 @@ def _up_units(record: SessionRecord) -> list[tuple[str, str, str]]:
             shown = ", ".join(f"{k}={record.ports[k]}" for k in keys) or "-"
             units.append((f"{g.name}/{svc}", shown, urls.get(f"{g.name}/{svc}", "")))
     for name in record.services:
-        key = name.upper().replace("-", "_")
+        key = port_key(name)
         port = record.ports.get(key)
         units.append((name, f"{key}={port}" if port else "-", urls.get(name, "")))
     return units

@@ -11,6 +11,7 @@ from pathlib import Path
 from devup import compose, compose_inputs, envvars, git, mounts, remote, state
 from devup.config import Config, GroupCfg, Mode, ServiceCfg
 from devup.engine import engine_version, foreign_objects
+from devup.envvars import port_key
 from devup.errors import DevupError, EngineUnavailable, PreflightError, UsageError
 from devup.model import Identity
 from devup.steps import files, worktree
@@ -307,7 +308,7 @@ def port_keys(
                     aliases[key] = full
     for sname, scfg in services.items():
         if scfg.port:
-            key = sname.upper().replace("-", "_")
+            key = port_key(sname)
             claim(key, f"service {sname}")
             lease.append(key)
     return lease, aliases

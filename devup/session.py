@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -19,11 +18,10 @@ from devup import (
     run,
     state,
 )
-from devup.engine import published_ports
+from devup.envvars import port_key
 from devup.errors import (
     DevupError,
     Interrupted,
-    PortConflict,
     UsageError,
 )
 from devup.report import Reporter
@@ -188,6 +186,7 @@ class _Run:
             },
         )
         self.stack = self.run.stack
+        native = [port_key(n) for n, s in plan.services.items() if s.port]
         self.leases = ports.Leases(
             stack=self.stack,
             repo_id=self.ident.repo.repo_id,
@@ -195,7 +194,7 @@ class _Run:
             keys=plan.lease_keys,
             aliases=plan.aliases,
             port_range=cfg.ports.range,
-            free_check=self._port_free,
+            free_check=lambda: ports.free_check(engine, native=native),
         )
         self.env: dict[str, str] = {}
         self.groups: dict[str, state.GroupRecord] = {}
@@ -209,9 +208,9 @@ class _Run:
         except (Exception, Interrupted) as exc:
             failed = self.run.fail(exc, keep=self.req.on_failure == "keep")
             if failed.status == "kept":
-                state.write_record(self.ws.repo.record(self.req.name), self._record("failed", time.time()))
+                state.write_record(self.ws.repo.record(self.req.name), _record(self, "failed", time.time()))
             raise failed from None
-        return _result(self._record("up", time.time()), resumed=self.plan.resumed, started=started)
+        return _result(_record(self, "up", time.time()), resumed=self.plan.resumed, started=started)
 
     def _hook(self, name: str, cwd: Path) -> None:
         hook = self.cfg.hooks.get(name)
@@ -245,7 +244,7 @@ class _Run:
             self.leases.lease(
                 prefer=dict(plan.previous.ports) if plan.previous else {},
                 resumed=plan.resumed,
-                held=self._held_keys(),
+                held=_held_keys(self.ws, plan),
             )
         with self.run.step("env_file"):
             files.make_dir(
@@ -266,7 +265,10 @@ class _Run:
             self._hook("post_create", wt_path)
         if self.clone is not None and plan.groups:
             with self.run.step("data"):
-                self._clone(self.clone)
+                from devup import data
+
+                targets = data.clone_targets(self.ident, plan.groups, plan.projects, plan.models)
+                data.clone(ws, self.stack, self.clone, targets, new=self.req.name, reporter=self.reporter)
         if plan.groups:
             dag.run({n: g.depends_on for n, g in plan.groups.items()}, self._up_group)
         self._hook("pre_spawn", wt_path)
@@ -274,7 +276,7 @@ class _Run:
             dag.run({n: s.depends_on for n, s in plan.services.items()}, self._start_service)
         self._hook("post_up", wt_path)
         with self.run.step("commit"):
-            record = self._record("up", time.time())
+            record = _record(self, "up", time.time())
             files.write_restorable(
                 stack=self.stack,
                 path=ws.repo.record(self.req.name),
@@ -282,29 +284,6 @@ class _Run:
                 label="session record",
             )
         self.run.commit()
-
-    def _clone(self, source: data.CloneSource) -> None:
-        """SPEC §7: before the groups come up, each data volume is made as a copy of SOURCE's
-        volume of the same group and key, with compose's own labels so compose adopts it."""
-        from devup import compose, data, engine
-
-        version = compose.compose_version().lstrip("v")  # the CLI's own: no engine asked
-        targets = [
-            data.CloneTarget(
-                group=g,
-                key=key,
-                name=name,
-                labels={
-                    **self.ident.labels(g),
-                    engine.LABEL_PROJECT: self.plan.projects[g],
-                    engine.LABEL_VOLUME: key,
-                    engine.LABEL_COMPOSE_VERSION: version,
-                },
-            )
-            for g in self.plan.groups
-            for key, name in self.plan.models[g].volume_names.items()
-        ]
-        data.clone(self.ws, self.stack, source, targets, new=self.req.name, reporter=self.reporter)
 
     def _vars(self) -> dict[str, str]:
         plan = self.plan
@@ -319,27 +298,6 @@ class _Run:
             ports=self.leases.ports,
             extra=self.cfg.env,
             host=self.engine.address,
-        )
-
-    def _port_free(self) -> Callable[[str, int], bool] | None:
-        """On a remote engine, a container's port must be free on the engine's host; a native
-        service's port, on this machine (None: every port here, the default)."""
-        if not self.engine.remote:
-            return None
-        native = {n.upper().replace("-", "_") for n, s in self.plan.services.items() if s.port}
-        there = remote.port_checker(self.engine, lambda: published_ports(self.engine))
-        return lambda key, port: state.port_is_free(port) if key in native else there(port)
-
-    def _held_keys(self) -> frozenset[str]:
-        """Port keys a resumed session's own running units bind (so "busy" is not foreign)."""
-        previous = self.plan.previous
-        if previous is None:
-            return frozenset()
-        running = {c.project for c in inspect.containers_of(self.ws, previous) if c.state == "running"}
-        return ports.held_keys(
-            services_alive=[n for n, p in previous.services.items() if inspect.process_alive(p)],
-            running_groups=[g.name for g in previous.groups if g.project in running],
-            models={name: model.services for name, model in self.plan.models.items()},
         )
 
     def _relet(self, keys: list[str], avoid: int) -> dict[str, int]:
@@ -387,64 +345,60 @@ class _Run:
                 self.procs[name] = prev.replace(depends_on=list(cfg.depends_on))
             return
         with self.run.step(f"service:{name}"):
-            key = name.upper().replace("-", "_")
-            port = self.leases.ports.get(key) if cfg.port else None
-            from tenacity import Retrying, retry_if_exception, stop_after_attempt
-
-            moved = False  # the last attempt's port was taken at the bind: move before the next
-
-            def bind_lost(exc: BaseException) -> bool:
-                # Taken between the check and the bind (a transient fault): move and retry.
-                nonlocal moved
-                moved = isinstance(exc, PortConflict) and port is not None
-                return moved
-
-            for attempt in Retrying(
-                retry=retry_if_exception(bind_lost), stop=stop_after_attempt(_PORT_ATTEMPTS), reraise=True
-            ):
-                with attempt:
-                    if port is not None and (moved or not state.port_is_free(port)):
-                        # Checked free right before use: a foreign listener would answer our probe.
-                        port = self._relet([key], port)[key]
-                    record = service.start(
-                        stack=self.stack,
-                        ident=self.ident,
-                        name=name,
-                        cfg=cfg,
-                        cwd=self.plan.wt.path,
-                        env=self._process_env(),
-                        port=port,
-                        log_path=self.ws.repo.log(self.req.name, name),
-                    )
+            key = port_key(name)
+            record = service.start_on_a_free_port(
+                stack=self.stack,
+                ident=self.ident,
+                name=name,
+                cfg=cfg,
+                cwd=self.plan.wt.path,
+                env=self._process_env,
+                port=self.leases.ports.get(key) if cfg.port else None,
+                move=lambda port: self._relet([key], port)[key],
+                log_path=self.ws.repo.log(self.req.name, name),
+            )
             with self._lock:
                 self.procs[name] = record
 
-    def _record(self, status: str, now: float) -> state.SessionRecord:
-        plan = self.plan
-        return state.SessionRecord(
-            session=self.req.name,
-            project=self.ident.project,
-            repo=str(self.ws.repo.root),
-            repo_id=self.ident.repo.repo_id,
-            branch=plan.branch,
-            worktree=str(plan.wt.path),
-            mode=plan.mode,
-            status=status,
-            created_worktree=self.created_worktree,
-            ports=dict(sorted(self.leases.ports.items())),
-            groups=[self.groups[g] for g in plan.groups if g in self.groups],
-            services=dict(self.procs),
-            env_file=str(plan.wt.path / paths.ENV_FILE),
-            env=self.env,
-            created_at=plan.previous.created_at if plan.previous else now,
-            updated_at=now,
-            config_digest=self.ws.config_digest,
-            attached=self.req.attach is not None or bool(plan.previous and plan.previous.attached),
-            engine=self.engine.to_json(),
-            source=self.clone.to_json()
-            if self.clone
-            else (dict(plan.previous.source) if plan.previous else {}),
-        )
+
+def _held_keys(ws: Workspace, plan: preflight.Plan) -> frozenset[str]:
+    """Port keys a resumed session's own running units bind (so "busy" is not foreign)."""
+    previous = plan.previous
+    if previous is None:
+        return frozenset()
+    running = {c.project for c in inspect.containers_of(ws, previous) if c.state == "running"}
+    return ports.held_keys(
+        services_alive=[n for n, p in previous.services.items() if inspect.process_alive(p)],
+        running_groups=[g.name for g in previous.groups if g.project in running],
+        models={name: model.services for name, model in plan.models.items()},
+    )
+
+
+def _record(run: _Run, status: str, now: float) -> state.SessionRecord:
+    """The session record of what `run` brought up."""
+    plan, ws, req = run.plan, run.ws, run.req
+    return state.SessionRecord(
+        session=req.name,
+        project=plan.ident.project,
+        repo=str(ws.repo.root),
+        repo_id=plan.ident.repo.repo_id,
+        branch=plan.branch,
+        worktree=str(plan.wt.path),
+        mode=plan.mode,
+        status=status,
+        created_worktree=run.created_worktree,
+        ports=dict(sorted(run.leases.ports.items())),
+        groups=[run.groups[g] for g in plan.groups if g in run.groups],
+        services=dict(run.procs),
+        env_file=str(plan.wt.path / paths.ENV_FILE),
+        env=run.env,
+        created_at=plan.previous.created_at if plan.previous else now,
+        updated_at=now,
+        config_digest=ws.config_digest,
+        attached=req.attach is not None or bool(plan.previous and plan.previous.attached),
+        engine=run.engine.to_json(),
+        source=run.clone.to_json() if run.clone else (dict(plan.previous.source) if plan.previous else {}),
+    )
 
 
 def _result(record: state.SessionRecord, *, resumed: bool, started: float, noop: bool = False) -> UpResult:
@@ -461,6 +415,3 @@ def _result(record: state.SessionRecord, *, resumed: bool, started: float, noop:
         record=record,
         noop=noop,
     )
-
-
-_PORT_ATTEMPTS = 3

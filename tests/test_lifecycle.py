@@ -303,7 +303,7 @@ def test_status_finishes_an_interrupted_run_first(shop):
     assert world.labelled("container", repo_id=shop.repo_id, session="z")  # the kill left them
     assert [s["status"] for s in json.loads(shop.devup("ls", "--json").stdout)] == ["interrupted"]
     result = shop.devup("status", "z")
-    assert result.returncode == 1 and "no session named z" in result.stderr
+    assert result.returncode == 2 and "no session named z" in result.stderr
     for kind in ("container", "network", "volume"):
         assert world.labelled(kind, repo_id=shop.repo_id, session="z") == []
     assert shop.worktree("z") not in world.worktree_paths(shop.path) and "z" not in world.branches(shop.path)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from devup import state
 from devup.compose_model import PortSpec, port_keys
+from devup.envvars import port_key
 from devup.undo import UndoRecord, UndoStack, inverse
 
 if TYPE_CHECKING:
@@ -32,11 +33,23 @@ def held_keys(
     """The keys a resumed session's own running units bind, so that their port being busy is
     not someone else's: native services still alive, and every published port of a group whose
     containers run (`models`: group -> service -> its published ports)."""
-    held = {n.upper().replace("-", "_") for n in services_alive}
+    held = {port_key(n) for n in services_alive}
     for name in running_groups:
         for svc, specs in models.get(name, {}).items():
             held |= {key for key, _ in port_keys(svc, specs)}
     return frozenset(held)
+
+
+def free_check(engine: Engine, *, native: list[str]) -> Callable[[str, int], bool] | None:
+    """On a remote engine, a container's port must be free on the engine's host and a native
+    service's (keys `native`) on this machine; None on a local engine: every port here."""
+    if not engine.remote:
+        return None
+    from devup import remote
+    from devup.engine import published_ports
+
+    there = remote.port_checker(engine, lambda: published_ports(engine))
+    return lambda key, port: state.port_is_free(port) if key in native else there(port)
 
 
 class Leases:

@@ -5,14 +5,14 @@ from __future__ import annotations
 import re
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from devup import processes, runner
 from devup.errors import DevupError, PortConflict
 from devup.model import Identity
-from devup.state import ProcessRecord
+from devup.state import ProcessRecord, port_is_free
 from devup.undo import UndoRecord, UndoStack, inverse
 
 if TYPE_CHECKING:
@@ -66,6 +66,46 @@ def start(
         name=name, cfg=cfg, record=record, port=port, cwd=cwd, env=child_env, log_path=log_path, offset=offset
     )
     return record
+
+
+_PORT_ATTEMPTS = 3
+
+
+def start_on_a_free_port(
+    *,
+    stack: UndoStack,
+    ident: Identity,
+    name: str,
+    cfg: ServiceCfg,
+    cwd: Path,
+    env: Callable[[], Mapping[str, str]],
+    port: int | None,
+    move: Callable[[int], int],
+    log_path: Path,
+) -> ProcessRecord:
+    """`start`, with its port checked free right before use (a foreign listener would answer our
+    readiness probe) and moved (`move(old) -> new`, the lease and env file following) when it is
+    taken, or lost between the check and the bind: a transient fault, retried up to 3 times.
+    `env` is read at each attempt: a move rewrites the session's variables."""
+    from tenacity import Retrying, retry_if_exception, stop_after_attempt
+
+    moved = False  # the last attempt's port was taken at the bind: move before the next
+
+    def bind_lost(exc: BaseException) -> bool:
+        nonlocal moved
+        moved = isinstance(exc, PortConflict) and port is not None
+        return moved
+
+    for attempt in Retrying(
+        retry=retry_if_exception(bind_lost), stop=stop_after_attempt(_PORT_ATTEMPTS), reraise=True
+    ):
+        with attempt:
+            if port is not None and (moved or not port_is_free(port)):
+                port = move(port)
+            return start(
+                stack=stack, ident=ident, name=name, cfg=cfg, cwd=cwd, env=env(), port=port, log_path=log_path
+            )
+    raise AssertionError("tenacity reraises the last failure")
 
 
 def wait_ready(
