@@ -158,6 +158,12 @@ def up(
             "--from", help="A new session whose data volumes start as copies of this session's or snapshot's."
         ),
     ] = None,
+    ttl: Annotated[
+        str | None,
+        typer.Option(
+            "--ttl", help="Expire DURATION after the last use (30m, 4h, 7d); default [limits].expire."
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Create or resume session NAME; exit 0 means everything is up and ready."""
@@ -166,8 +172,13 @@ def up(
     reporter = _reporter(as_json)
 
     def run() -> Any:
-        from devup import attach
+        from devup import attach, usage
+        from devup.errors import UsageError
 
+        try:
+            seconds = None if ttl is None else usage.parse_duration(ttl)
+        except ValueError as exc:
+            raise UsageError(f"--ttl: {exc}") from None
         ws = attach.workspace_for(Path.cwd(), worktree_path)
         attach_to, chosen = attach.choose(
             ws, name=name, here=here, path=worktree_path, branch=branch, base=base, reporter=reporter
@@ -182,6 +193,7 @@ def up(
             attach=attach_to.path if attach_to is not None else None,
             context=context,
             source=source,
+            ttl=seconds,
         )
         return session.up(ws, req, reporter)
 
@@ -542,17 +554,31 @@ def gc(
     as_json: JsonOpt = False,
 ) -> None:
     """Remove what devup created but no session owns."""
+    from devup import fleet, output
     from devup import gc as gc_mod
-    from devup import output
 
-    orphans = _guard(
-        lambda: gc_mod.run(_workspace(), _reporter(as_json), dry_run=dry_run, force=force), as_json=as_json
-    )
+    reporter = _reporter(as_json)
+
+    def run() -> tuple[list[Any], list[Any]]:
+        ws = _workspace()
+        # Orphaned, expired and idle sessions first (SPEC §5.13): what they free is then no orphan.
+        reaped = fleet.would_reap(ws) if dry_run else fleet.reap(ws, reporter)
+        return reaped, gc_mod.run(ws, reporter, dry_run=dry_run, force=force)
+
+    reaped, orphans = _guard(run, as_json=as_json)
     if as_json:
-        output.emit_json({"dry_run": dry_run, "orphans": [o.to_json() for o in orphans]})
+        output.emit_json(
+            {
+                "dry_run": dry_run,
+                "reaped": [r.to_json() for r in reaped],
+                "orphans": [o.to_json() for o in orphans],
+            }
+        )
     else:
+        for r in reaped:
+            output.plain(r.message)
         output.orphans(orphans, dry_run=dry_run)
-    if any(o.error for o in orphans):
+    if any(o.error for o in orphans) or any(r.done == "failed" for r in reaped):
         raise typer.Exit(1)
 
 

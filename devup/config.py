@@ -49,6 +49,25 @@ class PortsCfg(_Strict):
         return self
 
 
+class LimitsCfg(_Strict):
+    """SPEC §5.13; read again without pydantic by usage.limits_of, for `up`'s cheap reaping."""
+
+    max_sessions: int | None = Field(default=None, ge=1)
+    max_running: int | None = Field(default=None, ge=1)
+    evict: Literal["lru", "none"] = "lru"
+    idle_stop: str | None = None
+    expire: str | None = None
+
+    @field_validator("idle_stop", "expire")
+    @classmethod
+    def _duration(cls, value: str | None) -> str | None:
+        from devup.usage import parse_duration
+
+        if value is not None:
+            parse_duration(value)
+        return value
+
+
 class WorktreeCfg(_Strict):
     copy_: list[str] = Field(default_factory=list, alias="copy")
 
@@ -127,6 +146,7 @@ class HooksCfg(_Strict):
 class Config(_Strict):
     project: ProjectCfg = Field(default_factory=ProjectCfg)
     ports: PortsCfg = Field(default_factory=PortsCfg)
+    limits: LimitsCfg = Field(default_factory=LimitsCfg)
     worktree: WorktreeCfg = Field(default_factory=WorktreeCfg)
     env: dict[str, str] = Field(default_factory=dict)
     groups: dict[str, GroupCfg] = Field(default_factory=dict)

@@ -328,6 +328,9 @@ def create(ws: Workspace, name: str, snap: str | None, reporter: Reporter) -> Sn
         check_snapshot_name(snap)
     with run.held(ws, name, reporter):
         record = _ready(ws, name)
+        from devup import usage
+
+        usage.touch(ws.repo, name)  # a use (SPEC §5.13)
         snap = snap or f"{name}-{_stamp()}"
         with _snapshot_lock(ws, snap):
             if find(ws, snap, remote.engine_of(record)) is not None:

@@ -79,6 +79,12 @@ class NoSuchSession(UsageError):
         super().__init__(f"no session named {name}", hint="`devup ls` lists the sessions")
 
 
+class LimitReached(DevupError):
+    """A limit of `[limits]` refuses the run (SPEC §5.13): exit 6, nothing was changed."""
+
+    exit_code = 6
+
+
 class Cancelled(DevupError):
     """SIGINT or SIGTERM before a run changed anything (or after it rolled back): exit 130."""
 

@@ -40,6 +40,9 @@ def run(argv: list[str]) -> int | None:
         return None
     if record is None or not Path(record.worktree).is_dir():
         return None
+    from devup import usage
+
+    usage.touch(ws.repo, name)  # a use (SPEC §5.13), as the CLI's path and exec
     if command is None:
         sys.stdout.write(record.worktree + "\n")
         sys.stdout.flush()

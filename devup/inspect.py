@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,6 +64,9 @@ class SessionView:
     record: SessionRecord
     status: str
     units: list[Unit] = field(default_factory=list)
+    last_used: float | None = None  # `ls` fills these in (SPEC §5.13, §5.12)
+    expires: float | None = None
+    changed: bool = False
 
     def to_json(self) -> dict[str, Any]:
         r = self.record
@@ -72,7 +77,15 @@ class SessionView:
             "branch": r.branch,
             "worktree": r.worktree,
             "ports": r.ports,
+            "engine": engine_json(r),
+            "last_used": _iso(self.last_used),
+            "expires": _iso(self.expires),
+            "changed": self.changed,
         }
+
+
+def _iso(when: float | None) -> str | None:
+    return None if not when else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
 
 
 def engine_json(record: SessionRecord) -> dict[str, Any] | None:
@@ -146,6 +159,10 @@ def status(ws: Workspace, name: str, reporter: Reporter) -> SessionView:
 
     recovery.finish_if_idle(ws, name, reporter)
     record = ws.record(name)
+    if record is not None:
+        from devup import usage
+
+        usage.touch(ws.repo, name)  # a use (SPEC §5.13)
     if record is None:
         found = journal.replay(ws.repo.journal(name))
         if found is not None and found.outcome is None:
@@ -225,7 +242,23 @@ def ls(ws: Workspace) -> Listing:
             engine=_engine_dict(begin.get("engine")),
         )
         views.append(SessionView(ghost, "interrupted"))
-    return Listing(sorted(views, key=lambda v: v.record.session), problems)
+    return Listing(sorted((_with_life(ws, v) for v in views), key=lambda v: v.record.session), problems)
+
+
+def _with_life(ws: Workspace, view: SessionView) -> SessionView:
+    """Last use, expiry and config drift of a recorded session (a stat or two; no engine)."""
+    from devup import fleet, usage
+
+    r = view.record
+    if view.status == "interrupted" and not r.env_file:
+        return view  # a run that left no record: nothing to say
+    limits = usage.limits_of(ws.config_text)
+    return dataclasses.replace(
+        view,
+        last_used=fleet.last_used(ws, r),
+        expires=fleet.expires(ws, r, limits),
+        changed=bool(r.config_digest) and r.config_digest != ws.config_digest,
+    )
 
 
 def _views_per_engine(ws: Workspace, records: list[SessionRecord], problems: list[str]) -> list[SessionView]:

@@ -262,7 +262,7 @@ def sessions_table(rows: list[dict[str, Any]]) -> None:
     # The `from` column only when a session was cloned (`up --from`): the table is unchanged
     # for everyone who never clones, and scripts reading its last column keep working.
     cloned = any(r.get("source") for r in rows)
-    header = ("session", "status", "mode", "branch", "worktree", "ports", "engine")
+    header = ("session", "status", "mode", "branch", "worktree", "ports", "used", "expires", "engine")
     _columns(
         (*header, "from") if cloned else header,
         [
@@ -275,6 +275,8 @@ def sessions_table(rows: list[dict[str, Any]]) -> None:
                 " ".join(
                     f"{k}={v}" for k, v in r["ports"].items() if "_" not in k or k.rsplit("_", 1)[1].isalpha()
                 ),
+                _ago(r.get("last_used")),
+                _until(r.get("expires")),
                 engine_label(r.get("engine")),
                 *([source_label(r.get("source"))] if cloned else []),
             ]
@@ -282,6 +284,31 @@ def sessions_table(rows: list[dict[str, Any]]) -> None:
         ],
         coloured=1,
     )
+
+
+def _seconds(iso: str) -> float:
+    import calendar
+    import time
+
+    return calendar.timegm(time.strptime(iso, "%Y-%m-%dT%H:%M:%SZ")) - time.time()
+
+
+def _span(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"
+
+
+def _ago(iso: str | None) -> str:
+    return "-" if not iso else _span(max(-_seconds(iso), 0)) + " ago"
+
+
+def _until(iso: str | None) -> str:
+    if not iso:
+        return "-"
+    left = _seconds(iso)
+    return "due" if left <= 0 else "in " + _span(left)
 
 
 def source_label(source: Any) -> str:

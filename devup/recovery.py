@@ -126,6 +126,9 @@ def open_session(ws: Workspace, name: str, reporter: Reporter) -> state.SessionR
     record = ws.record(name)
     if record is None:
         raise NoSuchSession(name)
+    from devup import usage
+
+    usage.touch(ws.repo, name)  # env, logs, path, exec: a use (SPEC §5.13)
     return record
 
 

@@ -44,6 +44,7 @@ class UpRequest:
     attach: Path | None = None  # an existing worktree made by another tool (SPEC §8, attach.py)
     context: str | None = None  # --context: the docker context of a new session's groups
     source: str | None = None  # --from: a session or snapshot whose data a new session copies (§7)
+    ttl: float | None = None  # --ttl: expires this many seconds after its last use (§5.13)
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,11 @@ def up(ws: Workspace, req: UpRequest, reporter: Reporter) -> UpResult:
     paths.check_session_name(req.name)
     if not _config_unchanged_since_up(ws, req.name):
         ws.config  # noqa: B018  (validates: a config error is exit 2 before anything changes)
+    from devup import fleet, usage
+
+    usage.touch(ws.repo, req.name)
+    # A fleet that never runs `gc` reaps itself: a stat or two per session when nothing is due.
+    fleet.reap(ws, reporter, skip=req.name)
     with run.held(ws, req.name, reporter):
         previous = ws.record(req.name)
         if req.source is not None and previous is not None:
@@ -96,6 +102,7 @@ def up(ws: Workspace, req: UpRequest, reporter: Reporter) -> UpResult:
         if (
             previous is not None
             and unchanged
+            and req.ttl in (None, previous.ttl)
             and previous.status == "up"
             and inspect.is_healthy(ws, previous)
         ):
@@ -119,6 +126,9 @@ def up(ws: Workspace, req: UpRequest, reporter: Reporter) -> UpResult:
                 f"--from {req.source}: session {req.name} has no compose groups ({plan.mode} mode), "
                 "so no data volumes to fill; nothing was changed"
             )
+        if previous is None or previous.status != "up":  # one more running session: checked last,
+            # after preflight, so that a config error never stops another session for nothing
+            fleet.make_room(ws, req.name, usage.limits_of(ws.config_text), reporter, new=previous is None)
         source = req.source or (cfg.project.data_from if previous is None else None)
         if source is None or not plan.groups:  # host mode: no volumes to fill, and no Docker
             return _Run(ws, cfg, req, plan, reporter, engine).execute(started)
@@ -398,6 +408,7 @@ def _record(run: _Run, status: str, now: float) -> state.SessionRecord:
         attached=req.attach is not None or bool(plan.previous and plan.previous.attached),
         engine=run.engine.to_json(),
         source=run.clone.to_json() if run.clone else (dict(plan.previous.source) if plan.previous else {}),
+        ttl=req.ttl if req.ttl is not None else (plan.previous.ttl if plan.previous else None),
     )
 
 

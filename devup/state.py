@@ -140,6 +140,7 @@ class SessionRecord:
     engine: dict[str, str | None] = field(default_factory=dict)
     # {"kind": "session"|"snapshot", "name"} when its data was cloned (`up --from`, SPEC §7)
     source: dict[str, str] = field(default_factory=dict)
+    ttl: float | None = None  # `up --ttl`: expires this many seconds after its last use (§5.13)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2)
@@ -173,6 +174,7 @@ class SessionRecord:
             attached=bool(data.get("attached", False)),
             engine=_engine(data.get("engine")),
             source={_str(k): _str(v) for k, v in (data.get("source") or {}).items()},
+            ttl=None if data.get("ttl") is None else float(data["ttl"]),
         )
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from devup import compose, dag, git, paths, processes, recovery, remote, run, state
+from devup import compose, dag, git, paths, processes, recovery, remote, run, state, usage
 from devup.errors import DevupError, NoSuchSession
 from devup.hookspec import Hook, teardown_settings
 from devup.model import Identity
@@ -87,6 +87,7 @@ def down(
         state.release_ports(repo_id=ws.repo.repo_id, session=name)
         shutil.rmtree(ws.repo.session_dir(name), ignore_errors=True)
         ws.repo.record(name).unlink(missing_ok=True)
+        usage.forget(ws.repo, name)
         _hook(settings.post_down, ident, ws.repo.root, env, reporter)
         if settings.post_down is not None:
             # What post_down left running in the background is the session's too (SPEC §2:

@@ -1,0 +1,226 @@
+"""Many sessions on one machine (SPEC §5.13): limits checked before `up` creates anything, and
+reaping (orphaned, expired, idle sessions) in `gc` and, cheaply, in every `up`.
+
+Reaping never loses work: an orphaned or expired session's data volumes are kept as a snapshot
+before it is brought down, a worktree with uncommitted changes is kept, the branch always is,
+and a session that is busy (another run holds it) is left for the next time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from devup import state, usage
+from devup.errors import BusyError, CorruptState, DevupError, LimitReached, NoDataVolumes
+from devup.report import Reporter
+from devup.workspace import Workspace
+
+
+def records(ws: Workspace) -> list[state.SessionRecord]:
+    """Every readable session record of the repository (a corrupt one is its own problem)."""
+    folder = ws.repo.sessions_dir
+    found = []
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        with contextlib.suppress(CorruptState):
+            record = state.read_record(path)
+            if record is not None:
+                found.append(record)
+    return found
+
+
+def last_used(ws: Workspace, record: state.SessionRecord) -> float:
+    return usage.last_used(ws.repo, record.session, worktree=record.worktree, since=record.updated_at)
+
+
+def expires(ws: Workspace, record: state.SessionRecord, limits: usage.Limits) -> float | None:
+    """When the session expires (its `--ttl`, else `[limits].expire`, after its last use)."""
+    ttl = record.ttl if record.ttl is not None else limits.expire
+    return None if ttl is None else last_used(ws, record) + ttl
+
+
+# --- limits ----------------------------------------------------------------------------------
+
+
+def make_room(ws: Workspace, name: str, limits: usage.Limits, reporter: Reporter, *, new: bool) -> None:
+    """Before `up` of `name` creates anything (its lock held): exit 6 when the repository is at
+    `max_sessions` (a new session) or at `max_running` with nothing to evict; with evict = "lru"
+    the least recently used running session is stopped to make room (never removed, never
+    `name`). Under the repository's limits lock, so two `up`s never both take the last place;
+    a run in progress holds its session's lock, and counts."""
+    if limits.max_sessions is None and limits.max_running is None:
+        return
+    with state.file_lock(ws.repo.state / "locks" / "limits.lock"):
+        known = {r.session: r for r in records(ws) if r.session != name}
+        starting = {n for n in _in_progress(ws) if n != name and n not in known}
+        if new and limits.max_sessions is not None and len(known) + len(starting) >= limits.max_sessions:
+            raise LimitReached(
+                f"[limits].max_sessions = {limits.max_sessions}: this repository has "
+                f"{len(known) + len(starting)} sessions; nothing was changed",
+                hint="`devup down` a session you no longer need (`devup ls` lists them), or raise the limit",
+            )
+        if limits.max_running is None:
+            return
+        running = [r for r in known.values() if r.status == "up"]
+        while len(running) + len(starting) >= limits.max_running:
+            victim = _evict(ws, running, limits, reporter) if limits.evict == "lru" else None
+            if victim is None:
+                raise LimitReached(
+                    f"[limits].max_running = {limits.max_running}: {len(running) + len(starting)} sessions "
+                    "are running"
+                    + ("" if limits.evict == "lru" else ' and evict = "none"')
+                    + "; nothing was changed",
+                    hint="`devup stop` a session (`devup ls` lists them), or raise the limit",
+                )
+            running.remove(victim)
+
+
+def _in_progress(ws: Workspace) -> set[str]:
+    folder = ws.repo.state / "locks"
+    return {
+        p.stem
+        for p in (folder.glob("*.lock") if folder.is_dir() else [])
+        if p.stem != "limits" and state.is_locked(p)
+    }
+
+
+def _evict(
+    ws: Workspace, running: list[state.SessionRecord], limits: usage.Limits, reporter: Reporter
+) -> state.SessionRecord | None:
+    """Stop the least recently used of `running` that no run holds; None when none could be."""
+    from devup import teardown
+
+    for record in sorted(running, key=lambda r: last_used(ws, r)):
+        try:
+            teardown.stop(ws, record.session, reporter)
+        except BusyError:
+            continue
+        except DevupError as exc:
+            reporter.warn(f"could not stop session {record.session} to make room: {exc.message}")
+            continue
+        reporter.note(
+            f"stopped session {record.session}, the least recently used, to stay within "
+            f"[limits].max_running = {limits.max_running} (`devup up {record.session}` resumes it)"
+        )
+        return record
+    return None
+
+
+# --- reaping ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Reaped:
+    session: str
+    why: str  # orphaned | expired | idle
+    done: str  # down | stopped | kept | busy | failed
+    message: str
+    snapshot: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "session": self.session,
+            "why": self.why,
+            "done": self.done,
+            "message": self.message,
+            "snapshot": self.snapshot,
+        }
+
+
+def due(ws: Workspace, limits: usage.Limits, *, now: float | None = None) -> list[tuple[str, str]]:
+    """(session, why) of what is due, at the cost of a stat or two per session: a worktree that
+    another tool removed (orphaned), a session past its expiry (expired), a running session not
+    used for `idle_stop` (idle)."""
+    now = time.time() if now is None else now
+    found = []
+    for record in records(ws):
+        if not Path(record.worktree).is_dir():
+            found.append((record.session, "orphaned"))
+            continue
+        ends = expires(ws, record, limits)
+        if ends is not None and ends <= now:
+            found.append((record.session, "expired"))
+        elif (
+            limits.idle_stop is not None
+            and record.status == "up"
+            and last_used(ws, record) + limits.idle_stop <= now
+        ):
+            found.append((record.session, "idle"))
+    return found
+
+
+def reap(ws: Workspace, reporter: Reporter, *, skip: str | None = None) -> list[Reaped]:
+    """Do what is due (see `due`), each session under its own lock; a busy one is left alone."""
+    limits = usage.limits_of(ws.config_text)
+    return [_reap_one(ws, name, why, reporter) for name, why in due(ws, limits) if name != skip]
+
+
+def would_reap(ws: Workspace) -> list[Reaped]:
+    """`gc --dry-run`: what `reap` would do, doing nothing."""
+    limits = usage.limits_of(ws.config_text)
+    what = {
+        "idle": "would be stopped",
+        "expired": "would be brought down",
+        "orphaned": "would be brought down",
+    }
+    return [Reaped(n, why, "due", f"session {n} is {why}: {what[why]}") for n, why in due(ws, limits)]
+
+
+def _reap_one(ws: Workspace, name: str, why: str, reporter: Reporter) -> Reaped:
+    from devup import teardown
+
+    try:
+        if why == "idle":
+            teardown.stop(ws, name, reporter)
+            reporter.note(f"session {name} was not used for a while: stopped (`devup up {name}` resumes it)")
+            return Reaped(name, why, "stopped", f"session {name} stopped: idle")
+        snap = _keep_data(ws, name, why, reporter)
+        record = ws.record(name)
+        dirty = record is not None and _has_changes(record)
+        teardown.down(ws, name, reporter, keep_worktree=dirty, force=not dirty)
+        kept = (
+            f"; its worktree {record.worktree} has uncommitted changes and is kept"
+            if record and dirty
+            else ""
+        )
+        said = (
+            f"session {name} {why}: brought down"
+            + (f", its data kept as snapshot {snap}" if snap else "")
+            + kept
+        )
+        reporter.note(said)
+        return Reaped(name, why, "down", said, snap)
+    except BusyError:
+        return Reaped(name, why, "busy", f"session {name} is busy: left for the next time")
+    except DevupError as exc:
+        reporter.warn(f"session {name} is {why} but was left as it is: {exc.message}")
+        return Reaped(name, why, "failed", exc.message)
+
+
+def _keep_data(ws: Workspace, name: str, why: str, reporter: Reporter) -> str | None:
+    """Its data volumes as snapshot NAME-<why>-<UTC stamp> (SPEC §5.13); None when it has none
+    (host mode, or no named volumes). A failure stops the reaping of this session: data first."""
+    record = ws.record(name)
+    if record is None or not record.groups:
+        return None
+    from devup import data
+
+    snap = f"{name}-{why}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
+    try:
+        data.create(ws, name, snap, reporter)
+    except NoDataVolumes:
+        return None
+    return snap
+
+
+def _has_changes(record: state.SessionRecord) -> bool:
+    """Uncommitted changes in a worktree devup made (an attached one is never removed anyway)."""
+    from devup import git, paths
+
+    wt = Path(record.worktree)
+    if not wt.is_dir() or record.attached or not record.created_worktree:
+        return False
+    return any(p != paths.ENV_FILE for p in git.dirty_paths(wt))

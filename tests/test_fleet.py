@@ -1,0 +1,157 @@
+"""Many sessions (SPEC §5.13): limits, LRU eviction, idle stop, expiry and orphans, each checked
+through git, /proc, the engine and the ports, not through devup's own state."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+
+import pytest
+
+from tests import world
+from tests.conftest import HTTP_SERVICE, busybox_web, isolated
+
+SERVICE = f'[services.web]\nrun = "{HTTP_SERVICE}"\nport = true\nready = {{ http = "/" }}\n'
+
+
+def _host(make, limits: str = ""):
+    return make(isolated("host") + (f"[limits]\n{limits}\n" if limits else "") + SERVICE)
+
+
+def _alive(repo, name: str) -> bool:
+    return world.tagged_processes(repo_id=repo.repo_id, session=name) != []
+
+
+def test_max_sessions_refuses_one_more_with_exit_6_and_nothing_created(make) -> None:
+    repo = _host(make, "max_sessions = 2")
+    assert repo.devup("up", "a").returncode == 0
+    assert repo.devup("up", "b").returncode == 0
+    assert repo.devup("stop", "b").returncode == 0  # any status counts
+    third = repo.devup("up", "c", "--json")
+    assert third.returncode == 6, third.stderr
+    assert "max_sessions" in third.stderr
+    assert not repo.worktree("c").exists() and "c" not in world.branches(repo.path)
+    assert not _alive(repo, "c")
+    assert repo.devup("up", "b").returncode == 0  # resuming an existing session is no new one
+    assert repo.devup("down", "a").returncode == 0
+    assert repo.devup("up", "c").returncode == 0  # room again
+    for name in ("b", "c"):
+        assert repo.devup("down", name).returncode == 0
+
+
+def test_max_running_stops_the_least_recently_used_and_never_removes_it(make) -> None:
+    repo = _host(make, "max_running = 2")
+    for name in ("a", "b"):
+        assert repo.devup("up", name).returncode == 0
+    time.sleep(1.1)
+    assert repo.devup("env", "a").returncode == 0  # a use: b is now the least recently used
+    port_b = json.loads(repo.devup("ls", "--json").stdout)[1]["ports"]["WEB"]
+    third = repo.devup("up", "c")
+    assert third.returncode == 0, third.stderr
+    assert "stopped session b" in third.stderr
+    assert _alive(repo, "a") and _alive(repo, "c") and not _alive(repo, "b")
+    assert repo.worktree("b").is_dir() and "b" in world.branches(repo.path)  # stopped, not removed
+    rows = {r["session"]: r for r in json.loads(repo.devup("ls", "--json").stdout)}
+    assert rows["b"]["status"] == "stopped" and rows["b"]["ports"]["WEB"] == port_b  # lease kept
+    for name in ("a", "b", "c"):
+        assert repo.devup("down", name).returncode == 0
+
+
+def test_max_running_with_evict_none_is_exit_6(make) -> None:
+    repo = _host(make, 'max_running = 1\nevict = "none"')
+    assert repo.devup("up", "a").returncode == 0
+    second = repo.devup("up", "b")
+    assert second.returncode == 6 and "max_running" in second.stderr, second.stderr
+    assert _alive(repo, "a") and not repo.worktree("b").exists() and "b" not in world.branches(repo.path)
+    assert repo.devup("down", "a").returncode == 0
+
+
+def test_idle_sessions_are_stopped_by_the_next_up_of_another(make) -> None:
+    repo = _host(make, 'idle_stop = "2s"')
+    assert repo.devup("up", "a").returncode == 0
+    time.sleep(2.5)
+    other = repo.devup("up", "b")
+    assert other.returncode == 0, other.stderr
+    assert not _alive(repo, "a") and _alive(repo, "b")
+    assert repo.worktree("a").is_dir()
+    assert {r["session"]: r["status"] for r in json.loads(repo.devup("ls", "--json").stdout)}[
+        "a"
+    ] == "stopped"
+    for name in ("a", "b"):
+        assert repo.devup("down", name).returncode == 0
+
+
+def test_a_commit_in_the_worktree_is_a_use(make) -> None:
+    repo = _host(make, 'idle_stop = "3s"')
+    assert repo.devup("up", "a").returncode == 0
+    time.sleep(2)
+    world.git(repo.worktree("a"), "commit", "--allow-empty", "-qm", "work")
+    time.sleep(1.5)
+    assert repo.devup("up", "b").returncode == 0
+    assert _alive(repo, "a")  # used 1.5 s ago by its commit, not idle
+    for name in ("a", "b"):
+        assert repo.devup("down", name).returncode == 0
+
+
+def test_ttl_expires_a_session_keeping_its_branch_and_a_dirty_worktree(make) -> None:
+    repo = _host(make)
+    assert repo.devup("up", "a", "--ttl", "2s").returncode == 0
+    assert repo.devup("up", "d", "--ttl", "2s").returncode == 0
+    (repo.worktree("d") / "notes.txt").write_text("mine\n")  # uncommitted work
+    rows = {r["session"]: r for r in json.loads(repo.devup("ls", "--json").stdout)}
+    assert rows["a"]["expires"] and rows["a"]["last_used"]
+    time.sleep(2.5)
+    gc = repo.devup("gc", "--json")
+    assert gc.returncode == 0, gc.stderr
+    reaped = {r["session"]: r for r in json.loads(gc.stdout)["reaped"]}
+    assert reaped["a"]["why"] == "expired" and reaped["d"]["why"] == "expired"
+    assert not _alive(repo, "a") and not _alive(repo, "d")
+    assert json.loads(repo.devup("ls", "--json").stdout) == []
+    assert not repo.worktree("a").exists() and "a" in world.branches(repo.path)  # the branch stays
+    assert (repo.worktree("d") / "notes.txt").read_text() == "mine\n"  # the work stays
+
+
+def test_a_session_whose_worktree_another_tool_removed_is_reaped_by_the_next_up(make) -> None:
+    repo = _host(make)
+    assert repo.devup("up", "a").returncode == 0
+    port = json.loads(repo.devup("ls", "--json").stdout)[0]["ports"]["WEB"]
+    shutil.rmtree(repo.worktree("a"))  # an agent app, `rm -rf`
+    world.git(repo.path, "worktree", "prune")
+    assert repo.devup("up", "b").returncode == 0
+    assert not _alive(repo, "a")
+    (b,) = json.loads(repo.devup("ls", "--json").stdout)
+    assert b["session"] == "b"
+    # Its lease is released: free, or leased again to b.
+    assert b["ports"]["WEB"] == port or not world.port_bound(port)
+    assert "a" in world.branches(repo.path)
+    assert repo.devup("down", "b").returncode == 0
+
+
+@pytest.mark.docker
+def test_an_orphaned_session_keeps_its_data_as_a_snapshot(make, engine) -> None:
+    repo = make(
+        isolated("container") + '[groups.app]\nfiles = ["compose.yaml"]\n', {"compose.yaml": busybox_web()}
+    )
+    assert repo.devup("up", "a").returncode == 0
+    (volume,) = [
+        v for v in world.labelled("volume", repo_id=repo.repo_id, session="a") if v.endswith("_data")
+    ]
+    world.docker(
+        "run", "--rm", "-v", f"{volume}:/d", "devup-local/busybox:latest", "sh", "-c", "echo kept > /d/f"
+    )
+    world.git(repo.path, "worktree", "remove", "--force", str(repo.worktree("a")))
+    gc = repo.devup("gc", "--json")
+    assert gc.returncode == 0, gc.stderr
+    (reaped,) = json.loads(gc.stdout)["reaped"]
+    assert reaped["why"] == "orphaned" and reaped["snapshot"].startswith("a-orphaned-")
+    for kind in ("container", "network"):
+        assert world.labelled(kind, repo_id=repo.repo_id, session="a") == []
+    snaps = json.loads(repo.devup("snapshot", "ls", "--json").stdout)
+    assert [s["name"] for s in snaps] == [reaped["snapshot"]]
+    assert repo.devup("up", "b", "--from", reaped["snapshot"]).returncode == 0
+    (copy,) = [v for v in world.labelled("volume", repo_id=repo.repo_id, session="b") if v.endswith("_data")]
+    seen = world.docker("run", "--rm", "-v", f"{copy}:/d", "devup-local/busybox:latest", "cat", "/d/f")
+    assert seen.strip() == "kept"
+    assert repo.devup("down", "b").returncode == 0
+    assert repo.devup("snapshot", "rm", reaped["snapshot"]).returncode == 0
