@@ -93,7 +93,11 @@ def engine_json(record: SessionRecord) -> dict[str, Any] | None:
     return None if where is None else {**where.to_json(), "remote": where.remote}
 
 
-def units(record: SessionRecord, containers: list[engine.ContainerState]) -> list[Unit]:
+def units(
+    record: SessionRecord, containers: list[engine.ContainerState], *, owners: bool = False
+) -> list[Unit]:
+    """Each container and process of `record`; with `owners` (`status`), whether what answers on a
+    service's leased port is the service (a scan of the system's sockets: not for `ls`)."""
     found: list[Unit] = []
     link = urls(record)
     for group in record.groups:
@@ -117,12 +121,30 @@ def units(record: SessionRecord, containers: list[engine.ContainerState]) -> lis
     for name, proc in record.services.items():
         alive = process_alive(proc)
         state_ = f"running (pid {proc.pid})" if alive else "exited"
+        foreign = _foreign_listener(proc, record.ports.get(port_key(name))) if owners else ""
+        if foreign:
+            state_, alive = f"{state_}; {foreign}", False
         found.append(Unit(name, "process", state_, alive, link.get(name, "")))
     return found
 
 
-def view(record: SessionRecord, containers: list[engine.ContainerState]) -> SessionView:
-    found = units(record, containers)
+def _foreign_listener(proc: ProcessRecord, port: int | None) -> str:
+    """What answers on a service's leased port when it is not the service (its URL would show
+    another program's pages): "port P answers from pid X (program), not the session's"."""
+    if port is None:
+        return ""
+    from devup import processes
+
+    owner = processes.port_owner(port)
+    if owner is None or (processes.owns_port(proc.pid, owner[0]) and process_alive(proc)):
+        return ""
+    return f"port {port} answers from pid {owner[0]} ({owner[1]}), not the session's"
+
+
+def view(
+    record: SessionRecord, containers: list[engine.ContainerState], *, owners: bool = False
+) -> SessionView:
+    found = units(record, containers, owners=owners)
     if not os.path.isdir(record.worktree):
         # Deleted by hand: the session is not whole, and `up` (not a no-op then) recreates it.
         found.insert(0, Unit("worktree", "worktree", "missing", False))
@@ -183,7 +205,7 @@ def status(ws: Workspace, name: str, reporter: Reporter) -> SessionView:
         ]
         procs = [u for u in units(record, []) if u.kind == "process"]
         return SessionView(record, "degraded" if record.status == "up" else record.status, unknown + procs)
-    return view(record, containers)
+    return view(record, containers, owners=True)
 
 
 @dataclass(frozen=True)

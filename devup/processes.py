@@ -146,3 +146,54 @@ def kill_pid(pid: int, timeout: float = 5) -> None:
     except psutil.NoSuchProcess:
         return
     _terminate([proc], timeout=timeout)
+
+
+def strays(worktree: str) -> list[psutil.Process]:
+    """Daemons left in a session's worktree that shed its tags: working folder inside it, adopted
+    by init (or a subreaper: the parent is not in the worktree's tree), no terminal. A hook's
+    `setsid env -i cmd &` ends up so; a person's shell (a terminal) or editor (a parent) does not."""
+    root = os.path.realpath(worktree)
+    found = []
+    mine = _ourselves()
+    for proc in psutil.process_iter(["pid", "ppid", "cwd", "terminal"]):
+        info = proc.info
+        cwd = info.get("cwd")
+        if proc.pid in mine or not cwd or info.get("terminal"):
+            continue
+        if cwd != root and not cwd.startswith(root + os.sep):
+            continue
+        with contextlib.suppress(psutil.Error):
+            parent = proc.parent()
+            parent_cwd = parent.cwd() if parent is not None else ""
+            if (
+                parent is None
+                or parent.pid == 1
+                or not (parent_cwd == root or parent_cwd.startswith(root + os.sep))
+            ):
+                found.append(proc)
+    return found
+
+
+def kill_strays(worktree: str, *, timeout: float = 5) -> None:
+    _terminate(strays(worktree), timeout=timeout)
+
+
+def port_owner(port: int) -> tuple[int, str] | None:
+    """(pid, program) of the process listening on TCP `port` here; None when nothing (or nothing
+    this user may see) listens."""
+    with contextlib.suppress(psutil.Error):
+        for conn in psutil.net_connections(kind="tcp"):
+            if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port and conn.pid:
+                with contextlib.suppress(psutil.Error):
+                    return conn.pid, psutil.Process(conn.pid).name()
+                return conn.pid, "?"
+    return None
+
+
+def owns_port(pid: int, owner: int) -> bool:
+    """The listener `owner` is process `pid` or of its process group (a service's own child)."""
+    if owner == pid:
+        return True
+    with contextlib.suppress(OSError):
+        return os.getpgid(owner) == os.getpgid(pid)
+    return False

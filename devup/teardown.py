@@ -111,6 +111,8 @@ def _stop_services(ws: Workspace, record: state.SessionRecord, reporter: Reporte
     )
     timeout = max((p.stop_timeout for p in services.values()), default=5)
     processes.kill_tagged(repo_id=ws.repo.repo_id, session=record.session, timeout=timeout)
+    # A hook's child that cleared its environment carries no tag: found by its working folder.
+    processes.kill_strays(record.worktree, timeout=timeout)
 
 
 def _each_group_in_reverse(
