@@ -37,7 +37,7 @@ def read_payload(fd: int = 0, *, timeout: float | None = None) -> dict[str, Any]
     runner may) must not hang us. Chunks are read with os.read as they arrive and parsed with
     raw_decode, which tells a complete object from a prefix of one.
     """
-    limit = timeout if timeout is not None else float(os.environ.get("DEVUP_HOOK_TIMEOUT", PAYLOAD_TIMEOUT))
+    limit = timeout if timeout is not None else _hook_timeout()
     deadline = time.monotonic() + limit
     decoder, text = codecs.getincrementaldecoder("utf-8")(errors="replace"), ""
     parser = json.JSONDecoder()
@@ -66,6 +66,25 @@ def read_payload(fd: int = 0, *, timeout: float | None = None) -> dict[str, Any]
                 return found
         if not chunk:
             raise PayloadError("standard input ended before a JSON object came")
+
+
+def _hook_timeout() -> float:
+    """DEVUP_HOOK_TIMEOUT, seconds > 0 (unset or empty: PAYLOAD_TIMEOUT); else a usage error."""
+    import math
+
+    raw = os.environ.get("DEVUP_HOOK_TIMEOUT", "").strip()
+    if not raw:
+        return PAYLOAD_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise UsageError(
+            f"DEVUP_HOOK_TIMEOUT={raw!r} is not a number of seconds above 0",
+            hint=f"unset it (the default is {PAYLOAD_TIMEOUT:g} s) or set it to e.g. 60",
+        )
+    return value
 
 
 def _text(payload: dict[str, Any], *keys: str) -> str | None:
@@ -129,24 +148,84 @@ def _is_ours(hook: Any, command: str) -> bool:
     return isinstance(hook, dict) and hook.get("type") == "command" and hook.get("command") == command
 
 
+class _Refused(ValueError):
+    """A settings file json reads but devup must not rewrite (the reason is the message)."""
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise _Refused(f"the number {text} is out of range (written back, it would be Infinity: no JSON)")
+    return value
+
+
+def _constant(name: str) -> Any:
+    raise _Refused(f"{name} is no JSON value")
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    data: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in data:
+            raise _Refused(f"the key {key!r} appears twice in one object (devup would keep only the last)")
+        data[key] = value
+    return data
+
+
 def _load(path: Path) -> dict[str, Any] | None:
+    """The settings, checked as far as devup reads and rewrites them: a file devup could not
+    write back as it was (a non-finite number, a duplicate key) or could not merge into (a hook
+    list that is no list) is a usage error naming the file and key, and nothing is changed."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return None
+    except UnicodeDecodeError:
+        raise UsageError(f"{path} is not UTF-8 text; nothing was changed") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}; nothing was changed") from None
     try:
-        data = json.loads(text)
+        data = json.loads(
+            text, parse_float=_finite, parse_constant=_constant, object_pairs_hook=_no_duplicates
+        )
     except json.JSONDecodeError as exc:
         raise UsageError(
             f"{path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); nothing was changed",
             hint="fix the file, then run `devup integrate claude-code` again",
         ) from None
+    except ValueError as exc:  # _Refused, or an integer too long for Python to read
+        raise UsageError(
+            f"{path}: {exc}; nothing was changed",
+            hint="fix the file, then run `devup integrate claude-code` again",
+        ) from None
     if not isinstance(data, dict) or not isinstance(data.get("hooks", {}), dict):
         raise UsageError(f"{path}: expected a JSON object with an object `hooks`; nothing was changed")
     for event in EVENTS:
-        if not isinstance(data.get("hooks", {}).get(event, []), list):
+        groups = data.get("hooks", {}).get(event, [])
+        if not isinstance(groups, list):
             raise UsageError(f"{path}: hooks.{event} is not a list; nothing was changed")
+        for index, group in enumerate(groups):
+            if isinstance(group, dict) and not isinstance(group.get("hooks", []), list):
+                found = json.dumps(group["hooks"])[:40]
+                raise UsageError(
+                    f"{path}: hooks.{event}[{index}].hooks is not a list (it is {found}); nothing was changed"
+                )
     return data
+
+
+def _target(root: Path) -> Path:
+    """The settings file to write: `root`/.claude/settings.json, or the file a symlink on the
+    way leads to, which must stay in the repository. Writing the link's own path would replace
+    the link with a regular file and leave the file it shares unchanged."""
+    path, top = root / SETTINGS, root.resolve()
+    real = path.resolve()
+    if not real.is_relative_to(top) or real.is_relative_to(top / ".git"):
+        raise UsageError(
+            f"{path} leads (through a symlink) to {real}, outside the repository's files: devup "
+            "changes no file there; nothing was changed",
+            hint=f"add devup's hooks to {real} by hand, or replace the link with a file of this repository",
+        )
+    return real
 
 
 def _add(data: dict[str, Any], reporter: Reporter) -> None:
@@ -196,12 +275,16 @@ def integrate(root: Path, reporter: Reporter, *, remove: bool = False) -> str:
     _remove(data) if remove else _add(data, reporter)
     if data == (original if original is not None else {}) and (original is not None or remove):
         return f"{path}: devup's hooks are {'not there' if remove else 'already there'}; nothing changed"
-    if remove and not data:
+    target = _target(root)
+    linked = target != root.resolve() / SETTINGS
+    if remove and not data and not linked:
         path.unlink()  # devup's hooks were all it held: as if integrate had never run
         with contextlib.suppress(OSError):
             path.parent.rmdir()  # only when empty: .claude may hold other things
         return f"removed devup's hooks from {path} (nothing else was in it: file removed)"
-    mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
-    state.write_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n", mode=mode)
+    # Through a symlink the file stays, even emptied: the link and its target are the user's.
+    mode = target.stat().st_mode & 0o777 if target.exists() else 0o644
+    text = json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    state.write_atomic(target, text, mode=mode)
     verb = "removed devup's hooks from" if remove else "added devup's WorktreeCreate/WorktreeRemove hooks to"
-    return f"{verb} {path}"
+    return f"{verb} {path}" + (f" (a link to {target})" if linked else "")

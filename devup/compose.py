@@ -105,14 +105,22 @@ def load_model(
     args = [*compose_command(), "-p", project]
     for f in files:
         args += ["-f", str(f)]
-    result = runner.run([*args, "config", "--format", "json"], cwd=cwd, env=eng.environ(env), timeout=60)
+    # The model is stdout alone: compose warns on stderr, and a warning may hold a `{` (an
+    # unset ${VAR}, a path) that parsing merged output from the first `{` choked on.
+    result = runner.run(
+        [*args, "config", "--format", "json"], cwd=cwd, env=eng.environ(env), timeout=60, merge_stderr=False
+    )
+    shown = "docker compose " + " ".join(a for a in args[len(compose_command()) :]) + " config"
     if not result.ok:
-        raise CommandFailed(
-            command="docker compose " + " ".join(a for a in args[len(compose_command()) :]) + " config",
-            returncode=result.returncode,
-            output_tail=result.tail(),
-        )
-    data = json.loads(result.output[result.output.index("{") :])
+        said = runner.Result(result.args, result.returncode, result.output + result.errors)
+        raise CommandFailed(command=shown, returncode=result.returncode, output_tail=said.tail())
+    try:
+        data = json.loads(result.output)
+    except ValueError as exc:
+        raise PreflightError(
+            f"`{shown}` printed no JSON model ({exc}): {result.output[:200]!r}",
+            hint="check that the compose binary devup found is Docker Compose v2",
+        ) from None
     from devup import compose_model
 
     return compose_model.parse(data, project=project)

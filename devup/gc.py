@@ -31,6 +31,7 @@ class Orphan:
     removed: bool = False
     error: str | None = None
     engine: remote.Engine | None = None  # where a container, network or volume is
+    started: float | None = None  # a process's start time when found: a recycled pid is not it
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -106,7 +107,7 @@ def find(ws: Workspace, *, on: bool | list[remote.Engine] = True) -> list[Orphan
         session = proc.environ().get(processes.TAG_SESSION, "?")
         if session not in owned and proc.pid not in seen_pids:
             seen_pids.add(proc.pid)
-            found.append(Orphan("process", str(proc.pid), session))
+            found.append(Orphan("process", str(proc.pid), session, started=proc.create_time()))
     for port, lease in sorted(state.all_leases().items()):
         if lease.get("repo") == ws.repo.repo_id and lease.get("session") not in owned:
             found.append(Orphan("lease", str(port), lease.get("session", "?")))
@@ -176,7 +177,7 @@ def _precious(ws: Workspace, path: Path, copied: tuple[str, ...]) -> list[str]:
 def _remove(ws: Workspace, orphan: Orphan, *, force: bool, copied: tuple[str, ...]) -> Orphan:
     try:
         if orphan.kind == "process":
-            processes.kill_pid(int(orphan.name))
+            processes.kill_pid(int(orphan.name), started=orphan.started)
         elif orphan.kind in ("container", "network", "volume"):
             assert orphan.engine is not None  # found on an engine: find() names it
             engine.remove(orphan.engine, orphan.kind, orphan.name)

@@ -198,15 +198,6 @@ def exclude(common_dir: Path, pattern: str) -> None:
         )
 
 
-def symlink_target(root: Path, commit: str, path: str) -> str | None:
-    """Where `path` points when it is a symlink in `commit`'s tree, else None."""
-    out = git(root, "ls-tree", "-z", commit, "--", path)
-    entry = out.split("\0", 1)[0]
-    if not entry.startswith("120000 "):
-        return None
-    return git(root, "cat-file", "blob", entry.split()[2])
-
-
 def unignoring_rule(gitignore: str, name: str) -> str | None:
     """The rule of a root `.gitignore` that makes `name` (a file at the worktree root) NOT
     ignored (`!name`, `!.env*`), when it is the last rule matching; else None.
@@ -272,18 +263,69 @@ def runner_check_ref(root: Path, branch: str) -> bool:
     return True
 
 
+# Bytes of paths per `git ls-tree`: well under Linux's 2 MiB for all of a command's arguments.
+_ARGS_BYTES = 256 * 1024
+
+
 def tree_entries(root: Path, commit: str, paths: list[str]) -> dict[str, tuple[str, str]]:
     """path -> (mode, object id) of those of `paths` (repository-relative) present at `commit`;
-    one `git ls-tree` for all of them, literal paths (no globbing), nothing else of the tree."""
-    if not paths:
-        return {}
-    out = git(root, "--literal-pathspecs", "ls-tree", "-z", "--full-tree", commit, "--", *paths)
+    one `git ls-tree` for all of them (one per 256 KiB of paths), literal paths (no globbing).
+
+    Where one path is a folder on the way to another, git lists that folder's entries instead
+    of the folder itself: those come too, and a folder asked for may be missing. Every entry
+    that is no folder (a file, a symlink) is listed when asked for."""
     found: dict[str, tuple[str, str]] = {}
-    for entry in out.split("\0"):
-        meta, _, path = entry.partition("\t")
-        if path:
-            mode, _kind, oid = meta.split()
-            found[path] = (mode, oid)
+    chunk: list[str] = []
+    size = 0
+    for path in [*paths, None]:
+        if path is not None and (not chunk or size + len(path) < _ARGS_BYTES):
+            chunk.append(path)
+            size += len(path) + 1
+            continue
+        if chunk:
+            out = git(root, "--literal-pathspecs", "ls-tree", "-z", "--full-tree", commit, "--", *chunk)
+            for entry in out.split("\0"):
+                meta, _, name = entry.partition("\t")
+                if name:
+                    mode, _kind, oid = meta.split()
+                    found[name] = (mode, oid)
+        chunk, size = ([path], len(path) + 1) if path is not None else ([], 0)
+    return found
+
+
+def blobs(root: Path, oids: list[str]) -> dict[str, str]:
+    """oid -> content, as text, of many blobs with one `git cat-file --batch`."""
+    if not oids:
+        return {}
+    result = runner.run(
+        ["git", "cat-file", "--batch"],
+        cwd=root,
+        timeout=300,
+        stdin="".join(f"{oid}\n" for oid in oids),
+        merge_stderr=False,
+    )
+    if not result.ok:
+        raise CommandFailed(
+            command="git cat-file --batch", returncode=result.returncode, output_tail=result.errors
+        )
+    if "\ufffd" in result.output:
+        # Framed by byte counts, and the runner's text replaced bytes that are no UTF-8: one
+        # command per blob then (a symlink target that is no UTF-8 is rare).
+        return {oid: blob(root, oid) for oid in oids}
+    data = result.output.encode()
+    found: dict[str, str] = {}
+    at = 0
+    for oid in oids:
+        end = data.index(b"\n", at)
+        header = data[at:end].split()
+        at = end + 1
+        if len(header) != 3:  # "<oid> missing" instead of "<oid> <type> <size>"
+            raise CommandFailed(
+                command="git cat-file --batch", returncode=0, output_tail=f"object {oid} is missing"
+            )
+        size = int(header[2])
+        found[oid] = data[at : at + size].decode()
+        at += size + 1
     return found
 
 

@@ -139,12 +139,17 @@ def tagged_all(*, repo_id: str) -> list[psutil.Process]:
     return found
 
 
-def kill_pid(pid: int, timeout: float = 5) -> None:
-    """SIGTERM one process, SIGKILL after `timeout`; already gone is success."""
+def kill_pid(pid: int, timeout: float = 5, *, started: float | None = None) -> None:
+    """SIGTERM one process, SIGKILL after `timeout`; already gone is success. With `started`
+    (its start time when it was found), a process that took over a recycled pid is not it:
+    the one found is gone, and the other is left alone."""
     try:
         proc = psutil.Process(pid)
     except psutil.NoSuchProcess:
         return
+    if started is not None and abs(proc.create_time() - started) >= 0.01:
+        return
+    # `proc` keeps its own start time: psutil refuses to signal a pid recycled after this.
     _terminate([proc], timeout=timeout)
 
 

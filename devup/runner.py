@@ -124,6 +124,11 @@ def _start(args: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
         proc = subprocess.Popen(args, start_new_session=True, **kwargs)
         with _active_lock:
             _active.add(proc)
+        # Termination was asked for before we registered: a worker thread's child (the main
+        # thread's signal is deferred above, a worker's start is not), or one started after
+        # terminate_all(). Missed, a `compose up --wait` would hold the rollback for minutes.
+        if _stopping.is_set():
+            _kill_group(proc.pid, signal.SIGTERM)
         return proc
     finally:
         if main:
@@ -255,6 +260,12 @@ def stopping() -> bool:
     return _stopping.is_set()
 
 
+def resume() -> None:
+    """The interrupted work is over (its worker threads joined): the commands of the rollback
+    that follows must run, not be stopped as they start. A second interrupt stops them again."""
+    _stopping.clear()
+
+
 def _kill_group(pid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)
@@ -271,8 +282,6 @@ def stream(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
-    if _stopping.is_set():  # terminate_all() ran between the spawn and the registration
-        _kill_group(proc.pid, signal.SIGTERM)
     try:
         assert proc.stdout is not None
         for raw in proc.stdout:

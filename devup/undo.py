@@ -114,6 +114,11 @@ def unwind_records(
     on_undo: Callable[[str, str | None], None] | None = None,
 ) -> list[Leftover]:
     """Undo `records` in the order given; an Interrupted stops here and leaves the journal."""
+    from devup import runner
+
+    # The interrupt that led here (if one did) stopped the run's commands; the inverses' own
+    # commands must run. (dag.run joins its workers before the Interrupted reaches us.)
+    runner.resume()
     leftovers: list[Leftover] = []
     position = 0
     while position < len(records):

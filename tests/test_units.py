@@ -221,3 +221,41 @@ def test_a_bare_repository_and_its_worktrees_are_refused_with_the_reason(tmp_pat
         with pytest.raises(DevupError, match="is a bare repository") as caught:
             git.find_repo(start)
         assert caught.value.exit_code == 2
+
+
+# --- compose.load_model: the model is compose's stdout alone ----------------------------------
+
+
+LOCAL = remote.Engine(None, "unix:///var/run/docker.sock")
+
+
+def _fake_compose(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, script: str) -> None:
+    fake = tmp_path / "docker-compose"
+    fake.write_text("#!/bin/sh\n" + script)
+    fake.chmod(0o755)
+    monkeypatch.setattr(compose, "compose_command", lambda: (str(fake),))
+
+
+def test_load_model_parses_stdout_only_whatever_compose_warns_on_stderr(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = '{"name": "p", "services": {"web": {"image": "x"}, "db": {"image": "y"}}}'
+    # A warning with a `{` (an unset ${VAR}, a path) on stderr, before the model on stdout.
+    _fake_compose(
+        tmp_path,
+        monkeypatch,
+        "echo 'WARN[0000] The \"{FOO}\" variable is not set. Defaulting to a blank string.' >&2\n"
+        f"echo '{model}'\n",
+    )
+    loaded = compose.load_model(LOCAL, project="p", files=[tmp_path / "c.yaml"], cwd=tmp_path, env={})
+    assert sorted(loaded.services) == ["db", "web"]
+
+
+def test_load_model_failure_still_reports_what_compose_said_on_stderr(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _fake_compose(tmp_path, monkeypatch, "echo 'services.web.image must be a string' >&2\nexit 15\n")
+    with pytest.raises(DevupError) as caught:
+        compose.load_model(LOCAL, project="p", files=[tmp_path / "c.yaml"], cwd=tmp_path, env={})
+    assert "exited 15" in caught.value.message
+    assert "services.web.image must be a string" in caught.value.message

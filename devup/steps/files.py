@@ -51,35 +51,90 @@ def copy_sources(*, source_root: Path, patterns: list[str]) -> list[Path]:
 def check_branch_paths(*, root: Path, commit: str, patterns: list[str]) -> None:
     """Preflight for a worktree not made yet: no `[worktree].copy` destination may pass through
     a symlink that the branch commits and that leads out of the worktree (exit 2)."""
-    for src in copy_sources(source_root=root, patterns=patterns):
-        rel = src.relative_to(root).as_posix()
-        target = _tree_escape(root, commit, rel)
-        if target is not None:
-            raise _refuse(rel, "worktree", target)
+    rels = [src.relative_to(root).as_posix() for src in copy_sources(source_root=root, patterns=patterns)]
+    escapes = _tree_escapes(root, commit, rels)
+    for rel in rels:
+        if rel in escapes:
+            raise _refuse(rel, "worktree", escapes[rel])
 
 
-def _tree_escape(root: Path, commit: str, rel: str) -> str | None:
-    """The symlink target through which `rel` leaves the tree of `commit`, or None."""
-    import posixpath
+_MAX_HOPS = 40  # symlinks followed on one path before it counts as leading out (a loop)
 
+
+def _tree_escapes(root: Path, commit: str, rels: list[str]) -> dict[str, str]:
+    """rel -> the symlink target through which it leaves the tree of `commit`, for those of
+    `rels` that do.
+
+    Each path is walked component by component; a symlink on the way is replaced by its target
+    (lexically normalised), and the walk starts again from the top. All walks advance together:
+    each round asks git about every path on the way of every walk still going (one `ls-tree`,
+    one `cat-file --batch` for the symlinks found), so 400 files cost two commands, not one per
+    component of each file; a round is added only per symlink hop.
+    """
+    targets: dict[str, str | None] = {}  # path in the tree -> its symlink target, None if none
+    walks = {rel: _Walk([p for p in rel.split("/") if p]) for rel in rels}
+    escapes: dict[str, str] = {}
+    while walks:
+        wanted = sorted({p for w in walks.values() for p in w.ahead() if p not in targets})
+        _learn(root, commit, wanted, targets)
+        for rel, walk in list(walks.items()):
+            if walk.advance(targets):
+                del walks[rel]
+                if walk.escape is not None:
+                    escapes[rel] = walk.escape
+    return escapes
+
+
+def _learn(root: Path, commit: str, paths: list[str], targets: dict[str, str | None]) -> None:
+    """Record for each of `paths` its symlink target in `commit`'s tree, or None."""
     from devup import git
 
-    todo = [p for p in rel.split("/") if p]
-    done: list[str] = []
-    hops = 0
-    while todo:
-        candidate = [*done, todo.pop(0)]
-        target = git.symlink_target(root, commit, "/".join(candidate))
-        if target is None:
-            done = candidate
-            continue
-        hops += 1
-        joined = posixpath.normpath(posixpath.join(*done, target)) if done else posixpath.normpath(target)
-        if hops > 40 or target.startswith("/") or joined == ".." or joined.startswith("../"):
-            return target
-        todo = [p for p in joined.split("/") if p not in ("", ".")] + todo
-        done = []
-    return None
+    entries = git.tree_entries(root, commit, paths)
+    links = {p: entries[p][1] for p in paths if p in entries and entries[p][0] == "120000"}
+    contents = git.blobs(root, sorted(set(links.values())))
+    for path in paths:
+        oid = links.get(path)
+        # As `git cat-file blob` read through git(): the trailing newlines stripped.
+        targets[path] = None if oid is None else contents.get(oid, "").rstrip("\n")
+
+
+class _Walk:
+    """One path's walk through the tree: `done` components checked, `todo` still to check."""
+
+    def __init__(self, todo: list[str]) -> None:
+        self.todo = todo
+        self.done: list[str] = []
+        self.hops = 0
+        self.escape: str | None = None  # the symlink target through which the path leaves
+
+    def ahead(self) -> list[str]:
+        """Every path from here to the end of the walk, as far as no symlink changes it."""
+        return ["/".join([*self.done, *self.todo[: i + 1]]) for i in range(len(self.todo))]
+
+    def advance(self, targets: dict[str, str | None]) -> bool:
+        """Walk on as far as `targets` tells: True once finished (`escape` set when the path
+        leads out), False when the next step needs a path git was not asked about yet."""
+        import posixpath
+
+        while self.todo:
+            candidate = [*self.done, self.todo[0]]
+            key = "/".join(candidate)
+            if key not in targets:
+                return False
+            self.todo.pop(0)
+            target = targets[key]
+            if target is None:
+                self.done = candidate
+                continue
+            self.hops += 1
+            done = self.done
+            joined = posixpath.normpath(posixpath.join(*done, target)) if done else posixpath.normpath(target)
+            if self.hops > _MAX_HOPS or target.startswith("/") or joined == ".." or joined.startswith("../"):
+                self.escape = target
+                return True
+            self.todo = [p for p in joined.split("/") if p not in ("", ".")] + self.todo
+            self.done = []
+        return True
 
 
 def copy_into(*, source_root: Path, worktree: Path, patterns: list[str]) -> list[str]:

@@ -24,7 +24,8 @@ _TRANSIENT = (
 )
 _ATTEMPTS = 4
 
-# Asked to replace a port the engine could not bind: (port keys to move, port to avoid) -> new ports.
+# Asked to replace a port the engine could not bind: (port keys to move, port to avoid) -> new
+# ports. It moves them in the session's `ports` itself, under its lock (ports.Leases.relet).
 Relet = Callable[[list[str], int], dict[str, int]]
 
 
@@ -65,7 +66,10 @@ def up(
     files = [worktree / f for f in cfg.files] + [override]
 
     def attempt() -> None:
-        compose.write_override(override, project=project, model=model, ports=ports, labels=ident.labels(name))
+        # `ports` is the session's, which another group's thread may relet meanwhile: this
+        # attempt reads one copy of it (a dict copy is atomic under the GIL; iterating is not).
+        mine = dict(ports)
+        compose.write_override(override, project=project, model=model, ports=mine, labels=ident.labels(name))
         # Tagged like every process devup starts: if devup is killed mid-`up`, recovery stops
         # this compose too, so it cannot create containers after the rollback.
         result = compose.up(
@@ -86,8 +90,9 @@ def up(
         )
         taken = compose.taken_port(result.output)
         if taken is not None:
-            # Someone bound the port between lease and bind: lease another and try again.
-            ports.update(relet([k for k, p in ports.items() if p == taken], taken))
+            # Someone bound the port between lease and bind: lease another (relet moves it in
+            # `ports`, under its lock) and try again.
+            relet([k for k, p in mine.items() if p == taken], taken)
             raise _Transient(failure, wait=False)
         if any(t in result.output for t in _TRANSIENT):
             raise _Transient(failure, wait=True)
