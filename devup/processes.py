@@ -169,12 +169,11 @@ def strays(worktree: str) -> list[psutil.Process]:
             continue
         with contextlib.suppress(psutil.Error):
             parent = proc.parent()
-            parent_cwd = parent.cwd() if parent is not None else ""
-            if (
-                parent is None
-                or parent.pid == 1
-                or not (parent_cwd == root or parent_cwd.startswith(root + os.sep))
-            ):
+            if parent is None or parent.pid == 1:
+                found.append(proc)
+                continue
+            there = parent.cwd()  # pid 1's may not be readable: asked only of another parent
+            if there != root and not there.startswith(root + os.sep):
                 found.append(proc)
     return found
 

@@ -3,6 +3,7 @@ through git, /proc, the engine and the ports, not through devup's own state."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import time
@@ -155,3 +156,62 @@ def test_an_orphaned_session_keeps_its_data_as_a_snapshot(make, engine) -> None:
     assert seen.strip() == "kept"
     assert repo.devup("down", "b").returncode == 0
     assert repo.devup("snapshot", "rm", reaped["snapshot"]).returncode == 0
+
+
+def test_status_names_a_foreign_process_on_a_services_leased_port(make) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    repo = _host(make)
+    assert repo.devup("up", "a").returncode == 0
+    (row,) = json.loads(repo.devup("ls", "--json").stdout)
+    port = row["ports"]["WEB"]
+    for proc in world.tagged_processes(repo_id=repo.repo_id, session="a"):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    time.sleep(0.5)
+    squatter = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.time() + 10
+        while not world.port_bound(port) and time.time() < deadline:
+            time.sleep(0.1)
+        status = repo.devup("status", "a")
+        assert status.returncode == 1
+        assert f"answers from pid {squatter.pid}" in status.stdout + status.stderr, status.stdout
+    finally:
+        squatter.kill()
+        squatter.wait()
+    assert repo.devup("down", "a").returncode == 0
+
+
+def test_down_stops_a_hook_daemon_that_cleared_its_environment(make) -> None:
+    import psutil
+
+    repo = make(
+        isolated("host")
+        + SERVICE
+        + "[hooks]\npost_up = \"setsid env -i sh -c 'exec sleep 313' >/dev/null 2>&1 < /dev/null &\"\n"
+    )
+    assert repo.devup("up", "a").returncode == 0
+
+    def sleepers() -> list[psutil.Process]:
+        wt = str(repo.worktree("a"))
+        return [
+            p
+            for p in psutil.process_iter(["cmdline", "cwd"])
+            if p.info["cmdline"] == ["sleep", "313"] and (p.info["cwd"] or "").startswith(wt)
+        ]
+
+    deadline = time.time() + 5
+    while not sleepers() and time.time() < deadline:
+        time.sleep(0.1)
+    (daemon,) = sleepers()
+    assert "DEVUP_SESSION" not in daemon.environ()  # no tag to find it by
+    assert repo.devup("down", "a").returncode == 0
+    assert sleepers() == []
