@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from devup import compose, runner
+from devup import compose, remote, runner
 from devup.errors import DevupError
 from devup.state import SessionRecord
 from devup.workspace import Workspace
@@ -23,10 +23,12 @@ class Source:
     project: str | None = None
     service: str | None = None
     log: Path | None = None
+    env: dict[str, str] | None = None  # a compose service's: its session's engine (guarantee 10)
 
 
 def sources(ws: Workspace, record: SessionRecord, target: str | None) -> list[Source]:
-    found = [Source(f"{g.name}/{s}", g.project, s) for g in record.groups for s in g.services]
+    env = remote.engine_of(record).environ() if record.groups else None
+    found = [Source(f"{g.name}/{s}", g.project, s, env=env) for g in record.groups for s in g.services]
     found += [Source(name, log=ws.repo.log(record.session, name)) for name in ws_services(ws, record)]
     if target is None:
         return found
@@ -78,7 +80,7 @@ def _read(source: Source, *, lines: int | None, follow: bool, emit: Emit) -> Non
         args += ["--tail", str(lines)]
     if follow:
         args.append("-f")
-    runner.stream([*args, str(source.service)], on_line=lambda line: emit(source.name, line))
+    runner.stream([*args, str(source.service)], on_line=lambda line: emit(source.name, line), env=source.env)
 
 
 def _read_file(source: Source, *, lines: int | None, follow: bool, emit: Emit) -> None:
