@@ -158,6 +158,12 @@ def up(
             "--from", help="A new session whose data volumes start as copies of this session's or snapshot's."
         ),
     ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run", help="Print what up would do (create, recreate, restart...); change nothing."
+        ),
+    ] = False,
     ttl: Annotated[
         str | None,
         typer.Option(
@@ -194,8 +200,9 @@ def up(
             context=context,
             source=source,
             ttl=seconds,
+            dry_run=dry_run,
         )
-        return session.up(ws, req, reporter)
+        return session.dry_run(ws, req) if dry_run else session.up(ws, req, reporter)
 
     try:
         # A failure before any change (exit 2, 4) left nothing behind: "rolled_back" in SPEC's terms.
@@ -205,6 +212,8 @@ def up(
     doc = result.to_json()
     if as_json:
         output.emit_json(doc)
+    elif isinstance(result, session.DryRun):
+        output.changes_table(doc)
     else:
         output.up_summary(doc, result.record, result.noop)
 
@@ -444,6 +453,8 @@ def status(name: str, as_json: JsonOpt = False) -> None:
         output.emit_json({**found.to_json(), "engine": engine, "source": source, "units": units})
     else:
         output.status_table(name, found.status, units, engine=engine, source=source)
+    if found.changed:
+        output.note(f"the config changed since session {name} came up: `devup up {name}` applies it")
     raise typer.Exit(0 if found.status == "up" else 1)
 
 

@@ -162,6 +162,17 @@ def write_override(
     state.write_atomic(path, text.getvalue())
 
 
+def resolved(eng: Engine, *, project: str, files: list[Path], cwd: Path, env: Mapping[str, str]) -> str:
+    """The project's config as compose resolves it (YAML): a compose file of its own, which
+    brings the same containers back (SPEC §5.12's rollback of a reconcile)."""
+    args = [*compose_command(), "-p", project]
+    for f in files:
+        args += ["-f", str(f)]
+    result = runner.run([*args, "config"], cwd=cwd, env=eng.environ(env), timeout=60, merge_stderr=False)
+    result.raise_for_status(what="compose config", shown=f"docker compose -p {project} config")
+    return result.output
+
+
 def taken_port(output: str) -> int | None:
     """The host port a failed `up` could not bind, when that is why it failed."""
     match = _PORT_TAKEN.search(output)

@@ -45,7 +45,16 @@ def materialize(
     return sorted(reader.done)
 
 
-def _close(reader: _Reader, groups: list[list[str]], env: Mapping[str, str]) -> None:
+def watched(*, worktree: Path, groups: Iterable[list[str]], env: Mapping[str, str]) -> list[str]:
+    """Every path (relative to `worktree`) that compose may read for `groups` there, present or
+    not (a `.env` that appears changes what compose reads): what `up` fingerprints to tell, with
+    a read of each, whether a session's compose inputs changed since it came up (SPEC §5.12)."""
+    reader = _InWorktree(worktree)
+    _close(reader, [list(g) for g in groups], env)
+    return sorted(reader.looked)
+
+
+def _close(reader: _Reader | _InWorktree, groups: list[list[str]], env: Mapping[str, str]) -> None:
     # (path, folders its references resolve from, whether it is a compose file)
     todo: list[tuple[str, tuple[str, ...], bool]] = []
     for files in groups:
@@ -169,6 +178,25 @@ class _Reader:
         self.fetch([path])
         target = self.dest / path
         try:
+            return target.read_text(encoding="utf-8", errors="replace") if target.is_file() else None
+        except OSError:
+            return None
+
+
+class _InWorktree:
+    """`_Reader`'s interface over a worktree that exists: nothing to fetch, files read in place."""
+
+    def __init__(self, worktree: Path) -> None:
+        self.worktree = worktree
+        self.looked: set[str] = set()
+
+    def fetch(self, paths: list[str]) -> None:
+        self.looked.update(p for p in paths if p)
+
+    def text(self, path: str) -> str | None:
+        self.looked.add(path)
+        try:
+            target = self.worktree / path
             return target.read_text(encoding="utf-8", errors="replace") if target.is_file() else None
         except OSError:
             return None

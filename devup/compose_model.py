@@ -57,6 +57,9 @@ class GroupModel:
     # key -> the engine name compose gives the volume in this session: `<project>_<key>`, also
     # for a fixed `name:` (the override renames it per session); what `up --from` creates ahead
     volume_names: dict[str, str] = field(default_factory=dict)
+    # service -> a digest of its resolved config, and "" -> of the group's networks and volumes:
+    # what `up` compares to tell a changed service from an unchanged one (SPEC §5.12)
+    digests: dict[str, str] = field(default_factory=dict)
 
     def shared(self) -> list[str]:
         """What every session shares: external objects that are not another group's."""
@@ -155,7 +158,18 @@ def parse(data: dict[str, Any], *, project: str) -> GroupModel:
         refusals=refusals,
         binds=binds,
         volume_names={n: session_name(project, n) for n, v in vols.items() if not v.get("external")},
+        digests={
+            **{name: _digest(svc) for name, svc in (data.get("services") or {}).items()},
+            "": _digest({"networks": nets, "volumes": vols}),
+        },
     )
+
+
+def _digest(value: Any) -> str:
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _fixed(objects: dict[str, Any], project: str) -> dict[str, str]:

@@ -118,6 +118,10 @@ def units(
                         link.get(f"{group.name}/{svc}", ""),
                     )
                 )
+    for project in record.retired:
+        found.append(
+            Unit(project, "volumes", "kept: its group left the config; `devup down` removes them", True)
+        )
     for name, proc in record.services.items():
         alive = process_alive(proc)
         state_ = f"running (pid {proc.pid})" if alive else "exited"
@@ -205,7 +209,7 @@ def status(ws: Workspace, name: str, reporter: Reporter) -> SessionView:
         ]
         procs = [u for u in units(record, []) if u.kind == "process"]
         return SessionView(record, "degraded" if record.status == "up" else record.status, unknown + procs)
-    return view(record, containers, owners=True)
+    return _with_life(ws, view(record, containers, owners=True))
 
 
 @dataclass(frozen=True)
@@ -269,7 +273,7 @@ def ls(ws: Workspace) -> Listing:
 
 def _with_life(ws: Workspace, view: SessionView) -> SessionView:
     """Last use, expiry and config drift of a recorded session (a stat or two; no engine)."""
-    from devup import fleet, usage
+    from devup import drift, fleet, usage
 
     r = view.record
     if view.status == "interrupted" and not r.env_file:
@@ -279,7 +283,7 @@ def _with_life(ws: Workspace, view: SessionView) -> SessionView:
         view,
         last_used=fleet.last_used(ws, r),
         expires=fleet.expires(ws, r, limits),
-        changed=bool(r.config_digest) and r.config_digest != ws.config_digest,
+        changed=bool(r.config_digest) and bool(drift.since(r, config=ws.config_digest)),
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -374,6 +375,23 @@ def engine_label(engine: Any) -> str:
 def plain(text: str) -> None:
     sys.stdout.write(text + "\n")
     sys.stdout.flush()
+
+
+def changes_table(doc: dict[str, Any]) -> None:
+    """`up --dry-run`: what would be done, one line per unit (keeps last)."""
+    rows = sorted(doc["changes"], key=lambda c: c["action"] == "keep")
+    plain(
+        f"session {doc['session']} ({'new' if doc['new'] else 'exists'}): "
+        + ("nothing to change" if all(c["action"] == "keep" for c in rows) else "would")
+    )
+    _columns(("kind", "name", "action"), [[c["kind"], c["name"], c["action"]] for c in rows], coloured=None)
+
+
+def note(text: str) -> None:
+    """A remark for the person, on stderr (stdout may be a JSON document)."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):  # stderr closed: nothing to say it on
+        sys.stderr.write(f"note: {text}\n")
+        sys.stderr.flush()
 
 
 _PALETTE = ("cyan", "magenta", "green", "yellow", "blue", "bright_cyan", "bright_magenta", "bright_green")

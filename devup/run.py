@@ -65,9 +65,13 @@ class Run:
         engine: remote.Engine,
         reporter: Reporter,
         resumed: bool,
+        restores: bool = False,
         begin: dict[str, Any] | None = None,
     ) -> None:
-        self.ws, self.name, self.kind, self.reporter, self.resumed = ws, name, kind, reporter, resumed
+        self.ws, self.name, self.kind, self.reporter = ws, name, kind, reporter
+        # A rolled-back resume marks the session failed; one whose inverses put the session back
+        # as it ran (a reconcile, SPEC §5.12) leaves it as it was.
+        self.resumed = resumed and not restores
         self.journal = Journal(ws.repo.journal(name))
         self.journal.remove()
         remote.remember(ws.repo.state, engine)  # gc looks for leftovers on every engine used
@@ -76,7 +80,7 @@ class Run:
                 "op": "begin",
                 "session": name,
                 "kind": kind,
-                "resumed": resumed,  # a rolled-back resume marks the session failed, never removes it
+                "resumed": self.resumed,  # a rolled-back resume marks the session failed, never removes it
                 "pid": os.getpid(),
                 "at": time.time(),
                 "engine": engine.to_json(),  # undone on this engine, whatever the shell says then

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from devup import (
+    changes,
     dag,
     envvars,
     inspect,
@@ -45,6 +47,7 @@ class UpRequest:
     context: str | None = None  # --context: the docker context of a new session's groups
     source: str | None = None  # --from: a session or snapshot whose data a new session copies (§7)
     ttl: float | None = None  # --ttl: expires this many seconds after its last use (§5.13)
+    dry_run: bool = False  # --dry-run: say what would change, change nothing (§5.12)
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,7 @@ def up(ws: Workspace, req: UpRequest, reporter: Reporter) -> UpResult:
             and unchanged
             and req.ttl in (None, previous.ttl)
             and previous.status == "up"
+            and not drifted(ws, previous)
             and inspect.is_healthy(ws, previous)
         ):
             return _result(previous, resumed=True, started=started, noop=True)
@@ -137,6 +141,61 @@ def up(ws: Workspace, req: UpRequest, reporter: Reporter) -> UpResult:
         planned = data.plan_clone(ws, source, new=req.name, eng=engine)
         with data.held(ws, planned, engine) as clone:  # busy: exit 4, before anything changed
             return _Run(ws, cfg, req, plan, reporter, engine, clone).execute(started)
+
+
+@dataclass(frozen=True)
+class DryRun:
+    session: str
+    new: bool
+    changes: list[changes.Change]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"session": self.session, "new": self.new, "changes": [c.to_json() for c in self.changes]}
+
+
+def dry_run(ws: Workspace, req: UpRequest) -> DryRun:
+    """`up --dry-run`: what `up` would do, with preflight's checks (exit 2) and nothing changed:
+    no lock, journal, lease, record, worktree, branch or engine object."""
+    paths.check_session_name(req.name)
+    previous = ws.record(req.name)
+    if req.source is not None and previous is not None:
+        raise UsageError(f"session {req.name} exists already: --from makes a new session")
+    engine = _engine_for(ws, req, previous)
+    from devup import preflight
+
+    cfg = ws.config
+    plan = preflight.plan(
+        ws,
+        cfg,
+        name=req.name,
+        branch=req.branch,
+        base=req.base,
+        mode=req.mode,
+        previous=previous,
+        attach=req.attach,
+        engine=engine,
+    )
+    env = envvars.session_vars(
+        session=req.name,
+        project=plan.ident.project,
+        branch=plan.branch,
+        worktree=str(plan.wt.path),
+        repo=str(ws.repo.root),
+        mode=plan.mode,
+        resumed=plan.resumed,
+        ports=dict(previous.ports) if previous else {},
+        extra=cfg.env,
+        host=engine.address,
+    )
+    found = changes.diff(plan, cfg, env=env, running=_running(ws, previous), hooks=req.hooks)
+    return DryRun(req.name, found.new, found.changes)
+
+
+def drifted(ws: Workspace, record: state.SessionRecord) -> list[str]:
+    """What changed since `record`'s session came up (SPEC §5.12; a few small reads)."""
+    from devup import drift
+
+    return drift.since(record, config=ws.config_digest)
 
 
 def _engine_for(ws: Workspace, req: UpRequest, previous: state.SessionRecord | None) -> remote.Engine:
@@ -188,6 +247,7 @@ class _Run:
             engine=engine,
             reporter=reporter,
             resumed=plan.resumed,
+            restores=bool(plan.previous and plan.previous.status == "up"),
             begin={
                 "project": plan.ident.project,
                 "branch": plan.branch,
@@ -211,6 +271,10 @@ class _Run:
         self.procs: dict[str, state.ProcessRecord] = {}
         self.created_worktree = bool(plan.previous and plan.previous.created_worktree)
         self._lock = threading.Lock()
+        self.running = _running(ws, plan.previous)
+        self.retired = list(plan.previous.retired) if plan.previous else []
+        self.diff: changes.Diff | None = None  # decided once the session's variables are known
+        self.reconciling = bool(plan.previous and plan.previous.status == "up")
 
     def execute(self, started: float) -> UpResult:
         try:
@@ -256,6 +320,9 @@ class _Run:
                 resumed=plan.resumed,
                 held=_held_keys(self.ws, plan),
             )
+            if plan.previous:  # keys the config no longer has: released (a rollback leases them again)
+                kept = set(self.leases.ports.values())
+                self.leases.drop({k: p for k, p in plan.previous.ports.items() if p not in kept})
         with self.run.step("env_file"):
             files.make_dir(
                 stack=self.stack,
@@ -271,6 +338,7 @@ class _Run:
                     f"{key} {why}: sh, bash and `devup env --format shell` read it exactly, "
                     f"python-dotenv and compose's env_file read {paths.ENV_FILE} differently"
                 )
+        self.diff = changes.diff(plan, self.cfg, env=self.env, running=self.running, hooks=self.req.hooks)
         if created:
             self._hook("post_create", wt_path)
         if self.clone is not None and plan.groups:
@@ -281,7 +349,11 @@ class _Run:
                 data.clone(ws, self.stack, self.clone, targets, new=self.req.name, reporter=self.reporter)
         if plan.groups:
             dag.run({n: g.depends_on for n, g in plan.groups.items()}, self._up_group)
+        for name in [g for g, action in self.diff.groups.items() if action == "remove"]:
+            self._retire_group(name)
         self._hook("pre_spawn", wt_path)
+        for name in [s for s, action in self.diff.services.items() if action == "stop"]:
+            self._stop_service(name)
         if plan.services:
             dag.run({n: s.depends_on for n, s in plan.services.items()}, self._start_service)
         self._hook("post_up", wt_path)
@@ -330,8 +402,16 @@ class _Run:
                 f"group {name} uses external {', '.join(shared)}: every session shares "
                 f"{'them' if len(shared) > 1 else 'it'}; devup never changes or removes external objects"
             )
+        assert self.diff is not None
+        if self.diff.groups[name] == "keep":  # unchanged and running: not touched (SPEC §5.12)
+            assert self.plan.previous is not None
+            with self._lock:
+                self.groups[name] = next(g for g in self.plan.previous.groups if g.name == name)
+            return
         with self.run.step(f"group:{name}"):
+            restore = self._previous_config(name) if self.diff.groups[name] == "recreate" else None
             record = group.up(
+                restore=restore,
                 stack=self.stack,
                 ident=self.ident,
                 name=name,
@@ -347,13 +427,52 @@ class _Run:
             with self._lock:
                 self.groups[name] = record
 
+    def _previous_config(self, name: str) -> Path | None:
+        """For a reconcile of a running session: the group's config as it runs now, kept aside
+        for this run's inverse (compose brings the previous containers back from it)."""
+        if not self.reconciling:
+            return None
+        return group.keep_resolved(self.ws.repo.override(self.req.name, name), tag=f"{os.getpid()}")
+
+    def _retire_group(self, name: str) -> None:
+        """A group the config no longer has: taken down, its data volumes kept until `down`."""
+        assert self.plan.previous is not None
+        gone = next(g for g in self.plan.previous.groups if g.name == name)
+        with self.run.step(f"group:{name}"):
+            group.retire(stack=self.stack, ident=self.ident, record=gone, restore=self._previous_config(name))
+            self.retired.append(gone.project)
+
+    def _stop_service(self, name: str) -> None:
+        """A native service the config no longer has (or whose command changed): stopped; the
+        inverse starts it again as it ran."""
+        assert self.plan.previous is not None
+        previous = self.plan.previous
+        was = (previous.inputs.get("services") or {}).get(name) or {}
+        with self.run.step(f"service:{name}"):
+            service.stop_restorable(
+                stack=self.stack,
+                ident=self.ident,
+                name=name,
+                record=previous.services[name],
+                run=was.get("run"),
+                cwd=self.plan.wt.path,
+                env=previous.env,
+                port=previous.ports.get(port_key(name)),
+                log_path=self.ws.repo.log(self.req.name, name),
+                session_record=self.ws.repo.record(self.req.name),
+            )
+
     def _start_service(self, name: str) -> None:
         cfg = self.plan.services[name]
         prev = self.plan.previous.services.get(name) if self.plan.previous else None
-        if prev is not None and inspect.process_alive(prev):
+        assert self.diff is not None
+        alive = prev is not None and inspect.process_alive(prev)
+        if prev is not None and alive and self.diff.services[name] == "keep":
             with self._lock:  # still running: kept, with the order `down` must now follow
                 self.procs[name] = prev.replace(depends_on=list(cfg.depends_on))
             return
+        if prev is not None and alive:  # its command or variables changed: restarted
+            self._stop_service(name)
         with self.run.step(f"service:{name}"):
             key = port_key(name)
             record = service.start_on_a_free_port(
@@ -409,7 +528,42 @@ def _record(run: _Run, status: str, now: float) -> state.SessionRecord:
         engine=run.engine.to_json(),
         source=run.clone.to_json() if run.clone else (dict(plan.previous.source) if plan.previous else {}),
         ttl=req.ttl if req.ttl is not None else (plan.previous.ttl if plan.previous else None),
+        inputs=_inputs(run) if status == "up" else {},
+        retired=[p for p in run.retired if p not in {g.project for g in run.groups.values()}],
     )
+
+
+def _inputs(run: _Run) -> dict[str, Any]:
+    """The fingerprints the next `up`, `ls` and `status` compare with (drift.py, changes.py)."""
+    from devup import drift
+
+    plan = run.plan
+    return {
+        **drift.watch(
+            worktree=plan.wt.path,
+            groups=[g.files for g in plan.groups.values()],
+            session_env=run.env,
+            env_values=run.cfg.env.values(),
+        ),
+        "groups": {g: changes.group_digests(plan, g) for g in plan.groups},
+        "services": {
+            s: {"digest": changes.service_digest(c, run.env), "run": c.run} for s, c in plan.services.items()
+        },
+    }
+
+
+def _running(ws: Workspace, previous: state.SessionRecord | None) -> set[str]:
+    """The groups (containers running) and native services (alive) of `previous` that run now."""
+    if previous is None:
+        return set()
+    up = (
+        {c.project for c in inspect.containers_of(ws, previous) if c.state == "running"}
+        if previous.groups
+        else set()
+    )
+    return {g.name for g in previous.groups if g.project in up} | {
+        n for n, p in previous.services.items() if inspect.process_alive(p)
+    }
 
 
 def _result(record: state.SessionRecord, *, resumed: bool, started: float, noop: bool = False) -> UpResult:

@@ -200,6 +200,11 @@ class SessionRecord:
     # {"kind": "session"|"snapshot", "name"} when its data was cloned (`up --from`, SPEC §7)
     source: dict[str, str] = field(default_factory=dict)
     ttl: float | None = None  # `up --ttl`: expires this many seconds after its last use (§5.13)
+    # What it came up from (drift.py): {"files", "vars", "env", "groups": {g: {svc: digest}},
+    # "services": {s: {"digest", "run"}}}; {} in older records (then devup.toml alone decides)
+    inputs: dict[str, Any] = field(default_factory=dict)
+    # Compose projects of groups a reconcile took down: their data volumes stay until `down`
+    retired: list[str] = field(default_factory=list)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2)
@@ -234,6 +239,8 @@ class SessionRecord:
             engine=_engine(data.get("engine")),
             source={_str(k): _str(v) for k, v in (data.get("source") or {}).items()},
             ttl=None if data.get("ttl") is None else float(data["ttl"]),
+            inputs=_object(data.get("inputs")),
+            retired=[_str(p) for p in data.get("retired") or []],
         )
 
 
@@ -244,6 +251,14 @@ def _engine(value: Any) -> dict[str, str | None]:
         raise TypeError(f"engine: expected an object, found {type(value).__name__}")
     context = value.get("context")
     return {"context": None if context is None else _str(context), "host": _str(value["host"])}
+
+
+def _object(value: Any) -> dict[str, Any]:
+    if not value:
+        return {}
+    if not isinstance(value, dict):
+        raise TypeError(f"inputs: expected an object, found {type(value).__name__}")
+    return value
 
 
 def _str(value: Any) -> str:

@@ -80,6 +80,9 @@ def down(
         _each_group_in_reverse(
             record, lambda g: compose.down(where, project=g.project, volumes=True), reporter, "group"
         )
+        for project in record.retired:  # groups a reconcile took down kept their data until now
+            with _step(reporter, f"volumes of {project}"):
+                compose.down(where, project=project, volumes=True)
         (wt / paths.ENV_FILE).unlink(missing_ok=True)
         if record.created_worktree and not record.attached and not keep_worktree:
             with _step(reporter, "worktree"):

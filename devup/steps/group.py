@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from devup import compose, engine, processes
+from devup import compose, engine, processes, state
 from devup.errors import CommandFailed, DevupError
 from devup.model import Identity
 from devup.state import GroupRecord
@@ -42,27 +42,29 @@ def up(
     ports: dict[str, int],
     override: Path,
     relet: Relet,
+    restore: Path | None = None,
 ) -> GroupRecord:
     """Bring the group up with --wait; the inverse takes down what this run made, volumes that
-    existed before (a resumed session's data) excepted.
+    existed before (a resumed session's data) excepted. With `restore` (a reconcile of a running
+    group: its config as it ran, from `keep_resolved`), the inverse brings that config back
+    instead: compose recreates what this run changed and keeps the rest (SPEC §5.12).
 
     `project` is the plan's: a resumed session keeps the project it was recorded with.
     """
     eng = stack.engine
     before = engine.volumes(eng, project=project)
     restarts_before = engine.restarts(eng, project=project)
-    stack.push(
-        UndoRecord(
-            "compose_down",
-            {
-                "project": project,
-                "session": ident.session,
-                "repo_id": ident.repo.repo_id,
-                "keep_volumes": sorted(before),
-            },
-            f"compose project {project}",
+    identity = {"project": project, "session": ident.session, "repo_id": ident.repo.repo_id}
+    if restore is not None:
+        stack.push(
+            UndoRecord("compose_restore", {**identity, "config": str(restore)}, f"compose project {project}")
         )
-    )
+    else:
+        stack.push(
+            UndoRecord(
+                "compose_down", {**identity, "keep_volumes": sorted(before)}, f"compose project {project}"
+            )
+        )
     files = [worktree / f for f in cfg.files] + [override]
 
     def attempt() -> None:
@@ -100,6 +102,9 @@ def up(
 
     _retry_transient(attempt)
     _check_settled(eng, ident=ident, project=project, name=name, restarts_before=restarts_before)
+    # The config it runs with, resolved by compose: what a later reconcile's inverse restores.
+    resolved = compose.resolved(eng, project=project, files=files, cwd=worktree, env=env)
+    state.write_atomic(resolved_path(override), resolved)
     return GroupRecord(
         name=name,
         project=project,
@@ -107,6 +112,54 @@ def up(
         services=sorted(model.services),
         depends_on=list(cfg.depends_on),
     )
+
+
+def resolved_path(override: Path) -> Path:
+    return override.with_name(override.name.replace(".override.yaml", ".resolved.yaml"))
+
+
+def keep_resolved(override: Path, *, tag: str) -> Path | None:
+    """A copy of the group's running config (written by its last `up`) for this run's inverse;
+    None when there is none (a session brought up by an older devup)."""
+    source = resolved_path(override)
+    if not source.is_file():
+        return None
+    kept = source.with_name(source.name.replace(".resolved.yaml", f".before-{tag}.yaml"))
+    state.write_atomic(kept, source.read_text(encoding="utf-8"))
+    return kept
+
+
+def retire(*, stack: UndoStack, ident: Identity, record: GroupRecord, restore: Path | None) -> None:
+    """Take down a group the config no longer has, its volumes kept (a reconcile never removes
+    data, SPEC §5.12); the inverse brings it back as it ran, from `restore`."""
+    if restore is not None:
+        identity = {"project": record.project, "session": ident.session, "repo_id": ident.repo.repo_id}
+        stack.push(
+            UndoRecord(
+                "compose_restore", {**identity, "config": str(restore)}, f"compose project {record.project}"
+            )
+        )
+    compose.down(stack.engine, project=record.project, volumes=False)
+
+
+@inverse("compose_restore")
+def undo_restore(args: dict[str, Any], eng: Engine) -> None:
+    """Bring the project back to the config it ran with before this run: compose recreates the
+    containers this run changed, keeps those it did not, removes those it added."""
+    processes.kill_tagged(repo_id=args["repo_id"], session=args["session"], unit=f"compose:{args['project']}")
+    config = Path(args["config"])
+    if not config.is_file():
+        raise DevupError(f"the previous config of compose project {args['project']} ({config}) is gone")
+    result = compose.up(
+        eng, project=args["project"], files=[config], cwd=config.parent, env=eng.environ(), wait_timeout=120
+    )
+    if not result.ok:
+        raise CommandFailed(
+            command=f"docker compose -p {args['project']} -f {config} up -d --wait",
+            returncode=result.returncode,
+            output_tail=result.tail(),
+        )
+    config.unlink(missing_ok=True)
 
 
 class _Transient(Exception):

@@ -97,6 +97,13 @@ class Leases:
         self.ports.update({alias: self.ports[full] for alias, full in self.aliases.items()})
         return self.ports
 
+    def drop(self, leases: dict[str, int]) -> None:
+        """Release `leases` (keys the config no longer has); a rollback leases them again."""
+        if not leases:
+            return
+        self._push_restore(leases, "dropped port leases")
+        state.release_ports(repo_id=self.repo_id, session=self.session, ports=sorted(set(leases.values())))
+
     def relet(self, keys: list[str], avoid: int) -> dict[str, int]:
         """Move `keys` off port `avoid` (someone else bound it); returns what moved, aliases
         included. Safe from the threads that bring groups and services up in parallel."""

@@ -206,6 +206,72 @@ def stop(*, record: ProcessRecord) -> None:
     processes.stop(record.pid, record.start_time, timeout=record.stop_timeout)
 
 
+def stop_restorable(
+    *,
+    stack: UndoStack,
+    ident: Identity,
+    name: str,
+    record: ProcessRecord,
+    run: str | None,
+    cwd: Path,
+    env: Mapping[str, str],
+    port: int | None,
+    log_path: Path,
+    session_record: Path,
+) -> None:
+    """Stop a running service that a reconcile restarts or removes (SPEC §5.12); the inverse
+    starts it again with its previous command and variables and points the session record
+    at it. Without its command (a session brought up by an older devup) it cannot come back:
+    then the inverse reports it."""
+    stack.push(
+        UndoRecord(
+            "process_respawn",
+            {
+                "name": name,
+                "run": run,
+                "cwd": str(cwd),
+                "env": {**env, **ident.tags(f"service:{name}"), **({"PORT": str(port)} if port else {})},
+                "log": str(log_path),
+                "record": str(session_record),
+                "stop_timeout": record.stop_timeout,
+                "depends_on": list(record.depends_on),
+            },
+            f"service {name} as it ran",
+        )
+    )
+    stop(record=record)
+
+
+@inverse("process_respawn")
+def undo_respawn(args: dict[str, Any], _engine: Engine) -> None:
+    """Start the service again as it ran before this run, and record its new pid."""
+    import os
+
+    from devup import state
+
+    if not args.get("run"):
+        raise DevupError(
+            f"service {args['name']}: its previous command is unknown; `devup up` starts it again"
+        )
+    path = Path(args["record"])
+    record = state.read_record(path)
+    if record is None:
+        return  # the session is gone (a new one's rollback): nothing to bring back
+    cwd = Path(args["cwd"])
+    if not cwd.is_dir():
+        raise DevupError(f"service {args['name']}: its folder {cwd} is gone")
+    pid = runner.spawn(
+        ["sh", "-c", args["run"]], cwd=cwd, env={**os.environ, **args["env"]}, log_path=Path(args["log"])
+    )
+    again = ProcessRecord(
+        pid=pid,
+        start_time=processes.start_time(pid) or 0.0,
+        stop_timeout=float(args["stop_timeout"]),
+        depends_on=list(args["depends_on"]),
+    )
+    state.write_record(path, record.replace(services={**record.services, args["name"]: again}))
+
+
 @inverse("process_stop")
 def undo(args: dict[str, Any], _engine: Engine) -> None:
     """SIGTERM the group (if it is still the very process started), SIGKILL after the timeout;
