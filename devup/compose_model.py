@@ -19,6 +19,11 @@ class PortSpec:
     protocol: str
     host_ip: str | None
     published: str | None = None  # the file's own host port ("8080"), None when ephemeral
+    # Long syntax's metadata, kept as the file says: compose ignores `mode` outside swarm and
+    # `name`/`app_protocol` are for readers, but the merged config must not say otherwise.
+    mode: str | None = None  # None: compose's default, "ingress"
+    name: str | None = None
+    app_protocol: str | None = None
 
 
 @dataclass(frozen=True)
@@ -80,6 +85,9 @@ def parse(data: dict[str, Any], *, project: str) -> GroupModel:
                 p.get("protocol", "tcp"),
                 p.get("host_ip") or None,
                 str(p["published"]) if p.get("published") not in (None, "") else None,
+                mode=p["mode"] if p.get("mode") not in (None, "ingress") else None,
+                name=p.get("name") or None,
+                app_protocol=p.get("app_protocol") or None,
             )
             for p in svc.get("ports") or []
         ]
@@ -274,4 +282,7 @@ def _long_port(spec: PortSpec, host_port: int) -> dict[str, Any]:
     entry: dict[str, Any] = {"target": spec.target, "published": str(host_port), "protocol": spec.protocol}
     if spec.host_ip:
         entry["host_ip"] = spec.host_ip
+    for key in ("mode", "name", "app_protocol"):
+        if getattr(spec, key):
+            entry[key] = getattr(spec, key)
     return entry
