@@ -60,6 +60,9 @@ class GroupModel:
     # key -> the engine name compose gives the volume in this session: `<project>_<key>`, also
     # for a fixed `name:` (the override renames it per session); what `up --from` creates ahead
     volume_names: dict[str, str] = field(default_factory=dict)
+    # The profiles the files define, read only when no service is active (`config` leaves out a
+    # service whose profiles are all off): what would make one start.
+    profiles: list[str] = field(default_factory=list)
 
     def shared(self) -> list[str]:
         """What every session shares: external objects that are not another group's."""

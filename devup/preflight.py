@@ -249,6 +249,8 @@ def compose_models(
                 )
             except DevupError as exc:
                 raise PreflightError(f"group {gname}: invalid compose files: {exc.message}") from None
+            if not model.services:
+                raise _no_service(gname, model.profiles, mode)
             for refusal in model.refusals:
                 raise PreflightError(
                     f"group {gname}: {refusal.where} sets {refusal.key}: {refusal.value}, "
@@ -280,6 +282,23 @@ def compose_models(
                 engine_label=engine.label,
             )
         return models
+
+
+def _no_service(group: str, profiles: list[str], mode: Mode) -> PreflightError:
+    """A group none of whose services would start: compose's `up` fails with "no service
+    selected", after the worktree was made; said here instead, with what would start one."""
+    leave_out = f"or leave group {group} out of {mode} mode (`modes` of [groups.{group}])"
+    if not profiles:
+        return PreflightError(
+            f"group {group}: no service would start: its compose files define no service",
+            hint=f"add a service to its files, {leave_out}",
+        )
+    return PreflightError(
+        f"group {group}: no service would start: every service of its compose files is behind a "
+        f"profile ({', '.join(profiles)}) and none of them is enabled",
+        hint=f'enable one with COMPOSE_PROFILES in [env] of devup.toml (e.g. COMPOSE_PROFILES = "{profiles[0]}") '
+        f"or in the .env next to the compose files, {leave_out}",
+    )
 
 
 def port_keys(

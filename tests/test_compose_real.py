@@ -327,6 +327,44 @@ def test_what_cannot_exist_once_per_session_is_refused_at_preflight(make, shape)
     assert_gone(repo, "h")
 
 
+def test_a_group_whose_services_are_all_behind_profiles_is_refused_at_preflight(make):
+    """compose-corpus F3 (hoppscotch): compose would fail `up` with "no service selected"; preflight
+    says so first, naming the profiles, and the hint's COMPOSE_PROFILES in [env] works. The
+    obsolete `version:` makes compose warn on stderr, which must not read as a profile."""
+    compose = f"""
+        version: "3.8"
+        services:
+          web:
+            image: {BUSYBOX}
+            init: true
+            command: ["sleep", "3600"]
+            profiles: [web]
+          worker:
+            image: {BUSYBOX}
+            init: true
+            command: ["sleep", "3600"]
+            profiles: [jobs, web]
+        """
+    toml = isolated("container") + GROUP.format(file="compose.yaml")
+    repo = make(toml, {"compose.yaml": compose})
+    result = repo.devup("up", "h")
+    assert result.returncode == 2, result.stderr
+    text = " ".join(result.stderr.split())
+    assert "group app: no service would start" in text, text
+    assert "profile (jobs, web) and" in text and "COMPOSE_PROFILES" in text, text
+    assert "h" not in world.branches(repo.path) and repo.worktree("h") not in world.worktree_paths(repo.path)
+    assert_gone(repo, "h")
+    repo.write("devup.toml", toml + '[env]\nCOMPOSE_PROFILES = "jobs"\n')
+    repo.commit("enable the jobs profile")
+    try:
+        repo.up_json("h")
+        assert set(containers(repo, "h")) == {"worker"}
+    finally:
+        down = repo.devup("down", "h")
+    assert down.returncode == 0, down.stderr
+    assert_gone(repo, "h")
+
+
 # --- readiness: a restarting container is not up ---------------------------------------------
 
 
