@@ -327,6 +327,42 @@ def test_what_cannot_exist_once_per_session_is_refused_at_preflight(make, shape)
     assert_gone(repo, "h")
 
 
+def test_every_key_that_cannot_exist_once_per_session_is_named_in_one_error(make):
+    """compose-corpus F4 (mailcow has four): a user fixes them all after one run, not one a run."""
+    compose = f"""
+        services:
+          host:
+            image: {BUSYBOX}
+            network_mode: host
+          fixed:
+            image: {BUSYBOX}
+            networks:
+              net:
+                ipv4_address: 198.18.43.10
+        networks:
+          net:
+            driver_opts:
+              com.docker.network.bridge.name: br-fixed
+            ipam:
+              config:
+                - subnet: 198.18.43.0/24
+        """
+    repo = make(isolated("container") + GROUP.format(file="compose.yaml"), {"compose.yaml": compose})
+    result = repo.devup("up", "h")
+    assert result.returncode == 2, result.stderr
+    text = " ".join(result.stderr.split())
+    for message in (
+        "service host sets network_mode: host",
+        "service fixed sets networks.net.ipv4_address: 198.18.43.10",
+        "network net sets ipam.config[0].subnet: 198.18.43.0/24",
+        "network net sets driver_opts.com.docker.network.bridge.name: br-fixed",
+    ):
+        assert message in text, text
+    assert text.count("error:") == 1 and "group app" in text
+    assert "h" not in world.branches(repo.path) and repo.worktree("h") not in world.worktree_paths(repo.path)
+    assert_gone(repo, "h")
+
+
 def test_a_group_whose_services_are_all_behind_profiles_is_refused_at_preflight(make):
     """compose-corpus F3 (hoppscotch): compose would fail `up` with "no service selected"; preflight
     says so first, naming the profiles, and the hint's COMPOSE_PROFILES in [env] works. The
