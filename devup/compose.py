@@ -115,7 +115,7 @@ def load_model(
     data = json.loads(result.output[result.output.index("{") :])
     from devup import compose_model
 
-    model = compose_model.parse(data, project=project)
+    model = compose_model.parse(data, project=project, root=cwd)
     if not model.services:
         # Every service is behind a profile that is off (or there is none): `up` would fail
         # with only "no service selected"; preflight names the profiles that would start one.

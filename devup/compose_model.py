@@ -6,7 +6,9 @@ the file; everything decided in between is here, where it can be tested without 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 # The one bridge option that fixes a host-wide name: two sessions would fight over it.
@@ -63,6 +65,8 @@ class GroupModel:
     # The profiles the files define, read only when no service is active (`config` leaves out a
     # service whose profiles are all off): what would make one start.
     profiles: list[str] = field(default_factory=list)
+    # service -> the host folders it bind-mounts writable from outside the worktree
+    outside_binds: dict[str, list[str]] = field(default_factory=dict)
 
     def shared(self) -> list[str]:
         """What every session shares: external objects that are not another group's."""
@@ -70,9 +74,15 @@ class GroupModel:
         vols = [f"volume {n}" for k, n in self.external_volumes.items() if k not in self.linked_volumes]
         return nets + vols
 
+    def shared_binds(self) -> list[str]:
+        """What every session writes to in common: host folders bind-mounted writable from
+        outside the worktree (jitsi's ~/.jitsi-meet-cfg), as `<path> (service <name>)`."""
+        return [f"{src} (service {svc})" for svc, sources in self.outside_binds.items() for src in sources]
 
-def parse(data: dict[str, Any], *, project: str) -> GroupModel:
-    """The model of `docker compose -p project config --format json`'s output."""
+
+def parse(data: dict[str, Any], *, project: str, root: Path | None = None) -> GroupModel:
+    """The model of `docker compose -p project config --format json`'s output; `root` is the
+    folder compose read the files in (the worktree, or preflight's copy of the branch)."""
     nets: dict[str, Any] = {k: v or {} for k, v in (data.get("networks") or {}).items()}
     vols: dict[str, Any] = {k: v or {} for k, v in (data.get("volumes") or {}).items()}
     internal_nets = [n for n, v in nets.items() if not v.get("external")]
@@ -80,6 +90,7 @@ def parse(data: dict[str, Any], *, project: str) -> GroupModel:
     names: dict[str, str] = {}
     joins: dict[str, list[str]] = {}
     binds: dict[str, list[str]] = {}
+    outside: dict[str, list[str]] = {}
     refusals: list[Refusal] = []
     for name, svc in (data.get("services") or {}).items():
         services[name] = [
@@ -101,6 +112,13 @@ def parse(data: dict[str, Any], *, project: str) -> GroupModel:
         ]
         if sources:
             binds[name] = sources
+        written = [
+            str(v["source"])
+            for v in svc.get("volumes") or []
+            if v.get("type") == "bind" and v.get("source") and not v.get("read_only")
+        ]
+        if root is not None and (written := [s for s in written if not _inside(s, root)]):
+            outside[name] = written
         mode = svc.get("network_mode")
         if mode == "host":
             refusals.append(
@@ -163,8 +181,18 @@ def parse(data: dict[str, Any], *, project: str) -> GroupModel:
         external_volumes={n: str(v.get("name") or n) for n, v in vols.items() if v.get("external")},
         refusals=refusals,
         binds=binds,
+        outside_binds=outside,
         volume_names={n: session_name(project, n) for n, v in vols.items() if not v.get("external")},
     )
+
+
+def _inside(source: str, root: Path) -> bool:
+    """A bind source in `root`'s tree, as written or with symlinks resolved (compose made a
+    relative source absolute from the folder it was given, which may be a symlink's path)."""
+    for path, base in ((Path(os.path.normpath(source)), root), (Path(source).resolve(), root.resolve())):
+        if path == base or base in path.parents:
+            return True
+    return False
 
 
 def _fixed(objects: dict[str, Any], project: str) -> dict[str, str]:

@@ -210,3 +210,24 @@ def test_a_long_syntax_port_keeps_its_mode_name_and_app_protocol():
         },
         {"target": 80, "published": "20002", "protocol": "tcp"},
     ]
+
+
+def test_shared_binds_are_the_writable_host_folders_outside_the_worktree(tmp_path):
+    root = tmp_path / "wt"
+    data = {
+        "services": {
+            "web": {
+                "volumes": [
+                    {"type": "bind", "source": "/srv/jitsi-cfg", "target": "/config"},
+                    {"type": "bind", "source": str(root / "data"), "target": "/data"},
+                    {"type": "bind", "source": "/", "target": "/rootfs", "read_only": True},
+                    {"type": "volume", "source": "cache", "target": "/cache"},
+                ]
+            },
+            "side": {"volumes": [{"type": "bind", "source": str(root), "target": "/src"}]},
+        },
+        "volumes": {"cache": {}},
+    }
+    model = compose_model.parse(data, project="p", root=root)
+    assert model.shared_binds() == ["/srv/jitsi-cfg (service web)"]
+    assert model.binds["web"] == ["/srv/jitsi-cfg", str(root / "data"), "/"]  # all, for mounts.py

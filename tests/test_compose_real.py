@@ -401,6 +401,52 @@ def test_a_group_whose_services_are_all_behind_profiles_is_refused_at_preflight(
     assert_gone(repo, "h")
 
 
+# --- what every session shares: said at `up`, never refused ----------------------------------
+
+
+def test_a_host_bind_outside_the_worktree_is_shared_and_up_says_so(make, tmp_path):
+    """compose-corpus F5 (jitsi's ~/.jitsi-meet-cfg): every session mounts the same host folder.
+    A folder of the worktree, a read-only host view and a named volume are not shared writes."""
+    shared = tmp_path / "shared-config"
+    shared.mkdir()
+    compose = f"""
+        services:
+          web:
+            image: {BUSYBOX}
+            init: true
+            command: ["sleep", "3600"]
+            volumes:
+              - {shared}:/config
+              - ./data:/data
+              - {tmp_path}:/host:ro
+              - cache:/cache
+          side:
+            image: {BUSYBOX}
+            init: true
+            command: ["sleep", "3600"]
+            volumes: ["./data:/data"]
+        volumes:
+          cache: {{}}
+        """
+    repo = make(isolated("container") + GROUP.format(file="compose.yaml"), {"compose.yaml": compose})
+    result = repo.devup("up", "b")
+    try:
+        assert result.returncode == 0, result.stderr
+        text = " ".join(result.stderr.split())
+        assert f"group app bind-mounts {shared} (service web)" in text, text
+        assert "every session shares it" in text, text
+        for quiet in ("(service side)", f"{tmp_path} (service", "cache (service", "/data"):
+            assert quiet not in text, text
+        assert set(world.running_containers(repo_id=repo.repo_id, session="b")) == set(
+            containers(repo, "b").values()
+        )
+        assert set(containers(repo, "b")) == {"web", "side"}
+    finally:
+        down = repo.devup("down", "b")
+    assert down.returncode == 0, down.stderr
+    assert_gone(repo, "b")
+
+
 # --- readiness: a restarting container is not up ---------------------------------------------
 
 
