@@ -4,12 +4,14 @@ the real engine, each checked through docker and git, with another session's obj
 from __future__ import annotations
 
 import contextlib
+import datetime
 import hashlib
 import json
 import os
 import secrets
 import subprocess
 import sys
+import time
 import urllib.request
 
 import pytest
@@ -470,6 +472,62 @@ def test_a_crash_looping_container_fails_the_readiness_wait_and_rolls_back(make)
     assert "flap" in doc["error"]["message"] and "restart" in doc["error"]["message"]
     assert_gone(repo, "r")
     assert "r" not in world.branches(repo.path) and repo.worktree("r") not in world.worktree_paths(repo.path)
+
+
+def test_a_service_without_healthcheck_that_dies_within_min_uptime_fails_the_group(make):
+    """SPEC §3 min_uptime (default 2 s): `--wait` returns as soon as the container runs; one that
+    exits a second later and is restarted by `restart: always` was reported up."""
+    compose = f"""
+        services:
+          ok:
+            image: {BUSYBOX}
+            init: true
+            command: ["sleep", "3600"]
+          dies:
+            image: {BUSYBOX}
+            restart: always
+            command: ["sh", "-c", "sleep 1; exit 1"]
+        """
+    repo = make(isolated("container") + GROUP.format(file="compose.yaml"), {"compose.yaml": compose})
+    result = repo.devup("up", "u", "--json")
+    assert result.returncode == 1, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["status"] == "rolled_back" and doc["error"]["step"] == "group:app", doc
+    assert "dies" in doc["error"]["message"] and "min_uptime" in doc["error"]["message"], doc
+    assert "ok (" not in doc["error"]["message"], doc
+    assert_gone(repo, "u")
+    assert "u" not in world.branches(repo.path) and repo.worktree("u") not in world.worktree_paths(repo.path)
+
+
+def test_services_that_stay_up_for_min_uptime_pass_and_a_finished_one_shot_is_not_a_failure(make):
+    compose = f"""
+        services:
+          ok:
+            image: {BUSYBOX}
+            init: true
+            restart: always
+            command: ["sleep", "3600"]
+            depends_on:
+              migrate: {{condition: service_completed_successfully}}
+          migrate:
+            image: {BUSYBOX}
+            command: ["sh", "-c", "sleep 0.3; exit 0"]
+        """
+    toml = isolated("container") + GROUP.format(file="compose.yaml") + "min_uptime = 1.5\n"
+    repo = make(toml, {"compose.yaml": compose})
+    result = repo.devup("up", "s", "--json")
+    returned = time.time()
+    try:
+        assert result.returncode == 0, result.stderr
+        ok = inspect(containers(repo, "s")["ok"])
+        assert ok["State"]["Running"] and ok["RestartCount"] == 0
+        # `up` returned only once ok had run min_uptime (the local engine shares our clock).
+        started = datetime.datetime.fromisoformat(ok["State"]["StartedAt"][:26].rstrip("Z") + "+00:00")
+        assert returned - started.timestamp() >= 1.5
+    finally:
+        down = repo.devup("down", "s")
+    assert down.returncode == 0, down.stderr
+    assert_gone(repo, "s")
 
 
 # --- ports: one lease per published port, IPv6 host IPs kept --------------------------------
