@@ -123,7 +123,19 @@ def load_model(
         ) from None
     from devup import compose_model
 
-    return compose_model.parse(data, project=project)
+    model = compose_model.parse(data, project=project, root=cwd)
+    if not model.services:
+        # Every service is behind a profile that is off (or there is none): `up` would fail
+        # with only "no service selected"; preflight names the profiles that would start one.
+        # stdout alone: compose warns on stderr (an obsolete `version:`), which is no profile.
+        listed = runner.run(
+            [*args, "config", "--profiles"], cwd=cwd, env=eng.environ(env), timeout=60, merge_stderr=False
+        )
+        if listed.ok:
+            import dataclasses
+
+            model = dataclasses.replace(model, profiles=listed.output.split())
+    return model
 
 
 def write_override(

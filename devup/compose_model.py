@@ -6,7 +6,9 @@ the file; everything decided in between is here, where it can be tested without 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from devup.envvars import port_key
@@ -21,6 +23,11 @@ class PortSpec:
     protocol: str
     host_ip: str | None
     published: str | None = None  # the file's own host port ("8080"), None when ephemeral
+    # Long syntax's metadata, kept as the file says: compose ignores `mode` outside swarm and
+    # `name`/`app_protocol` are for readers, but the merged config must not say otherwise.
+    mode: str | None = None  # None: compose's default, "ingress"
+    name: str | None = None
+    app_protocol: str | None = None
 
 
 @dataclass(frozen=True)
@@ -60,6 +67,11 @@ class GroupModel:
     # service -> a digest of its resolved config, and "" -> of the group's networks and volumes:
     # what `up` compares to tell a changed service from an unchanged one (SPEC §5.12)
     digests: dict[str, str] = field(default_factory=dict)
+    # The profiles the files define, read only when no service is active (`config` leaves out a
+    # service whose profiles are all off): what would make one start.
+    profiles: list[str] = field(default_factory=list)
+    # service -> the host folders it bind-mounts writable from outside the worktree
+    outside_binds: dict[str, list[str]] = field(default_factory=dict)
 
     def shared(self) -> list[str]:
         """What every session shares: external objects that are not another group's."""
@@ -67,9 +79,15 @@ class GroupModel:
         vols = [f"volume {n}" for k, n in self.external_volumes.items() if k not in self.linked_volumes]
         return nets + vols
 
+    def shared_binds(self) -> list[str]:
+        """What every session writes to in common: host folders bind-mounted writable from
+        outside the worktree (jitsi's ~/.jitsi-meet-cfg), as `<path> (service <name>)`."""
+        return [f"{src} (service {svc})" for svc, sources in self.outside_binds.items() for src in sources]
 
-def parse(data: dict[str, Any], *, project: str) -> GroupModel:
-    """The model of `docker compose -p project config --format json`'s output."""
+
+def parse(data: dict[str, Any], *, project: str, root: Path | None = None) -> GroupModel:
+    """The model of `docker compose -p project config --format json`'s output; `root` is the
+    folder compose read the files in (the worktree, or preflight's copy of the branch)."""
     nets: dict[str, Any] = {k: v or {} for k, v in (data.get("networks") or {}).items()}
     vols: dict[str, Any] = {k: v or {} for k, v in (data.get("volumes") or {}).items()}
     internal_nets = [n for n, v in nets.items() if not v.get("external")]
@@ -77,6 +95,7 @@ def parse(data: dict[str, Any], *, project: str) -> GroupModel:
     names: dict[str, str] = {}
     joins: dict[str, list[str]] = {}
     binds: dict[str, list[str]] = {}
+    outside: dict[str, list[str]] = {}
     refusals: list[Refusal] = []
     for name, svc in (data.get("services") or {}).items():
         services[name] = [
@@ -85,6 +104,9 @@ def parse(data: dict[str, Any], *, project: str) -> GroupModel:
                 p.get("protocol", "tcp"),
                 p.get("host_ip") or None,
                 str(p["published"]) if p.get("published") not in (None, "") else None,
+                mode=p["mode"] if p.get("mode") not in (None, "ingress") else None,
+                name=p.get("name") or None,
+                app_protocol=p.get("app_protocol") or None,
             )
             for p in svc.get("ports") or []
         ]
@@ -95,6 +117,13 @@ def parse(data: dict[str, Any], *, project: str) -> GroupModel:
         ]
         if sources:
             binds[name] = sources
+        written = [
+            str(v["source"])
+            for v in svc.get("volumes") or []
+            if v.get("type") == "bind" and v.get("source") and not v.get("read_only")
+        ]
+        if root is not None and (written := [s for s in written if not _inside(s, root)]):
+            outside[name] = written
         mode = svc.get("network_mode")
         if mode == "host":
             refusals.append(
@@ -157,6 +186,7 @@ def parse(data: dict[str, Any], *, project: str) -> GroupModel:
         external_volumes={n: str(v.get("name") or n) for n, v in vols.items() if v.get("external")},
         refusals=refusals,
         binds=binds,
+        outside_binds=outside,
         volume_names={n: session_name(project, n) for n, v in vols.items() if not v.get("external")},
         digests={
             **{name: _digest(svc) for name, svc in (data.get("services") or {}).items()},
@@ -170,6 +200,15 @@ def _digest(value: Any) -> str:
     import json
 
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _inside(source: str, root: Path) -> bool:
+    """A bind source in `root`'s tree, as written or with symlinks resolved (compose made a
+    relative source absolute from the folder it was given, which may be a symlink's path)."""
+    for path, base in ((Path(os.path.normpath(source)), root), (Path(source).resolve(), root.resolve())):
+        if path == base or base in path.parents:
+            return True
+    return False
 
 
 def _fixed(objects: dict[str, Any], project: str) -> dict[str, str]:
@@ -290,4 +329,7 @@ def _long_port(spec: PortSpec, host_port: int) -> dict[str, Any]:
     entry: dict[str, Any] = {"target": spec.target, "published": str(host_port), "protocol": spec.protocol}
     if spec.host_ip:
         entry["host_ip"] = spec.host_ip
+    for key in ("mode", "name", "app_protocol"):
+        if getattr(spec, key):
+            entry[key] = getattr(spec, key)
     return entry

@@ -88,6 +88,9 @@ class GroupCfg(_Strict):
     files: list[str] = Field(min_length=1)
     modes: list[Mode] = Field(default_factory=lambda: list[Mode](["container", "hybrid"]))
     wait_timeout: float = Field(default=120, gt=0, le=MAX_SECONDS, allow_inf_nan=False)
+    # SPEC §3: a container without a healthcheck is ready once it has run this long since its
+    # last start without exiting or restarting (`--wait` accepts it as soon as it runs).
+    min_uptime: float = Field(default=2, ge=0, le=MAX_SECONDS, allow_inf_nan=False)
     depends_on: list[str] = Field(default_factory=list)
 
 

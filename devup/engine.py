@@ -737,3 +737,57 @@ def sweep_project(
         if time.monotonic() >= deadline:
             return [f"{kind} {name}" for kind, _, name in found]
         time.sleep(0.3)
+
+
+@dataclass(frozen=True)
+class Uptime:
+    """A container's current run, as the engine counts it."""
+
+    service: str
+    state: str  # running, restarting, exited, ...
+    exit_code: int
+    restarts: int  # the engine's RestartCount
+    started_at: str  # the engine's StartedAt: another value is another start
+    up_for: float  # seconds since StartedAt by the engine's own clock; 0 when not running
+    healthcheck: bool
+
+
+@edge
+def uptimes(eng: Engine, *, project: str) -> dict[str, Uptime]:
+    """Container id -> its current run, for every container of `project` (readiness's
+    min_uptime). Times are the engine's: a remote engine's clock may differ from ours."""
+    from docker.errors import NotFound
+
+    api = client(eng).api
+    now = _instant(str(api.info().get("SystemTime") or "")) or time.time()
+    found: dict[str, Uptime] = {}
+    for c in api.containers(all=True, filters={"label": f"{LABEL_PROJECT}={project}"}):
+        try:
+            state = api.inspect_container(c["Id"])
+        except NotFound:
+            continue
+        run = state.get("State") or {}
+        started = str(run.get("StartedAt") or "")
+        since = _instant(started)
+        found[c["Id"]] = Uptime(
+            service=(c.get("Labels") or {}).get(LABEL_SERVICE, "?"),
+            state=str(run.get("Status", "")),
+            exit_code=int(run.get("ExitCode") or 0),
+            restarts=int(state.get("RestartCount") or 0),
+            started_at=started,
+            up_for=max(now - since, 0.0) if run.get("Running") and since is not None else 0.0,
+            healthcheck=run.get("Health") is not None,
+        )
+    return found
+
+
+def _instant(stamp: str) -> float | None:
+    """The engine's RFC 3339 time (nanoseconds, `Z`) as a POSIX time; None when unset or unread."""
+    import datetime
+
+    match = re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)", stamp)
+    if not match or match.group(1).startswith("0001-"):
+        return None
+    fraction = (match.group(2) or "")[:7]  # microseconds: what datetime holds
+    zone = "+00:00" if match.group(3) == "Z" else match.group(3)
+    return datetime.datetime.fromisoformat(match.group(1) + fraction + zone).timestamp()

@@ -7,6 +7,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from devup import compose, compose_inputs, envvars, git, mounts, remote, state
 from devup.config import Config, GroupCfg, Mode, ServiceCfg
@@ -16,6 +17,9 @@ from devup.errors import DevupError, EngineUnavailable, PreflightError, UsageErr
 from devup.model import Identity
 from devup.steps import files, worktree
 from devup.workspace import Workspace
+
+if TYPE_CHECKING:
+    from devup.compose_model import Refusal
 
 
 @dataclass
@@ -250,12 +254,10 @@ def compose_models(
                 )
             except DevupError as exc:
                 raise PreflightError(f"group {gname}: invalid compose files: {exc.message}") from None
-            for refusal in model.refusals:
-                raise PreflightError(
-                    f"group {gname}: {refusal.where} sets {refusal.key}: {refusal.value}, "
-                    "which cannot exist once per session",
-                    hint=refusal.hint,
-                )
+            if not model.services:
+                raise _no_service(gname, model.profiles, mode)
+            if model.refusals:
+                raise _refused(gname, model.refusals)
             project = projects[gname]
             foreign = foreign_objects(
                 engine,
@@ -281,6 +283,39 @@ def compose_models(
                 engine_label=engine.label,
             )
         return models
+
+
+def _refused(group: str, refusals: list[Refusal]) -> PreflightError:
+    """All of a group's keys that cannot exist once per session, in one error: mailcow has four,
+    and naming only the first made the user fix them one run at a time."""
+    if len(refusals) == 1:
+        (one,) = refusals
+        return PreflightError(
+            f"group {group}: {one.where} sets {one.key}: {one.value}, which cannot exist once per session",
+            hint=one.hint,
+        )
+    lines = [f"- {r.where} sets {r.key}: {r.value}\n  ({r.hint})" for r in refusals]
+    return PreflightError(
+        f"group {group}: {len(refusals)} settings cannot exist once per session:\n" + "\n".join(lines),
+        hint="change each one as the note under it says, then run `devup up` again",
+    )
+
+
+def _no_service(group: str, profiles: list[str], mode: Mode) -> PreflightError:
+    """A group none of whose services would start: compose's `up` fails with "no service
+    selected", after the worktree was made; said here instead, with what would start one."""
+    leave_out = f"or leave group {group} out of {mode} mode (`modes` of [groups.{group}])"
+    if not profiles:
+        return PreflightError(
+            f"group {group}: no service would start: its compose files define no service",
+            hint=f"add a service to its files, {leave_out}",
+        )
+    return PreflightError(
+        f"group {group}: no service would start: every service of its compose files is behind a "
+        f"profile ({', '.join(profiles)}) and none of them is enabled",
+        hint=f'enable one with COMPOSE_PROFILES in [env] of devup.toml (e.g. COMPOSE_PROFILES = "{profiles[0]}") '
+        f"or in the .env next to the compose files, {leave_out}",
+    )
 
 
 def port_keys(

@@ -402,6 +402,15 @@ class _Run:
                 f"group {name} uses external {', '.join(shared)}: every session shares "
                 f"{'them' if len(shared) > 1 else 'it'}; devup never changes or removes external objects"
             )
+        binds = model.shared_binds()
+        if binds:
+            # Not refused: a host folder may be meant to be shared; but two sessions writing one
+            # config folder (jitsi's ~/.jitsi-meet-cfg) is a surprise unless said.
+            self.reporter.warn(
+                f"group {name} bind-mounts {', '.join(binds)} from outside the worktree: every session "
+                f"shares {'them' if len(binds) > 1 else 'it'}; for a copy per session use a folder "
+                "of the worktree (a relative path) or a named volume"
+            )
         assert self.diff is not None
         if self.diff.groups[name] == "keep":  # unchanged and running: not touched (SPEC §5.12)
             assert self.plan.previous is not None

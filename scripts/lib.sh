@@ -326,7 +326,7 @@ ensure_sshd() {
         return 0
     fi
     if ! can_apt; then
-        warn "sshd missing (not root with apt-get): the ssh:// remote-engine tests will be skipped"
+        warn "sshd missing (not root with apt-get): the ssh:// remote-engine tests will fail (DEVUP_SKIP_REMOTE_TESTS=1 skips them)"
         return 0
     fi
     local guard=""

@@ -21,6 +21,9 @@ from tests import world
 
 BUSYBOX = os.environ.get("DEVUP_TEST_BUSYBOX", "devup-local/busybox:latest")
 SKIP_DOCKER = os.environ.get("DEVUP_SKIP_DOCKER_TESTS") == "1"
+# Where no network namespace (or sshd in it) can be made, the remote-engine tests fail, unless
+# this says to skip them (tests/test_remote.py).
+SKIP_REMOTE = os.environ.get("DEVUP_SKIP_REMOTE_TESTS") == "1"
 _LEAKS: list[str] = []
 _REAL_HOME = Path.home()
 
@@ -33,6 +36,18 @@ def pytest_configure(config: pytest.Config) -> None:
                 "!" * 78,
                 "!!  DEVUP_SKIP_DOCKER_TESTS=1: the Docker end-to-end tests will NOT run.",
                 "!!  The guarantees of SPEC §5 are NOT checked by this run.",
+                "!" * 78,
+                "",
+            ]
+        )
+        print(banner, file=sys.stderr)
+    if SKIP_REMOTE:
+        banner = "\n".join(
+            [
+                "",
+                "!" * 78,
+                "!!  DEVUP_SKIP_REMOTE_TESTS=1: where no network namespace or sshd can be made,",
+                "!!  the remote-engine tests are skipped: SPEC §6 is then NOT checked by this run.",
                 "!" * 78,
                 "",
             ]

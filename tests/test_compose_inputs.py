@@ -174,3 +174,60 @@ def test_fixed_names_are_rewritten_and_external_ones_left_alone():
     assert doc["networks"]["back"]["name"] == "p_back" and "name" not in doc["networks"]["default"]
     assert "ext" not in doc["networks"]
     assert doc["volumes"]["data"]["name"] == "p_data"
+
+
+def test_a_long_syntax_port_keeps_its_mode_name_and_app_protocol():
+    """compose-corpus F2: plane's `mode: host`, zulip's `name`/`app_protocol` survive the override."""
+    data = {
+        "services": {
+            "web": {
+                "ports": [
+                    {
+                        "name": "https",
+                        "mode": "host",
+                        "target": 443,
+                        "published": "8443",
+                        "protocol": "tcp",
+                        "app_protocol": "https",
+                    },
+                    {"mode": "ingress", "target": 80, "published": "8080", "protocol": "tcp"},
+                ]
+            }
+        }
+    }
+    model = compose_model.parse(data, project="p")
+    doc = compose_model.override(model, project="p", ports={"WEB_443": 20001, "WEB_80": 20002}, labels={})
+    tag, ports = doc["services"]["web"]["ports"]
+    assert tag == "!override"
+    assert ports == [
+        {
+            "target": 443,
+            "published": "20001",
+            "protocol": "tcp",
+            "mode": "host",
+            "name": "https",
+            "app_protocol": "https",
+        },
+        {"target": 80, "published": "20002", "protocol": "tcp"},
+    ]
+
+
+def test_shared_binds_are_the_writable_host_folders_outside_the_worktree(tmp_path):
+    root = tmp_path / "wt"
+    data = {
+        "services": {
+            "web": {
+                "volumes": [
+                    {"type": "bind", "source": "/srv/jitsi-cfg", "target": "/config"},
+                    {"type": "bind", "source": str(root / "data"), "target": "/data"},
+                    {"type": "bind", "source": "/", "target": "/rootfs", "read_only": True},
+                    {"type": "volume", "source": "cache", "target": "/cache"},
+                ]
+            },
+            "side": {"volumes": [{"type": "bind", "source": str(root), "target": "/src"}]},
+        },
+        "volumes": {"cache": {}},
+    }
+    model = compose_model.parse(data, project="p", root=root)
+    assert model.shared_binds() == ["/srv/jitsi-cfg (service web)"]
+    assert model.binds["web"] == ["/srv/jitsi-cfg", str(root / "data"), "/"]  # all, for mounts.py

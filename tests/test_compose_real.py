@@ -4,12 +4,14 @@ the real engine, each checked through docker and git, with another session's obj
 from __future__ import annotations
 
 import contextlib
+import datetime
 import hashlib
 import json
 import os
 import secrets
 import subprocess
 import sys
+import time
 import urllib.request
 
 import pytest
@@ -327,6 +329,126 @@ def test_what_cannot_exist_once_per_session_is_refused_at_preflight(make, shape)
     assert_gone(repo, "h")
 
 
+def test_every_key_that_cannot_exist_once_per_session_is_named_in_one_error(make):
+    """compose-corpus F4 (mailcow has four): a user fixes them all after one run, not one a run."""
+    compose = f"""
+        services:
+          host:
+            image: {BUSYBOX}
+            network_mode: host
+          fixed:
+            image: {BUSYBOX}
+            networks:
+              net:
+                ipv4_address: 198.18.43.10
+        networks:
+          net:
+            driver_opts:
+              com.docker.network.bridge.name: br-fixed
+            ipam:
+              config:
+                - subnet: 198.18.43.0/24
+        """
+    repo = make(isolated("container") + GROUP.format(file="compose.yaml"), {"compose.yaml": compose})
+    result = repo.devup("up", "h")
+    assert result.returncode == 2, result.stderr
+    text = " ".join(result.stderr.split())
+    for message in (
+        "service host sets network_mode: host",
+        "service fixed sets networks.net.ipv4_address: 198.18.43.10",
+        "network net sets ipam.config[0].subnet: 198.18.43.0/24",
+        "network net sets driver_opts.com.docker.network.bridge.name: br-fixed",
+    ):
+        assert message in text, text
+    assert text.count("error:") == 1 and "group app" in text
+    assert "h" not in world.branches(repo.path) and repo.worktree("h") not in world.worktree_paths(repo.path)
+    assert_gone(repo, "h")
+
+
+def test_a_group_whose_services_are_all_behind_profiles_is_refused_at_preflight(make):
+    """compose-corpus F3 (hoppscotch): compose would fail `up` with "no service selected"; preflight
+    says so first, naming the profiles, and the hint's COMPOSE_PROFILES in [env] works. The
+    obsolete `version:` makes compose warn on stderr, which must not read as a profile."""
+    compose = f"""
+        version: "3.8"
+        services:
+          web:
+            image: {BUSYBOX}
+            init: true
+            command: ["sleep", "3600"]
+            profiles: [web]
+          worker:
+            image: {BUSYBOX}
+            init: true
+            command: ["sleep", "3600"]
+            profiles: [jobs, web]
+        """
+    toml = isolated("container") + GROUP.format(file="compose.yaml")
+    repo = make(toml, {"compose.yaml": compose})
+    result = repo.devup("up", "h")
+    assert result.returncode == 2, result.stderr
+    text = " ".join(result.stderr.split())
+    assert "group app: no service would start" in text, text
+    assert "profile (jobs, web) and" in text and "COMPOSE_PROFILES" in text, text
+    assert "h" not in world.branches(repo.path) and repo.worktree("h") not in world.worktree_paths(repo.path)
+    assert_gone(repo, "h")
+    repo.write("devup.toml", toml + '[env]\nCOMPOSE_PROFILES = "jobs"\n')
+    repo.commit("enable the jobs profile")
+    try:
+        repo.up_json("h")
+        assert set(containers(repo, "h")) == {"worker"}
+    finally:
+        down = repo.devup("down", "h")
+    assert down.returncode == 0, down.stderr
+    assert_gone(repo, "h")
+
+
+# --- what every session shares: said at `up`, never refused ----------------------------------
+
+
+def test_a_host_bind_outside_the_worktree_is_shared_and_up_says_so(make, tmp_path):
+    """compose-corpus F5 (jitsi's ~/.jitsi-meet-cfg): every session mounts the same host folder.
+    A folder of the worktree, a read-only host view and a named volume are not shared writes."""
+    shared = tmp_path / "shared-config"
+    shared.mkdir()
+    compose = f"""
+        services:
+          web:
+            image: {BUSYBOX}
+            init: true
+            command: ["sleep", "3600"]
+            volumes:
+              - {shared}:/config
+              - ./data:/data
+              - {tmp_path}:/host:ro
+              - cache:/cache
+          side:
+            image: {BUSYBOX}
+            init: true
+            command: ["sleep", "3600"]
+            volumes: ["./data:/data"]
+        volumes:
+          cache: {{}}
+        """
+    repo = make(isolated("container") + GROUP.format(file="compose.yaml"), {"compose.yaml": compose})
+    result = repo.devup("up", "b")
+    try:
+        assert result.returncode == 0, result.stderr
+        text = " ".join(result.stderr.split())
+        assert f"group app bind-mounts {shared} (service web)" in text, text
+        assert "every session shares it" in text, text
+        for quiet in ("(service side)", f"{tmp_path} (service", "cache (service", "/data"):
+            assert quiet not in text, text
+        assert set(world.running_containers(repo_id=repo.repo_id, session="b")) == set(
+            containers(repo, "b").values()
+        )
+        assert set(containers(repo, "b")) == {"web", "side"}
+    finally:
+        down = repo.devup("down", "b")
+    assert down.returncode == 0, down.stderr
+    assert_gone(repo, "b")
+
+
 # --- readiness: a restarting container is not up ---------------------------------------------
 
 
@@ -350,6 +472,62 @@ def test_a_crash_looping_container_fails_the_readiness_wait_and_rolls_back(make)
     assert "flap" in doc["error"]["message"] and "restart" in doc["error"]["message"]
     assert_gone(repo, "r")
     assert "r" not in world.branches(repo.path) and repo.worktree("r") not in world.worktree_paths(repo.path)
+
+
+def test_a_service_without_healthcheck_that_dies_within_min_uptime_fails_the_group(make):
+    """SPEC §3 min_uptime (default 2 s): `--wait` returns as soon as the container runs; one that
+    exits a second later and is restarted by `restart: always` was reported up."""
+    compose = f"""
+        services:
+          ok:
+            image: {BUSYBOX}
+            init: true
+            command: ["sleep", "3600"]
+          dies:
+            image: {BUSYBOX}
+            restart: always
+            command: ["sh", "-c", "sleep 1; exit 1"]
+        """
+    repo = make(isolated("container") + GROUP.format(file="compose.yaml"), {"compose.yaml": compose})
+    result = repo.devup("up", "u", "--json")
+    assert result.returncode == 1, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["status"] == "rolled_back" and doc["error"]["step"] == "group:app", doc
+    assert "dies" in doc["error"]["message"] and "min_uptime" in doc["error"]["message"], doc
+    assert "ok (" not in doc["error"]["message"], doc
+    assert_gone(repo, "u")
+    assert "u" not in world.branches(repo.path) and repo.worktree("u") not in world.worktree_paths(repo.path)
+
+
+def test_services_that_stay_up_for_min_uptime_pass_and_a_finished_one_shot_is_not_a_failure(make):
+    compose = f"""
+        services:
+          ok:
+            image: {BUSYBOX}
+            init: true
+            restart: always
+            command: ["sleep", "3600"]
+            depends_on:
+              migrate: {{condition: service_completed_successfully}}
+          migrate:
+            image: {BUSYBOX}
+            command: ["sh", "-c", "sleep 0.3; exit 0"]
+        """
+    toml = isolated("container") + GROUP.format(file="compose.yaml") + "min_uptime = 1.5\n"
+    repo = make(toml, {"compose.yaml": compose})
+    result = repo.devup("up", "s", "--json")
+    returned = time.time()
+    try:
+        assert result.returncode == 0, result.stderr
+        ok = inspect(containers(repo, "s")["ok"])
+        assert ok["State"]["Running"] and ok["RestartCount"] == 0
+        # `up` returned only once ok had run min_uptime (the local engine shares our clock).
+        started = datetime.datetime.fromisoformat(ok["State"]["StartedAt"][:26].rstrip("Z") + "+00:00")
+        assert returned - started.timestamp() >= 1.5
+    finally:
+        down = repo.devup("down", "s")
+    assert down.returncode == 0, down.stderr
+    assert_gone(repo, "s")
 
 
 # --- ports: one lease per published port, IPv6 host IPs kept --------------------------------

@@ -44,6 +44,12 @@ def load(tmp_path: Path, text: str) -> config.Config:
         ("[hooks]\npost_up = 3\n", ":2: hooks.post_up", ""),
         ('[env]\nA = "${B}"\nB = "${A}"\n', ": env.", "cycle"),
         ("[ports]\nrange = [30000, 20000]\n", ": ports", "low <= high"),
+        (
+            '[groups.a]\nfiles = ["a.yaml"]\nmin_uptime = -1\n',
+            ":3: groups.a.min_uptime",
+            "greater than or equal",
+        ),
+        ('[groups.a]\nfiles = ["a.yaml"]\nmin_uptime = "2s"\n', ":3: groups.a.min_uptime", "number"),
         ("[project\n", "devup.toml", "not valid TOML"),
     ],
 )
@@ -70,6 +76,7 @@ def test_defaults_and_hook_forms(tmp_path):
     )
     assert cfg.project.mode == "container" and cfg.ports.range == (20000, 39999)
     assert cfg.groups["infra"].modes == ["container", "hybrid"] and cfg.groups["infra"].wait_timeout == 120
+    assert cfg.groups["infra"].min_uptime == 2
     assert cfg.services["web"].modes == ["host", "hybrid"] and cfg.services["web"].stop_timeout == 10
     assert cfg.hooks.get("pre_spawn").commands == ("a", "b")
     post_up = cfg.hooks.get("post_up")

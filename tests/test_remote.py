@@ -4,7 +4,8 @@ The "remote machine" is a second Docker engine in a network namespace the harnes
 (tests/remote_engine.py), reached over TCP at the namespace's address; the local engine is the
 machine's own. What a user would check is checked: which engine runs the containers (`docker
 -H`), where the ports answer (a connection to the namespace address and to 127.0.0.1), the env
-file, git. Where network namespaces cannot be made, every test here is skipped with the reason.
+file, git. Where network namespaces (or sshd in one) cannot be made, every test here fails with
+the reason, or, with DEVUP_SKIP_REMOTE_TESTS=1, is skipped, loudly.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import urllib.request
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -44,11 +46,10 @@ def remote() -> Iterator[RemoteEngine]:
     try:
         with remote_engine(BUSYBOX) as found:
             yield found
+            return
     except Unavailable as exc:
-        reason = f"REMOTE-ENGINE TESTS NOT RUN: cannot create a network namespace with a second engine: {exc}"
-        warnings.warn(reason, stacklevel=1)
-        print(f"\n{'!' * 78}\n!! {reason}\n{'!' * 78}", file=sys.stderr)
-        pytest.skip(reason)
+        why = str(exc)
+    cannot_run(f"cannot create a network namespace with a second engine: {why}", what="REMOTE-ENGINE")
 
 
 @pytest.fixture(scope="session")
@@ -56,11 +57,24 @@ def remote_ssh(remote: RemoteEngine) -> Iterator[SshEndpoint]:
     try:
         with ssh_endpoint(remote) as found:
             yield found
+            return
     except Unavailable as exc:
-        reason = f"ssh:// TESTS NOT RUN: cannot run sshd in the namespace: {exc}"
-        warnings.warn(reason, stacklevel=1)
-        print(f"\n{'!' * 78}\n!! {reason}\n{'!' * 78}", file=sys.stderr)
-        pytest.skip(reason)
+        why = str(exc)
+    cannot_run(f"cannot run sshd in the namespace: {why}", what="ssh://")
+
+
+def cannot_run(why: str, *, what: str) -> NoReturn:
+    """These tests cannot run here: a failure, since SPEC §6 would go unchecked without a word,
+    unless DEVUP_SKIP_REMOTE_TESTS=1 asks to skip them; then the skip is loud."""
+    if not conftest.SKIP_REMOTE:
+        pytest.fail(
+            f"{what} TESTS CANNOT RUN: {why}; set DEVUP_SKIP_REMOTE_TESTS=1 to skip them (loudly) instead",
+            pytrace=False,
+        )
+    reason = f"{what} TESTS NOT RUN (DEVUP_SKIP_REMOTE_TESTS=1): {why}"
+    warnings.warn(reason, stacklevel=2)
+    print(f"\n{'!' * 78}\n!! {reason}\n{'!' * 78}", file=sys.stderr)
+    pytest.skip(reason)
 
 
 @pytest.fixture

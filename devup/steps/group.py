@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -102,6 +103,7 @@ def up(
 
     _retry_transient(attempt)
     _check_settled(eng, ident=ident, project=project, name=name, restarts_before=restarts_before)
+    _check_uptime(eng, project=project, name=name, min_uptime=cfg.min_uptime)
     # The config it runs with, resolved by compose: what a later reconcile's inverse restores.
     resolved = compose.resolved(eng, project=project, files=files, cwd=worktree, env=env)
     state.write_atomic(resolved_path(override), resolved)
@@ -215,6 +217,60 @@ def _check_settled(
             output_tail=f"containers exited or restarting: {', '.join(problems)}",
             what=f"group {name}:",
         )
+
+
+def _check_uptime(eng: Engine, *, project: str, name: str, min_uptime: float) -> None:
+    """SPEC §3: a container without a healthcheck is ready once it has run `min_uptime` seconds
+    since its last start without exiting or restarting. `--wait` accepts it as soon as it runs,
+    so a `restart: always` service that dies a second later was reported up.
+
+    One that had exited 0 when `--wait` returned is a finished one-shot compose accepted (a
+    `service_completed_successfully` dependency); one that exited otherwise, _check_settled failed.
+    """
+    if min_uptime <= 0:
+        return
+    first = {
+        cid: u
+        for cid, u in engine.uptimes(eng, project=project).items()
+        if not u.healthcheck and u.state != "exited"
+    }
+    since = time.monotonic()
+    now = first
+    while first:
+        problems = [
+            f"{was.service} ({problem})"
+            for cid, was in sorted(first.items(), key=lambda kv: kv[1].service)
+            if (problem := _run_ended(was, now.get(cid)))
+        ]
+        if problems:
+            raise CommandFailed(
+                command=f"docker compose -p {project} up -d --wait",
+                returncode=1,
+                output_tail=f"containers without a healthcheck exited or restarted within min_uptime "
+                f"({min_uptime:g} s): {', '.join(problems)}",
+                what=f"group {name}:",
+            )
+        # Each has run up_for seconds by the engine's clock; and at least as long as we have been
+        # watching it, whatever a remote engine's clock says.
+        watched = time.monotonic() - since
+        left = max(min_uptime - max(u.up_for, watched) for u in (now[c] for c in first))
+        if left <= 0:
+            return
+        time.sleep(left + 0.05)
+        now = engine.uptimes(eng, project=project)
+
+
+def _run_ended(was: engine.Uptime, now: engine.Uptime | None) -> str | None:
+    """How the run seen first ended since, if it did."""
+    if now is None:
+        return "removed"
+    if now.state == "restarting":
+        return "restarting"
+    if (now.restarts, now.started_at) != (was.restarts, was.started_at):
+        return "restarted"
+    if now.state != "running":
+        return f"{now.state}, exit {now.exit_code}"
+    return None
 
 
 @inverse("compose_down")
