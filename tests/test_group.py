@@ -59,6 +59,8 @@ def test_a_moved_port_changes_the_shared_ports_only_under_the_leases_lock(
     monkeypatch.setattr(compose, "write_override", write_override)
     monkeypatch.setattr(compose, "up", up)
     monkeypatch.setattr(group, "_check_settled", lambda *_, **__: None)
+    monkeypatch.setattr(group, "_check_uptime", lambda *_, **__: None)
+    monkeypatch.setattr(compose, "resolved", lambda *_, **__: "services: {}\n")
     ident = SimpleNamespace(
         session="s", repo=SimpleNamespace(repo_id="r"), labels=lambda name: {}, tags=lambda unit: {}
     )
@@ -67,12 +69,12 @@ def test_a_moved_port_changes_the_shared_ports_only_under_the_leases_lock(
         ident=ident,  # type: ignore[arg-type]
         name="app",
         project="p-app",
-        cfg=SimpleNamespace(files=["c.yaml"], wait_timeout=10, depends_on=[]),  # type: ignore[arg-type]
+        cfg=SimpleNamespace(files=["c.yaml"], wait_timeout=10, depends_on=[], min_uptime=0),  # type: ignore[arg-type]
         model=SimpleNamespace(services={"web": []}),  # type: ignore[arg-type]
         worktree=tmp_path,
         env={},
         ports=ports,
-        override=tmp_path / "override.yaml",
+        override=tmp_path / "app.override.yaml",
         relet=relet,
     )
     assert record.services == ["web"]
