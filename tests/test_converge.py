@@ -1,0 +1,205 @@
+"""Sessions that change (SPEC §5.12): `up` applies what changed and only that, as a transaction,
+and `--dry-run` says what it would do; the world is checked through the engine, git and /proc."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests import world
+from tests.conftest import BUSYBOX, HTTP_SERVICE, isolated
+
+
+def _svc(name: str, text: str, *, port: int | None = None) -> list[str]:
+    lines = [
+        f"  {name}:",
+        f"    image: {BUSYBOX}",
+        "    init: true",
+        f'    command: ["sh", "-c", "echo {text} > /tmp/x; exec sleep 600"]',
+    ]
+    if port:
+        lines += [f'    ports: ["{port}"]']
+    return lines
+
+
+def _compose(**services: str) -> str:
+    lines = ["services:"]
+    for name, text in services.items():
+        lines += _svc(name, text)
+    return "\n".join(lines) + "\n"
+
+
+TOML = (
+    '[groups.app]\nfiles = ["app.yaml"]\nmin_uptime = 0\n'
+    '[groups.infra]\nfiles = ["infra.yaml"]\nmin_uptime = 0\n'
+    f'[services.web]\nrun = "{HTTP_SERVICE}"\nport = true\nready = {{ http = "/" }}\n'
+    '[env]\nGREETING = "hello"\n'
+)
+
+
+@pytest.fixture
+def hybrid(make, engine):
+    return make(
+        isolated("hybrid") + TOML,
+        {"app.yaml": _compose(a1="one", a2="two"), "infra.yaml": _compose(i1="infra")},
+    )
+
+
+def _ids(repo, session: str) -> dict[str, str]:
+    """service -> container id, through the engine."""
+    out = world.docker(
+        "ps",
+        "-a",
+        "--filter",
+        f"label=dev.devup.session={session}",
+        "--filter",
+        f"label=dev.devup.repo={repo.repo_id}",
+        "--format",
+        '{{.ID}} {{.Label "com.docker.compose.service"}} {{.State}}',
+    )
+    found = {}
+    for line in out.splitlines():
+        cid, svc, state = line.split()
+        found[svc] = f"{cid} {state}"
+    return found
+
+
+def _web(repo, session: str) -> psutil.Process:
+    procs = [
+        p
+        for p in world.tagged_processes(repo_id=repo.repo_id, session=session)
+        if "http.server" in p.cmdline()
+    ]
+    assert len(procs) == 1, procs
+    return procs[0]
+
+
+def _commit_in_worktree(repo, session: str, rel: str, text: str) -> None:
+    wt = repo.worktree(session)
+    (wt / rel).write_text(text)
+    world.git(wt, "add", "-A")
+    world.git(wt, "commit", "-qm", f"change {rel}")
+
+
+def test_an_edited_compose_file_recreates_only_the_changed_service(hybrid) -> None:
+    repo = hybrid
+    assert repo.devup("up", "s").returncode == 0
+    before = _ids(repo, "s")
+    web = _web(repo, "s")
+    _commit_in_worktree(repo, "s", "app.yaml", _compose(a1="one", a2="changed"))
+    dry = repo.devup("up", "s", "--dry-run", "--json")
+    assert dry.returncode == 0, dry.stderr
+    plan = {(c["kind"], c["name"]): c["action"] for c in json.loads(dry.stdout)["changes"]}
+    assert plan[("group", "app")] == "recreate" and plan[("group", "infra")] == "keep"
+    assert plan[("container", "app/a2")] == "recreate" and plan[("container", "app/a1")] == "keep"
+    assert plan[("service", "web")] == "keep"
+    assert _ids(repo, "s") == before  # the dry run changed nothing
+    assert json.loads(repo.devup("ls", "--json").stdout)[0]["changed"] is True
+    result = repo.devup("up", "s")
+    assert result.returncode == 0, result.stderr
+    after = _ids(repo, "s")
+    assert after["a1"] == before["a1"] and after["i1"] == before["i1"]  # untouched
+    assert after["a2"] != before["a2"] and after["a2"].endswith("running")
+    assert _web(repo, "s").pid == web.pid
+    assert json.loads(repo.devup("ls", "--json").stdout)[0]["changed"] is False
+    again = repo.devup("up", "s", "--json")
+    assert again.returncode == 0 and _ids(repo, "s") == after  # converged: a no-op now
+    assert repo.devup("down", "s").returncode == 0
+
+
+def test_a_new_env_key_and_a_changed_command_apply_and_a_removed_group_keeps_its_volumes(
+    make, engine
+) -> None:
+    repo = make(
+        isolated("hybrid") + TOML,
+        {
+            "app.yaml": _compose(a1="one"),
+            "infra.yaml": "services:\n"
+            + "\n".join(_svc("i1", "infra"))
+            + "\n    volumes: [data:/data]\nvolumes:\n  data: {}\n",
+        },
+    )
+    assert repo.devup("up", "s").returncode == 0
+    web = _web(repo, "s")
+    (volume,) = world.labelled("volume", repo_id=repo.repo_id, session="s")
+    toml = (repo.path / "devup.toml").read_text()
+    toml = toml.replace('GREETING = "hello"', 'GREETING = "hello"\nEXTRA = "x"')
+    toml = toml.replace('--bind 127.0.0.1"', '--bind 127.0.0.1 --directory ."')
+    toml = toml.replace('[groups.infra]\nfiles = ["infra.yaml"]\nmin_uptime = 0\n', "")
+    (repo.path / "devup.toml").write_text(toml)
+    result = repo.devup("up", "s")
+    assert result.returncode == 0, result.stderr
+    assert "EXTRA=x" in (repo.worktree("s") / ".env.devup").read_text()
+    assert "EXTRA=x" in repo.devup("env", "s").stdout
+    restarted = _web(repo, "s")
+    assert restarted.pid != web.pid and "--directory" in restarted.cmdline()
+    assert [c for c in _ids(repo, "s") if c == "i1"] == []  # the group is down
+    assert world.labelled("volume", repo_id=repo.repo_id, session="s") == [volume]  # its data is not
+    status = repo.devup("status", "s", "--json")
+    assert any(u["kind"] == "volumes" for u in json.loads(status.stdout)["units"])
+    assert repo.devup("down", "s").returncode == 0
+    assert world.labelled("volume", repo_id=repo.repo_id, session="s") == []
+
+
+@pytest.mark.parametrize(
+    "fault",
+    ["raise@before:group:app", "raise@before:post_up", "kill@after:group:app", "kill@after:service:web"],
+)
+def test_a_failed_change_puts_the_session_back_as_it_was(hybrid, fault: str) -> None:
+    """SPEC §5.12's transaction: the failed (or killed, then recovered) reconcile leaves the same
+    container ids for unchanged services, the previous config for the changed one, the previous
+    env file byte for byte, the native service running its previous command, the same ports."""
+    repo = hybrid
+    repo.write("devup.toml", (repo.path / "devup.toml").read_text() + '[hooks]\npost_up = "true"\n')
+    repo.commit("hook")
+    assert repo.devup("up", "s").returncode == 0
+    before_ids = _ids(repo, "s")
+    env_file = repo.worktree("s") / ".env.devup"
+    before_env = env_file.read_bytes()
+    before_web = _web(repo, "s").cmdline()
+    before_ports = json.loads(repo.devup("ls", "--json").stdout)[0]["ports"]
+    _commit_in_worktree(repo, "s", "app.yaml", _compose(a1="one", a2="changed"))
+    toml = (repo.path / "devup.toml").read_text()
+    toml = toml.replace('GREETING = "hello"', 'GREETING = "bye"')
+    toml = toml.replace('--bind 127.0.0.1"', '--bind 127.0.0.1 --directory ."')
+    (repo.path / "devup.toml").write_text(toml)
+    failed = repo.devup("up", "s", "--json", env={"DEVUP_FAULT": fault})
+    if fault.startswith("kill"):
+        assert failed.returncode == -9
+        recovered = repo.devup("recover", "s")
+        assert recovered.returncode == 0, recovered.stderr
+    else:
+        assert failed.returncode == 1, failed.stderr
+        assert json.loads(failed.stdout)["status"] == "rolled_back"
+    after_ids = _ids(repo, "s")
+    assert after_ids["a1"] == before_ids["a1"] and after_ids["i1"] == before_ids["i1"]
+    assert after_ids["a2"].endswith("running")
+    seen = world.docker("exec", after_ids["a2"].split()[0], "cat", "/tmp/x").strip()
+    assert seen == "two"  # the previous config, whether recreated back or never replaced
+    assert env_file.read_bytes() == before_env
+    assert _web(repo, "s").cmdline() == before_web
+    rows = json.loads(repo.devup("ls", "--json").stdout)
+    assert rows[0]["ports"] == before_ports and rows[0]["status"] == "up"
+    assert repo.devup("status", "s").returncode == 0
+    assert repo.devup("down", "s", "--force").returncode == 0
+
+
+def test_dry_run_of_a_new_session_changes_nothing(make) -> None:
+    repo = make(isolated("host") + f'[services.web]\nrun = "{HTTP_SERVICE}"\nport = true\n')
+    state = Path(os.environ["DEVUP_HOME"])
+    before = sorted(p.relative_to(state) for p in state.rglob("*")) if state.exists() else []
+    result = repo.devup("up", "n", "--dry-run", "--json")
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["new"] is True
+    actions = {(c["kind"], c["action"]) for c in doc["changes"]}
+    assert {("worktree", "create"), ("branch", "create"), ("service", "start"), ("port", "lease")} <= actions
+    assert not repo.worktree("n").exists() and "n" not in world.branches(repo.path)
+    after = sorted(p.relative_to(state) for p in state.rglob("*")) if state.exists() else []
+    assert after == before  # no journal, lease, record or lock file
+    bad = repo.devup("up", "n", "--dry-run", "--mode", "nope")
+    assert bad.returncode == 2
