@@ -244,16 +244,28 @@ def compose_models(
                     hint="devup reads compose files from the session's branch, never from the main "
                     "checkout's working tree: commit them first",
                 )
+
+        def load(gname: str) -> compose.GroupModel | DevupError:
             try:
-                model = compose.load_model(
+                return compose.load_model(
                     engine,
                     project=projects[gname],
-                    files=[where / f for f in gcfg.files],
+                    files=[where / f for f in groups[gname].files],
                     cwd=where,
                     env=env,
                 )
             except DevupError as exc:
-                raise PreflightError(f"group {gname}: invalid compose files: {exc.message}") from None
+                return exc
+
+        # One `compose config` per group, side by side (~0.1 s each); judged in the groups' order.
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=min(4, len(groups)) or 1) as pool:
+            loaded = dict(zip(groups, pool.map(load, groups), strict=True))
+        for gname in groups:
+            model = loaded[gname]
+            if isinstance(model, DevupError):
+                raise PreflightError(f"group {gname}: invalid compose files: {model.message}") from None
             if not model.services:
                 raise _no_service(gname, model.profiles, mode)
             if model.refusals:

@@ -73,17 +73,28 @@ def up(
         # attempt reads one copy of it (a dict copy is atomic under the GIL; iterating is not).
         mine = dict(ports)
         compose.write_override(override, project=project, model=model, ports=mine, labels=ident.labels(name))
-        # Tagged like every process devup starts: if devup is killed mid-`up`, recovery stops
-        # this compose too, so it cannot create containers after the rollback.
-        result = compose.up(
-            eng,
-            project=project,
-            files=files,
-            cwd=worktree,
-            env={**env, **ident.tags(f"compose:{project}")},
-            wait_timeout=cfg.wait_timeout,
-        )
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            # The config it will run with, resolved by compose while compose brings it up: what a
+            # later reconcile's inverse restores (SPEC §5.12).
+            config = pool.submit(compose.resolved, eng, project=project, files=files, cwd=worktree, env=env)
+            # Tagged like every process devup starts: if devup is killed mid-`up`, recovery stops
+            # this compose too, so it cannot create containers after the rollback.
+            result = compose.up(
+                eng,
+                project=project,
+                files=files,
+                cwd=worktree,
+                env={**env, **ident.tags(f"compose:{project}")},
+                wait_timeout=cfg.wait_timeout,
+            )
+            resolved = config.exception() is None and config.result()
         if result.ok:
+            if resolved:
+                state.write_atomic(resolved_path(override), resolved)
+            else:  # never a stale one: a later rollback would bring back an older config
+                resolved_path(override).unlink(missing_ok=True)
             return
         failure = CommandFailed(
             command=f"docker compose -p {project} up -d --wait",
@@ -104,9 +115,6 @@ def up(
     _retry_transient(attempt)
     _check_settled(eng, ident=ident, project=project, name=name, restarts_before=restarts_before)
     _check_uptime(eng, project=project, name=name, min_uptime=cfg.min_uptime)
-    # The config it runs with, resolved by compose: what a later reconcile's inverse restores.
-    resolved = compose.resolved(eng, project=project, files=files, cwd=worktree, env=env)
-    state.write_atomic(resolved_path(override), resolved)
     return GroupRecord(
         name=name,
         project=project,
