@@ -7,6 +7,7 @@ import contextlib
 import json
 import shutil
 import time
+from pathlib import Path
 
 import pytest
 
@@ -215,3 +216,40 @@ def test_down_stops_a_hook_daemon_that_cleared_its_environment(make) -> None:
     assert "DEVUP_SESSION" not in daemon.environ()  # no tag to find it by
     assert repo.devup("down", "a").returncode == 0
     assert sleepers() == []
+
+
+def _claude_hook(repo, event: str, payload: dict) -> str:
+    """Claude Code 2.1.197's hook call, as claude-code-cli.md captured it."""
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "devup", "hook", "claude-code", {"WorktreeCreate": "worktree-create"}[event]],
+        cwd=repo.path,
+        input=json.dumps({"session_id": "b0d1cf98", "hook_event_name": event, **payload}),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_claude_code_subagent_and_self_removed_worktrees_leave_nothing_running_after_gc(make) -> None:
+    """claude-code-cli.md F1 (a subagent's hook-made worktree is kept and never removed) and F2
+    (Claude removes the worktree itself with `git worktree remove --force`): `[limits].expire`
+    bounds the first, orphan reaping the second; after `gc` nothing of either runs."""
+    repo = _host(make, 'expire = "3s"')
+    agent = _claude_hook(repo, "WorktreeCreate", {"cwd": str(repo.path), "name": "agent-a152e1a99a158c3fc"})
+    removed = _claude_hook(repo, "WorktreeCreate", {"cwd": str(repo.path), "name": "feat-u"})
+    ports = [r["ports"]["WEB"] for r in json.loads(repo.devup("ls", "--json").stdout)]
+    world.git(repo.path, "worktree", "remove", "--force", removed)  # Claude's own fallback
+    time.sleep(3.5)
+    gc = repo.devup("gc", "--json")
+    assert gc.returncode == 0, gc.stderr
+    reaped = {r["session"]: r["why"] for r in json.loads(gc.stdout)["reaped"]}
+    assert reaped == {"agent-a152e1a99a158c3fc": "expired", "feat-u": "orphaned"}
+    assert world.tagged_processes(repo_id=repo.repo_id) == []
+    assert json.loads(repo.devup("ls", "--json").stdout) == []
+    assert not Path(agent).exists()
+    assert all(not world.port_bound(p) for p in ports)
