@@ -111,8 +111,11 @@ def find(ws: Workspace, *, on: bool | list[remote.Engine] = True) -> list[Orphan
         if lease.get("repo") == ws.repo.repo_id and lease.get("session") not in owned:
             found.append(Orphan("lease", str(port), lease.get("session", "?")))
     main = ws.repo.root.resolve()
+    # A session's worktree is never an orphan, whatever mark it carries: one attached after its
+    # own session's record was lost still holds that session's mark (new-M1).
+    in_use = {Path(r.worktree).resolve() for r in _records(ws)}
     for wt in git.worktrees(ws.repo.root)[1:]:  # the first one listed is the main checkout
-        if wt.path.resolve() == main:
+        if wt.path.resolve() == main or wt.path.resolve() in in_use:
             continue  # never the main checkout, whatever [project].worktrees says
         mark = worktree.read_mark(ws.repo.common_dir, wt.path)
         # Only a worktree devup made for a session carries the mark; a hand-made one, another

@@ -84,6 +84,11 @@ def down(
         if record.created_worktree and not record.attached and not keep_worktree:
             with _step(reporter, "worktree"):
                 worktree.remove_session_worktree(root=ws.repo.root, path=wt)
+        else:
+            # The worktree stays (--keep-worktree, attached, adopted): devup's mark goes before
+            # the record does, or the next `gc` would take it for an orphan of devup's and
+            # remove what `down` just said it kept (hostile-input new-M1).
+            worktree.drop_mark(ws.repo.common_dir, wt)
         state.release_ports(repo_id=ws.repo.repo_id, session=name)
         shutil.rmtree(ws.repo.session_dir(name), ignore_errors=True)
         ws.repo.record(name).unlink(missing_ok=True)

@@ -86,18 +86,35 @@ def write_mark(worktree: Path, *, repo_id: str, session: str) -> None:
 def read_mark(common_dir: Path, worktree: Path) -> dict[str, str] | None:
     """The mark of the registered worktree at `worktree`, found through the registration
     (`<common-dir>/worktrees/<id>/gitdir`), so a worktree folder deleted by hand still counts."""
+    private = _registration(common_dir, worktree)
+    try:
+        data = json.loads((private / MARK_FILE).read_text(encoding="utf-8")) if private else None
+    except (OSError, ValueError):
+        return None
+    if isinstance(data, dict) and all(isinstance(data.get(k), str) for k in ("repo_id", "session")):
+        return {"repo_id": data["repo_id"], "session": data["session"]}
+    return None
+
+
+def drop_mark(common_dir: Path, worktree: Path) -> None:
+    """Take devup's mark off the worktree at `worktree`: it is no longer devup's to remove (a
+    `down` that keeps it, an attach that hands it to the user); none there is success."""
+    private = _registration(common_dir, worktree)
+    if private is not None:
+        (private / MARK_FILE).unlink(missing_ok=True)
+
+
+def _registration(common_dir: Path, worktree: Path) -> Path | None:
+    """The private git dir (`<common-dir>/worktrees/<id>`) registered for `worktree`."""
     target = worktree.resolve()
     registrations = common_dir / "worktrees"
     for private in sorted(registrations.iterdir()) if registrations.is_dir() else []:
         try:
             checkout = Path((private / "gitdir").read_text(encoding="utf-8").strip()).parent
-            if checkout.resolve() != target:
-                continue
-            data = json.loads((private / MARK_FILE).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
-        if isinstance(data, dict) and all(isinstance(data.get(k), str) for k in ("repo_id", "session")):
-            return {"repo_id": data["repo_id"], "session": data["session"]}
+        if checkout.resolve() == target:
+            return private
     return None
 
 

@@ -1,0 +1,71 @@
+"""The second hostile-input audit (findings/hostile-input.md, new-M* and new-L*): where devup acts,
+what it keeps, and what a hostile or unlucky machine does to it. End to end: real git, real
+processes, the real engine; the world is checked from outside (files, git, /proc)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests import world
+from tests.conftest import HTTP_SERVICE, Repo, isolated
+
+HOST = (
+    isolated("host")
+    + f"""
+[services.web]
+run = "{HTTP_SERVICE}"
+port = true
+ready = {{ tcp = true }}
+ready_timeout = 30
+"""
+)
+
+
+def state_dir(repo: Repo) -> Path:
+    return repo.tmp / "state" / "repos" / repo.repo_id
+
+
+def gc_worktrees(repo: Repo) -> list[str]:
+    """Run `gc`; the worktrees it listed as orphans."""
+    result = repo.devup("gc", "--json")
+    assert result.returncode == 0, result.stderr
+    return [o["name"] for o in json.loads(result.stdout)["orphans"] if o["kind"] == "worktree"]
+
+
+# --- new-M1: gc never removes a worktree devup kept or attached ------------------------------
+
+
+def test_gc_never_removes_a_worktree_that_down_kept(make):
+    repo = make(HOST)
+    assert repo.devup("up", "kw").returncode == 0
+    wt = repo.worktree("kw")
+    (wt / "notes.txt").write_text("mine\n")
+    world.git(wt, "add", "notes.txt")
+    world.git(wt, "commit", "-qm", "notes")  # a clean worktree: gc's dirty check does not save it
+
+    result = repo.devup("down", "kw", "--keep-worktree")
+    assert result.returncode == 0, result.stderr
+    assert gc_worktrees(repo) == []
+    assert wt in world.worktree_paths(repo.path) and (wt / "notes.txt").read_text() == "mine\n"
+
+
+def test_gc_never_removes_an_attached_worktree_up_or_down(make):
+    repo = make(HOST)
+    assert repo.devup("up", "orphan").returncode == 0
+    # The record is lost (a restored disk, a hand `rm`): the worktree still carries devup's mark
+    # for `orphan`, and attaching it makes it the user's.
+    (state_dir(repo) / "sessions" / "orphan.json").unlink()
+    wt = repo.worktree("orphan")
+    attached = repo.devup("up", "kw2", "--worktree", str(wt))
+    assert attached.returncode == 0, attached.stderr
+
+    assert gc_worktrees(repo) == []
+    assert wt in world.worktree_paths(repo.path)
+    assert world.tagged_processes(repo_id=repo.repo_id, session="kw2")  # kw2 still runs
+
+    down = repo.devup("down", "kw2")
+    assert down.returncode == 0, down.stderr
+    assert "kept" in down.stdout + down.stderr
+    assert gc_worktrees(repo) == []
+    assert wt in world.worktree_paths(repo.path) and wt.is_dir()
