@@ -236,13 +236,15 @@ def test_second_sigint_stops_the_rollback_and_recover_finishes(make):
 def test_failed_inverse_exits_3_and_recover_finishes_once_fixed(make, tmp_path):
     ok = tmp_path / "undo-may-run"
     undo = 'test -e \\"$UNDO_OK\\" || { echo cannot-unseed; exit 9; }'
-    repo = make(host_toml(hooks=f'post_up = {{ run = "true", undo = "{undo}" }}'))
+    # pre_up's undo runs in the main checkout, which the rollback keeps: it can be retried there.
+    # (An undo whose folder the rollback removed is reported once and never run elsewhere.)
+    repo = make(host_toml(hooks=f'pre_up = {{ run = "true", undo = "{undo}" }}'))
     env = {"UNDO_OK": str(ok)}
-    result, doc = run_json(repo, "up", "f", env={**env, "DEVUP_FAULT": "raise@after:post_up"})
+    result, doc = run_json(repo, "up", "f", env={**env, "DEVUP_FAULT": "raise@after:service:web"})
     assert result.returncode == 3, result.stderr
-    assert doc["status"] == "rollback_incomplete" and doc["error"]["step"] == "post_up"
+    assert doc["status"] == "rollback_incomplete" and doc["error"]["step"] == "service:web"
     [leftover] = doc["leftovers"]
-    assert "undo of hook post_up" in leftover and "exited 9" in leftover and "cannot-unseed" in leftover
+    assert "undo of hook pre_up" in leftover and "exited 9" in leftover and "cannot-unseed" in leftover
     assert "devup recover f" in result.stderr
     # Everything else was undone past the failure.
     assert not repo.worktree("f").exists() and "f" not in world.branches(repo.path)

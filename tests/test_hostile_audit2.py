@@ -5,6 +5,7 @@ processes, the real engine; the world is checked from outside (files, git, /proc
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 from tests import world
@@ -69,3 +70,29 @@ def test_gc_never_removes_an_attached_worktree_up_or_down(make):
     assert "kept" in down.stdout + down.stderr
     assert gc_worktrees(repo) == []
     assert wt in world.worktree_paths(repo.path) and wt.is_dir()
+
+
+# --- new-M2: a hook's undo never runs outside its own folder ----------------------------------
+
+
+def test_a_hook_undo_whose_folder_is_gone_is_a_leftover_and_never_runs_elsewhere(make, tmp_path):
+    ran_in = tmp_path / "undo-ran-in"
+    repo = make(HOST + f'[hooks]\npost_up = {{ run = "true", undo = "pwd > {ran_in}" }}\n')
+    killed = repo.devup("up", "h1", env={"DEVUP_FAULT": "kill@after:post_up"})
+    assert killed.returncode == -9, killed.stderr
+    wt = repo.worktree("h1")
+    shutil.rmtree(wt)  # an agent tool, or a person, removed the worktree meanwhile
+
+    recovered = repo.devup("recover", "h1")
+    assert recovered.returncode == 3, recovered.stdout + recovered.stderr
+    said = recovered.stdout + recovered.stderr
+    assert "undo of hook post_up" in said and f"{wt} is gone" in said and f"pwd > {ran_in}" in said
+    assert not ran_in.exists()  # not in /, not in the main checkout, nowhere
+    # The rest was undone; what can never run is reported once, so recover finishes.
+    assert world.tagged_processes(repo_id=repo.repo_id, session="h1") == []
+    again = repo.devup("recover", "h1")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert not ran_in.exists()
+    assert wt not in world.worktree_paths(repo.path)
+    assert "h1" not in world.branches(repo.path)
+    assert json.loads(repo.devup("ls", "--json").stdout) == []
