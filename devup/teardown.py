@@ -75,7 +75,14 @@ def down(
         ident = _ident(ws, record)
         wt = Path(record.worktree)
         env = {**record.env}
-        _hook(settings.pre_down, ident, wt if wt.is_dir() else ws.repo.root, env, reporter)
+        if wt.is_dir():
+            _hook(settings.pre_down, ident, wt, env, reporter)
+        elif settings.pre_down is not None:
+            # A hook runs only in its own folder (SPEC §5.14): a cleanup written for the worktree
+            # (`git clean -fdX`, `make clean`) must never meet the main checkout (new-M3).
+            reporter.note(
+                f"hook pre_down skipped: the worktree {wt} is gone (a hook runs only in its own folder)"
+            )
         _stop_services(ws, record, reporter, "service")
         _each_group_in_reverse(
             record, lambda g: compose.down(where, project=g.project, volumes=True), reporter, "group"

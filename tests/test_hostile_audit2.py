@@ -96,3 +96,24 @@ def test_a_hook_undo_whose_folder_is_gone_is_a_leftover_and_never_runs_elsewhere
     assert wt not in world.worktree_paths(repo.path)
     assert "h1" not in world.branches(repo.path)
     assert json.loads(repo.devup("ls", "--json").stdout) == []
+
+
+# --- new-M3: pre_down runs in the worktree or not at all --------------------------------------
+
+
+def test_pre_down_is_skipped_with_a_note_when_the_worktree_is_gone(make, tmp_path):
+    ran_in = tmp_path / "pre-down-ran-in"
+    repo = make(HOST + f'[hooks]\npre_down = "pwd > {ran_in}"\n')
+    assert repo.devup("up", "here").returncode == 0
+    assert repo.devup("down", "here").returncode == 0
+    assert ran_in.read_text().strip() == str(repo.worktree("here"))  # its own folder
+    ran_in.unlink()
+
+    assert repo.devup("up", "pd").returncode == 0
+    shutil.rmtree(repo.worktree("pd"))
+    down = repo.devup("down", "pd")
+    assert down.returncode == 0, down.stderr
+    assert not ran_in.exists()  # never in the main checkout
+    assert "pre_down skipped" in down.stdout + down.stderr
+    assert world.tagged_processes(repo_id=repo.repo_id, session="pd") == []
+    assert json.loads(repo.devup("ls", "--json").stdout) == []
