@@ -4,9 +4,15 @@ processes, the real engine; the world is checked from outside (files, git, /proc
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
+import signal
+import time
 from pathlib import Path
+
+import pytest
 
 from tests import world
 from tests.conftest import HTTP_SERVICE, Repo, isolated
@@ -117,3 +123,27 @@ def test_pre_down_is_skipped_with_a_note_when_the_worktree_is_gone(make, tmp_pat
     assert "pre_down skipped" in down.stdout + down.stderr
     assert world.tagged_processes(repo_id=repo.repo_id, session="pd") == []
     assert json.loads(repo.devup("ls", "--json").stdout) == []
+
+
+# --- new-M4: a repository's git hook that backgrounds a process never holds `up` ---------------
+
+
+@pytest.mark.parametrize("child", ["sleep 20", "setsid sleep 20"])
+def test_a_git_hook_that_leaves_a_background_child_does_not_hold_up(make, tmp_path, child):
+    pids = tmp_path / "hook-children"
+    repo = make(HOST)
+    hook = repo.path / ".git" / "hooks" / "post-checkout"
+    hook.write_text(f"#!/bin/sh\n{child} &\necho $! >> {pids}\n")
+    hook.chmod(0o755)
+    try:
+        started = time.monotonic()
+        result = repo.devup("up", "g1")
+        elapsed = time.monotonic() - started
+        assert result.returncode == 0, result.stderr
+        assert pids.exists()  # the hook ran, and its child was still there when git returned
+        assert elapsed < 10, f"up took {elapsed:.1f} s: it waited for the hook's child"
+        assert repo.devup("down", "g1").returncode == 0
+    finally:
+        for pid in pids.read_text().split() if pids.exists() else []:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
