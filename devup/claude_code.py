@@ -86,9 +86,7 @@ def worktree_create(payload: dict[str, Any], reporter: Reporter) -> Path:
             "the payload names no worktree (neither `name` nor `worktree_name`)",
             hint='run it as Claude Code\'s WorktreeCreate hook, or pass {"name": ...}',
         )
-    name = attach.slugify(raw)
-    if not name:
-        raise PayloadError(f"worktree name {raw!r} gives no usable session name")
+    name = attach.agent_session_name(raw)
     ws = open_workspace(Path(_text(payload, "cwd") or os.getcwd()))
     base = _text(payload, "base_commit", "base_ref")
     if name != raw:

@@ -9,11 +9,14 @@ import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from devup.paths import NAME_RE
 from tests import world
 from tests.conftest import HTTP_SERVICE, Repo, isolated
 
@@ -147,3 +150,41 @@ def test_a_git_hook_that_leaves_a_background_child_does_not_hold_up(make, tmp_pa
         for pid in pids.read_text().split() if pids.exists() else []:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(int(pid), signal.SIGKILL)
+
+
+# --- new-M5: agent worktree names never share a session ---------------------------------------
+
+
+def create_hook(repo: Repo, name: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "devup", "hook", "claude-code", "worktree-create"],
+        cwd=repo.path,
+        input=json.dumps({"hook_event_name": "WorktreeCreate", "cwd": str(repo.path), "name": name}),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_agent_worktree_names_that_slug_alike_never_share_a_session(make):
+    repo = make(isolated("host"))
+    long = "implement-the-new-login-page-with-oauth-part-"
+    names = ["Agent One", "agent_one", "agent/one", "agent-one", long + "1", long + "2"]
+    made = {}
+    for name in names:
+        result = create_hook(repo, name)
+        assert result.returncode == 0, (name, result.stderr)
+        made[name] = Path(result.stdout.strip())
+    assert len(set(made.values())) == len(names), made  # six worktrees, one per name
+    listed = json.loads(repo.devup("ls", "--json").stdout)
+    assert len({s["session"] for s in listed}) == len(names)
+    for session in listed:
+        assert NAME_RE.fullmatch(session["session"]), session["session"]
+    assert made["agent-one"] == repo.worktree("agent-one")  # a valid NAME is used as it is
+    worktrees = world.worktree_paths(repo.path)
+    assert all(path in worktrees for path in made.values())
+    # The same name again is the same session.
+    again = create_hook(repo, "Agent One")
+    assert again.returncode == 0, again.stderr
+    assert Path(again.stdout.strip()) == made["Agent One"]
+    assert len(json.loads(repo.devup("ls", "--json").stdout)) == len(names)
