@@ -280,6 +280,7 @@ def compose_models(
                 local_roots=[wt.path, ws.repo.root, Path.home()],
                 engine_label=engine.label,
             )
+            mounts.refuse_host_volumes(models=models, engine_label=engine.label)
         return models
 
 

@@ -18,7 +18,7 @@ import pytest
 
 from devup.paths import NAME_RE
 from tests import world
-from tests.conftest import HTTP_SERVICE, Repo, isolated
+from tests.conftest import BUSYBOX, HTTP_SERVICE, Repo, isolated
 
 HOST = (
     isolated("host")
@@ -188,3 +188,65 @@ def test_agent_worktree_names_that_slug_alike_never_share_a_session(make):
     assert again.returncode == 0, again.stderr
     assert Path(again.stdout.strip()) == made["Agent One"]
     assert len(json.loads(repo.devup("ls", "--json").stdout)) == len(names)
+
+
+# --- new-M6: a volume that binds a host folder is not session data ----------------------------
+
+
+def host_volume_compose(folder: Path) -> str:
+    return f"""
+services:
+  store:
+    image: {BUSYBOX}
+    init: true
+    command: ["sh", "-c", "echo mine > /data/own && exec sleep 600"]
+    volumes: [data:/data, shared:/host]
+volumes:
+  data: {{}}
+  shared:
+    driver_opts: {{type: none, o: bind, device: {folder}}}
+"""
+
+
+@pytest.mark.docker
+@pytest.mark.usefixtures("engine")
+def test_a_volume_that_binds_a_host_folder_is_left_out_of_snapshots_clones_and_restores(make, tmp_path):
+    folder = tmp_path / "shared-host-folder"
+    folder.mkdir()
+    (folder / "precious").write_text("every session's\n")
+    repo = make(
+        isolated("container") + '[groups.db]\nfiles = ["compose/db.yaml"]\n',
+        {"compose/db.yaml": host_volume_compose(folder)},
+    )
+    try:
+        repo.up_json("s1")
+        created = repo.devup("snapshot", "create", "s1", "--as", "snap1", "--json")
+        assert created.returncode == 0, created.stderr
+        [snap] = [
+            s for s in json.loads(repo.devup("snapshot", "ls", "--json").stdout) if s["snapshot"] == "snap1"
+        ]
+        assert [v["key"] for v in snap["volumes"]] == ["data"]  # never the host folder
+
+        (folder / "later").write_text("written after the snapshot\n")
+        restored = repo.devup("snapshot", "restore", "s1", "snap1", "--json")
+        assert restored.returncode == 0, restored.stderr
+        assert sorted(p.name for p in folder.iterdir()) == [
+            "later",
+            "precious",
+        ]  # not emptied, not rolled back
+
+        repo.up_json("s2", "--from", "s1")
+        (folder / "after-clone").write_text("seen by every session\n")
+        [container] = world.running_containers(repo_id=repo.repo_id, session="s2")
+        seen = subprocess.run(
+            ["docker", "exec", container, "cat", "/host/after-clone"], capture_output=True, text=True
+        )
+        assert seen.returncode == 0 and seen.stdout == "seen by every session\n", (
+            seen.stderr
+        )  # the folder itself
+        assert (folder / "precious").read_text() == "every session's\n"
+    finally:
+        for name in ("s1", "s2"):
+            repo.devup("down", name, "--force")
+        for snap in json.loads(repo.devup("snapshot", "ls", "--json").stdout or "[]"):
+            repo.devup("snapshot", "rm", snap["snapshot"])

@@ -449,6 +449,24 @@ def test_bind_mount_of_a_local_path_on_a_remote_engine_is_exit_2_and_changes_not
     assert json.loads(repo.devup("ls", "--json").stdout) == []
 
 
+def test_a_volume_binding_a_host_path_on_a_remote_engine_is_exit_2_and_changes_nothing(rmake, remote):
+    # A named volume whose driver_opts bind a host path is a bind mount in disguise (new-M6).
+    compose = compose_service("store", port=8080, volume="pgdata").replace(
+        "  pgdata: {}", "  pgdata:\n    driver_opts: {type: none, o: bind, device: /srv/pgdata}"
+    )
+    assert "driver_opts" in compose
+    repo = rmake(group_toml(), {"compose/db.yaml": compose})
+    result = repo.devup("up", "hv", "--context", CONTEXT)
+    assert result.returncode == 2, result.stderr
+    assert "group db" in result.stderr and "service store" in result.stderr
+    assert "pgdata" in result.stderr and "/srv/pgdata" in result.stderr
+    for kind in ("container", "volume"):
+        assert remote.labelled(kind, repo_id=repo.repo_id) == [], kind
+    assert "hv" not in world.branches(repo.path)
+    assert not repo.worktree("hv").exists()
+    assert json.loads(repo.devup("ls", "--json").stdout) == []
+
+
 def test_a_remote_engine_that_does_not_answer_is_named_and_nothing_is_made(rmake, remote):
     repo = rmake(group_toml(), DB)
     dead = f"tcp://{remote.address}:2376"  # the namespace's address, a port nothing listens on
