@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -250,3 +251,28 @@ def test_a_volume_that_binds_a_host_folder_is_left_out_of_snapshots_clones_and_r
             repo.devup("down", name, "--force")
         for snap in json.loads(repo.devup("snapshot", "ls", "--json").stdout or "[]"):
             repo.devup("snapshot", "rm", snap["snapshot"])
+
+
+# --- new-L1: a FIFO in the state folder hangs nothing --------------------------------------
+
+
+@pytest.mark.parametrize("where", ["sessions/zz.json", "journals/zz.jsonl", "locks/zz.lock"])
+def test_a_fifo_in_the_state_folder_affects_only_its_session(make, where):
+    repo = make(HOST)
+    assert repo.devup("up", "good").returncode == 0
+    fifo = state_dir(repo) / where
+    fifo.parent.mkdir(parents=True, exist_ok=True)
+    os.mkfifo(fifo, 0o600)
+    for args in (("ls", "--json"), ("gc", "--dry-run"), ("gc",), ("status", "good"), ("recover", "good")):
+        try:
+            result = repo.devup(*args, timeout=30)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"`devup {' '.join(args)}` hung on the FIFO {where}")
+        assert result.returncode == 0, (args, result.stderr)
+        assert "Traceback" not in result.stderr
+    listed = json.loads(repo.devup("ls", "--json", timeout=30).stdout)
+    assert "good" in [s["session"] for s in listed]
+    assert world.tagged_processes(repo_id=repo.repo_id, session="good")
+    assert repo.worktree("good") in world.worktree_paths(repo.path)
+    assert stat.S_ISFIFO(fifo.lstat().st_mode)  # left for the user to look at, not removed
+    assert repo.devup("down", "good", timeout=30).returncode == 0
