@@ -276,3 +276,38 @@ def test_a_fifo_in_the_state_folder_affects_only_its_session(make, where):
     assert repo.worktree("good") in world.worktree_paths(repo.path)
     assert stat.S_ISFIFO(fifo.lstat().st_mode)  # left for the user to look at, not removed
     assert repo.devup("down", "good", timeout=30).returncode == 0
+
+
+# --- new-L2: a closed stderr (or stdout) is no reason to fail -------------------------------
+
+
+def devup_closed(repo: Repo, shell_redirect: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """devup with one of its standard descriptors closed by the shell (`2>&-`, `>&-`)."""
+    return subprocess.run(
+        ["sh", "-c", f'exec "$@" {shell_redirect}', "sh", sys.executable, "-m", "devup", *args],
+        cwd=repo.path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_devup_does_its_job_with_stderr_or_stdout_closed(make):
+    repo = make(HOST)
+    up = devup_closed(repo, "2>&-", "up", "closed", "--json")
+    assert up.returncode == 0, up.stdout
+    assert json.loads(up.stdout)["status"] == "up"
+    assert repo.worktree("closed") in world.worktree_paths(repo.path)
+    assert world.tagged_processes(repo_id=repo.repo_id, session="closed")
+
+    listed = devup_closed(repo, "2>&-", "ls")
+    assert listed.returncode == 0 and "closed" in listed.stdout
+    assert devup_closed(repo, "2>&-", "status", "nosuch").returncode == 2
+    assert devup_closed(repo, ">&-", "ls").returncode == 0
+    assert devup_closed(repo, ">&-", "path", "closed").returncode == 0
+    assert devup_closed(repo, "<&- 2>&-", "env", "closed").returncode == 0
+
+    down = devup_closed(repo, "2>&-", "down", "closed")
+    assert down.returncode == 0, down.stdout
+    assert repo.worktree("closed") not in world.worktree_paths(repo.path)
+    assert world.tagged_processes(repo_id=repo.repo_id, session="closed") == []
