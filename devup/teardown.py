@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from devup import compose, dag, git, paths, processes, recovery, remote, run, state
+from devup import compose, dag, envvars, git, paths, processes, recovery, remote, run, state
 from devup.errors import DevupError, NoSuchSession
 from devup.hookspec import Hook, teardown_settings
 from devup.model import Identity
@@ -87,7 +87,7 @@ def down(
         _each_group_in_reverse(
             record, lambda g: compose.down(where, project=g.project, volumes=True), reporter, "group"
         )
-        (wt / paths.ENV_FILE).unlink(missing_ok=True)
+        _remove_env_file(wt / paths.ENV_FILE, attached=record.attached)
         if record.created_worktree and not record.attached and not keep_worktree:
             with _step(reporter, "worktree"):
                 worktree.remove_session_worktree(root=ws.repo.root, path=wt)
@@ -142,6 +142,13 @@ def _in_reverse(
             work(name)
 
     dag.run(dependents, one)
+
+
+def _remove_env_file(path: Path, *, attached: bool) -> None:
+    """The session's env file goes; in an attached worktree (the user's) only while it is still
+    devup's: one the user put in its place since is theirs (new-L6)."""
+    if not attached or envvars.written_by_devup(path):
+        path.unlink(missing_ok=True)
 
 
 def _refuse_if_dirty(record: state.SessionRecord, copied: tuple[str, ...]) -> None:

@@ -311,3 +311,35 @@ def test_devup_does_its_job_with_stderr_or_stdout_closed(make):
     assert down.returncode == 0, down.stdout
     assert repo.worktree("closed") not in world.worktree_paths(repo.path)
     assert world.tagged_processes(repo_id=repo.repo_id, session="closed") == []
+
+
+# --- new-L6: an attached worktree's own .env.devup is never overwritten or deleted ------------
+
+
+def test_an_attached_worktrees_own_env_file_is_refused_and_never_deleted(make):
+    repo = make(HOST)
+    wt = repo.path.parent / "agent-wt"
+    world.git(repo.path, "worktree", "add", "-q", "-b", "agent-wt", str(wt))
+    own = wt / ".env.devup"
+    own.write_text("MY_SECRET=keepme\n")
+
+    refused = repo.devup("up", "--here", cwd=wt)
+    assert refused.returncode == 2, refused.stderr
+    assert ".env.devup" in refused.stderr and "did not write it" in refused.stderr
+    assert own.read_text() == "MY_SECRET=keepme\n"
+    assert json.loads(repo.devup("ls", "--json").stdout) == []
+    assert world.tagged_processes(repo_id=repo.repo_id) == []
+
+    own.unlink()
+    assert repo.devup("up", "--here", cwd=wt).returncode == 0
+    # devup's own file (a record lost since) is recognised and attached again.
+    (state_dir(repo) / "sessions" / "agent-wt.json").unlink()
+    again = repo.devup("up", "--here", cwd=wt)
+    assert again.returncode == 0, again.stderr
+    # The user puts their own file in its place: `down` leaves it.
+    own.write_text("MY_SECRET=keepme\n")
+    down = repo.devup("down", "--here", cwd=wt)
+    assert down.returncode == 0, down.stderr
+    assert own.read_text() == "MY_SECRET=keepme\n"
+    repo.devup("gc")  # what the lost record's run left running
+    assert world.tagged_processes(repo_id=repo.repo_id) == []
