@@ -380,3 +380,16 @@ def test_down_refuses_to_lose_ignored_files_but_not_the_env_file_or_unchanged_co
     (repo.worktree("forced") / "dev.sqlite").write_text("x")
     assert repo.devup("down", "forced", "--force").returncode == 0
     assert not repo.worktree("forced").exists()
+
+
+# --- new-L7: [env] never shadows devup's own variables ----------------------------------------
+
+
+@pytest.mark.parametrize("key", ["DEVUP_SESSION", "DEVUP_PORT_WEB", "DEVUP_ANYTHING", "PORT"])
+def test_an_env_key_that_shadows_devups_variables_is_a_config_error(make, key):
+    repo = make(HOST + f'[env]\nOTHER = "1"\n{key} = "x"\n')
+    result = repo.devup("up", "e1")
+    assert result.returncode == 2, result.stderr
+    assert f"env.{key}" in result.stderr and "devup.toml:" in result.stderr
+    assert "Traceback" not in result.stderr and "unexpected error" not in result.stderr
+    assert not repo.worktree("e1").exists() and "e1" not in world.branches(repo.path)
