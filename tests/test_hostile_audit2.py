@@ -5,13 +5,16 @@ processes, the real engine; the world is checked from outside (files, git, /proc
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
+import select
 import shutil
 import signal
 import stat
 import subprocess
 import sys
+import termios
 import time
 from pathlib import Path
 
@@ -393,3 +396,61 @@ def test_an_env_key_that_shadows_devups_variables_is_a_config_error(make, key):
     assert f"env.{key}" in result.stderr and "devup.toml:" in result.stderr
     assert "Traceback" not in result.stderr and "unexpected error" not in result.stderr
     assert not repo.worktree("e1").exists() and "e1" not in world.branches(repo.path)
+
+
+# --- claude-code-cli.md F4: a refused removal reaches the user's terminal ---------------------
+
+
+def run_with_terminal(args: list[str], *, cwd: Path, stdin: str) -> tuple[int, str, str]:
+    """Run `args` as Claude Code runs a hook: stdin, stdout and stderr are pipes, and the user's
+    terminal (a pseudo-terminal here) is the controlling terminal. Returns the exit code, stderr
+    and what reached the terminal."""
+    master, slave = os.openpty()
+    try:
+        proc = subprocess.Popen(
+            args,
+            cwd=cwd,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,  # setsid(), then the pty becomes the controlling terminal
+            preexec_fn=lambda: fcntl.ioctl(slave, termios.TIOCSCTTY, 0),
+            pass_fds=(slave,),
+        )
+        _, err = proc.communicate(stdin, timeout=120)
+        os.close(slave)
+        slave = -1
+        seen = b""
+        while select.select([master], [], [], 0.5)[0]:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: every writer is gone
+                break
+            if not chunk:
+                break
+            seen += chunk
+        return proc.returncode, err, seen.decode(errors="replace")
+    finally:
+        if slave >= 0:
+            os.close(slave)
+        os.close(master)
+
+
+def test_a_refused_worktree_remove_is_shown_on_the_users_terminal(make):
+    repo = make(HOST)
+    created = create_hook(repo, "agent-d")
+    assert created.returncode == 0, created.stderr
+    wt = Path(created.stdout.strip())
+    (wt / "half-done.py").write_text("print('not committed')\n")
+    payload = json.dumps({"hook_event_name": "WorktreeRemove", "worktree_path": str(wt), "cwd": str(wt)})
+    code, err, terminal = run_with_terminal(
+        [sys.executable, "-m", "devup", "hook", "claude-code", "worktree-remove"], cwd=wt, stdin=payload
+    )
+    assert code == 1, err
+    assert "half-done.py" in err  # stderr and the exit code, as before
+    assert "NOT removed" in terminal and "agent-d is still running" in terminal, terminal
+    assert "half-done.py" in terminal and "--force" in terminal, terminal
+    assert wt in world.worktree_paths(repo.path) and (wt / "half-done.py").exists()
+    assert world.tagged_processes(repo_id=repo.repo_id, session="agent-d")
+    assert repo.devup("down", "agent-d", "--force").returncode == 0
