@@ -7,6 +7,9 @@ import sys
 
 
 def main() -> None:
+    from devup.output import reopen_closed_std_streams
+
+    reopen_closed_std_streams()  # `devup ls 2>&-`: before anything (the fast path too) writes
     os.environ.setdefault("COMPOSE_STATUS_STDOUT", "0")  # as cli.main: CMD of `exec` sees the same
     try:
         from devup import fastpath

@@ -28,6 +28,23 @@ def slugify(text: str) -> str:
     return slug[:_MAX].strip("-")
 
 
+def agent_session_name(raw: str) -> str:
+    """An agent tool's worktree name as a session NAME (SPEC §8): the name itself when it is a
+    valid NAME; else its slug (cut to 31 characters) and a short hash of the raw name.
+
+    Names that slug alike (`Agent One`, `agent_one`, `agent/one`) or differ only past 40
+    characters then never share a session (hostile-input new-M5), and the same name again is
+    the same session. A name with nothing slug-able left is its hash alone.
+    """
+    if paths.NAME_RE.fullmatch(raw):
+        return raw
+    import hashlib
+
+    digest = hashlib.sha256(raw.encode("utf-8", errors="surrogatepass")).hexdigest()[:8]
+    slug = slugify(raw)[: _MAX - len(digest) - 1].strip("-")
+    return f"{slug}-{digest}" if slug else digest
+
+
 @dataclass(frozen=True)
 class Target:
     """An existing worktree of this repository that a session can attach to."""

@@ -105,9 +105,7 @@ def worktree_create(payload: dict[str, Any], reporter: Reporter) -> Path:
             "the payload names no worktree (neither `name` nor `worktree_name`)",
             hint='run it as Claude Code\'s WorktreeCreate hook, or pass {"name": ...}',
         )
-    name = attach.slugify(raw)
-    if not name:
-        raise PayloadError(f"worktree name {raw!r} gives no usable session name")
+    name = attach.agent_session_name(raw)
     ws = open_workspace(Path(_text(payload, "cwd") or os.getcwd()))
     base = _text(payload, "base_commit", "base_ref")
     if name != raw:
@@ -129,7 +127,28 @@ def worktree_remove(payload: dict[str, Any], reporter: Reporter) -> str:
     record = attach.session_at(ws, path)
     if record is None:
         return f"no devup session uses {path}: nothing to do"
-    return teardown.down(ws, record.session, reporter).message
+    try:
+        return teardown.down(ws, record.session, reporter).message
+    except DevupError as exc:
+        # Claude Code keeps a WorktreeRemove hook's stderr for its debug log and shows nothing,
+        # then exits as if the worktree were gone (claude-code-cli.md F4): say it on the
+        # user's terminal too, or the refusal (and the session still running) goes unseen.
+        _tell_terminal(
+            f"devup: worktree {path} was NOT removed; session {record.session} is still running.\n"
+            f"devup: {exc.message}\n" + (f"devup: hint: {exc.hint}\n" if exc.hint else "")
+        )
+        raise
+
+
+def _tell_terminal(text: str) -> None:
+    """Write `text` to the controlling terminal, when there is one that stderr is not already."""
+    try:
+        if os.isatty(2):
+            return  # run by hand: the error on stderr is on the screen already
+        with open("/dev/tty", "w", encoding="utf-8", errors="replace") as tty:
+            tty.write(text.replace("\n", "\r\n"))  # a raw-mode terminal (a TUI) needs the \r
+    except OSError:
+        pass  # no terminal (`claude -p` in CI): stderr and the exit code are all there is
 
 
 def _workspace_of(path: Path, cwd: str | None) -> Workspace:

@@ -72,6 +72,10 @@ class GroupModel:
     profiles: list[str] = field(default_factory=list)
     # service -> the host folders it bind-mounts writable from outside the worktree
     outside_binds: dict[str, list[str]] = field(default_factory=dict)
+    # key -> the host path a named volume binds through `driver_opts` (host_path): shared by
+    # every session, so no session data (SPEC §7), and a path of the engine's machine (§6)
+    host_volumes: dict[str, str] = field(default_factory=dict)
+    volume_mounts: dict[str, list[str]] = field(default_factory=dict)  # service -> named volumes
 
     def shared(self) -> list[str]:
         """What every session shares: external objects that are not another group's."""
@@ -96,6 +100,7 @@ def parse(data: dict[str, Any], *, project: str, root: Path | None = None) -> Gr
     joins: dict[str, list[str]] = {}
     binds: dict[str, list[str]] = {}
     outside: dict[str, list[str]] = {}
+    mounts: dict[str, list[str]] = {}
     refusals: list[Refusal] = []
     for name, svc in (data.get("services") or {}).items():
         services[name] = [
@@ -124,6 +129,13 @@ def parse(data: dict[str, Any], *, project: str, root: Path | None = None) -> Gr
         ]
         if root is not None and (written := [s for s in written if not _inside(s, root)]):
             outside[name] = written
+        named = [
+            str(v["source"])
+            for v in svc.get("volumes") or []
+            if v.get("type") == "volume" and v.get("source")
+        ]
+        if named:
+            mounts[name] = named
         mode = svc.get("network_mode")
         if mode == "host":
             refusals.append(
@@ -187,7 +199,17 @@ def parse(data: dict[str, Any], *, project: str, root: Path | None = None) -> Gr
         refusals=refusals,
         binds=binds,
         outside_binds=outside,
-        volume_names={n: session_name(project, n) for n, v in vols.items() if not v.get("external")},
+        volume_names={
+            n: session_name(project, n)
+            for n, v in vols.items()
+            if not v.get("external") and host_path(v.get("driver_opts")) is None
+        },
+        host_volumes={
+            n: path
+            for n, v in vols.items()
+            if not v.get("external") and (path := host_path(v.get("driver_opts"))) is not None
+        },
+        volume_mounts=mounts,
         digests={
             **{name: _digest(svc) for name, svc in (data.get("services") or {}).items()},
             "": _digest({"networks": nets, "volumes": vols}),
@@ -209,6 +231,21 @@ def _inside(source: str, root: Path) -> bool:
         if path == base or base in path.parents:
             return True
     return False
+
+
+def host_path(driver_opts: Any) -> str | None:
+    """The host path a volume's `driver_opts` bind (`o: bind`, or any `device`), else None.
+
+    Such a volume is a bind mount in disguise (hostile-input new-M6): its data is that folder,
+    which every session of the repository shares, so it is not a session's data to snapshot,
+    clone or restore; and on a remote engine it is a path of the engine's machine."""
+    if not isinstance(driver_opts, dict):
+        return None
+    device = driver_opts.get("device")
+    binds = "bind" in [o.strip() for o in str(driver_opts.get("o") or "").split(",")]
+    if device or binds:
+        return str(device or "(no device)")
+    return None
 
 
 def _fixed(objects: dict[str, Any], project: str) -> dict[str, str]:

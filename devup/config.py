@@ -206,6 +206,11 @@ def _check_names(path: Path, text: str, config: Config) -> None:
     for key in config.env:
         if not envvars.KEY.fullmatch(key):
             fail(("env", key), f"variable name {key!r} must match ^[A-Za-z_][A-Za-z0-9_]*$")
+        if key.startswith("DEVUP_") or key == "PORT":
+            # devup sets these itself (SPEC §4): one in [env] would shadow it (new-L7).
+            fail(
+                ("env", key), f"{key} is set by devup itself (DEVUP_* and a service's PORT); use another name"
+            )
     for name in set(config.groups) & set(config.services):
         fail(("services", name), f"{name!r} is both a group and a service")
     for name, group in config.groups.items():

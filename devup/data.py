@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from devup import engine, faults, paths, recovery, remote, run, state
+from devup import compose_model, engine, faults, paths, recovery, remote, run, state
 from devup.engine import LABEL_PROJECT, LABEL_REPO, LABEL_SESSION
 from devup.errors import (
     DevupError,
@@ -178,6 +178,8 @@ def session_volumes(ws: Workspace, record: state.SessionRecord) -> list[DataVolu
             f"{LABEL_REPO}={ws.repo.repo_id}",
         ]
         for v in engine.volumes_with(eng, labels):
+            if compose_model.host_path(v.options) is not None:
+                continue  # a host folder every session shares, not this session's data (new-M6)
             key = v.labels.get(engine.LABEL_VOLUME) or v.name.removeprefix(f"{project}_")
             image = next((c.image for c in conts if v.name in c.mounts), "") or next(
                 (c.image for c in conts if c.project == project), ""

@@ -366,6 +366,7 @@ class Volume:
     name: str
     labels: dict[str, str]
     created: str
+    options: dict[str, str] | None = None  # the driver's options (`driver_opts`)
 
 
 def _explain(exc: Exception) -> str:
@@ -388,7 +389,13 @@ def volumes_with(eng: Engine, labels: list[str]) -> list[Volume]:
     """Volumes carrying every one of `labels` (`key=value` or `key`)."""
     found = client(eng).volumes.list(filters={"label": labels})
     return [
-        Volume(v.name, dict(v.attrs.get("Labels") or {}), str(v.attrs.get("CreatedAt", ""))) for v in found
+        Volume(
+            v.name,
+            dict(v.attrs.get("Labels") or {}),
+            str(v.attrs.get("CreatedAt", "")),
+            dict(v.attrs.get("Options") or {}),
+        )
+        for v in found
     ]
 
 

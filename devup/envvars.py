@@ -7,6 +7,7 @@ import os
 import re
 import shlex
 from collections.abc import Mapping
+from pathlib import Path
 
 from devup.errors import Unrepresentable
 
@@ -142,10 +143,30 @@ def check_file_safe(env: Mapping[str, str]) -> None:
         file_value(key, value)
 
 
+# The env file's first line: how devup tells its own file from a user's of the same name in a
+# worktree it attaches to (new-L6). A comment to sh, compose's env_file and python-dotenv alike.
+ENV_FILE_HEADER = "# devup's session variables: `devup up` rewrites this file, `devup down` removes it"
+
+
 def dotenv(env: Mapping[str, str]) -> str:
-    """The env file: one `KEY=value` line per variable, each value in file_value's form."""
+    """The env file: devup's header, then one `KEY=value` line per variable, each value in
+    file_value's form."""
     check_file_safe(env)
-    return "".join(f"{key}={file_value(key, value)}\n" for key, value in env.items())
+    return ENV_FILE_HEADER + "\n" + "".join(f"{key}={file_value(key, value)}\n" for key, value in env.items())
+
+
+def written_by_devup(path: Path) -> bool:
+    """Whether the file at `path` is an env file devup wrote: a regular file (no link, no FIFO)
+    whose first line is devup's header or, written before the header was, sets DEVUP_SESSION
+    (session_vars always puts it first)."""
+    try:
+        if path.is_symlink() or not path.is_file():
+            return False
+        with path.open(encoding="utf-8") as f:
+            first = f.readline(4096).rstrip("\n")
+    except (OSError, ValueError):
+        return False
+    return first == ENV_FILE_HEADER or first.startswith("DEVUP_SESSION=")
 
 
 def shell(env: Mapping[str, str]) -> str:

@@ -113,6 +113,11 @@ class EngineUnavailable(DevupError):
     exit_code = 1
 
 
+class NotUndoable(DevupError):
+    """An inverse that no later attempt could carry out either (a hook's `undo` whose folder is
+    gone): a leftover reported once, by the unwind that found it, and not retried."""
+
+
 class EngineError(DevupError):
     """The engine refused a request (a volume, a pause, a copy)."""
 

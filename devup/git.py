@@ -101,7 +101,9 @@ def git(root: Path, *args: str) -> str:
 
 
 def _git_once(root: Path, args: tuple[str, ...]) -> runner.Result:
-    return runner.run(["git", *args], cwd=root, timeout=300, merge_stderr=False)
+    # Through files, not pipes: a repository's own git hook may leave a background child
+    # holding git's output, and `up` must not wait for it (new-M4).
+    return runner.run_through_files(["git", *args], cwd=root, timeout=300)
 
 
 @dataclass(frozen=True)

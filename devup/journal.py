@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,7 +61,9 @@ def replay(path: Path) -> Replay | None:
     wrong thing. Callers report it for this session alone (SPEC §5.3, §5.11).
     """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        # O_NONBLOCK: a FIFO put where the journal belongs must not hang every command that
+        # looks at this session (new-L1); it is refused below as no regular file.
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except FileNotFoundError:
         return None
     except OSError as exc:
@@ -69,7 +72,13 @@ def replay(path: Path) -> Replay | None:
             hint=f"inspect it, undo by hand what it lists, then delete it: {path}",
         ) from None
     try:
-        _check_trusted(path, os.fstat(fd))
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise CorruptState(
+                f"journal {path} is not a regular file; devup runs nothing from it",
+                hint=f"inspect it, undo by hand what it lists, then delete it: {path}",
+            )
+        _check_trusted(path, st)
         with os.fdopen(fd, "rb", closefd=False) as f:
             raw = f.read()
     finally:

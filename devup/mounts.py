@@ -50,3 +50,22 @@ def refuse_local_binds(
                     hint="use a named volume (copy data in with `docker cp` or an init container), "
                     "or bake the files into the image; or run this session on a local engine",
                 )
+
+
+def refuse_host_volumes(*, models: dict[str, GroupModel], engine_label: str) -> None:
+    """Exit 2 naming group, service, volume and path for the first named volume a service
+    mounts whose `driver_opts` bind a host path (hostile-input new-M6): on a remote engine that
+    path is one of the engine's machine, which devup can neither check nor make per session."""
+    for group, model in models.items():
+        for service, keys in model.volume_mounts.items():
+            for key in keys:
+                path = model.host_volumes.get(key)
+                if path is None:
+                    continue
+                raise PreflightError(
+                    f"group {group}: service {service} mounts volume {key}, whose driver_opts bind "
+                    f"the host path {path}: on the remote engine {engine_label} that is a folder of "
+                    "that machine, shared by every session",
+                    hint="use a plain named volume, or declare it `external: true` and create it on "
+                    "that engine yourself (sessions then share it); or run this session on a local engine",
+                )

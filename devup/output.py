@@ -157,7 +157,30 @@ class TolerantStream:
         return getattr(self._stream, name)
 
 
+def reopen_closed_std_streams() -> None:
+    """Point standard descriptors that were closed (`devup up x 2>&-`) at /dev/null, and give
+    Python stream objects for them (new-L2).
+
+    Python sets sys.stderr to None for a closed fd 2, and the first message devup wrote then
+    crashed it before it did anything (exit 120, silently). Left closed, the descriptor would
+    also go to the next file devup opens (a lock, a journal), which every child that inherits
+    fd 2 would then write into."""
+    for fd, name in ((0, "stdin"), (1, "stdout"), (2, "stderr")):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDONLY if fd == 0 else os.O_WRONLY)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+        if getattr(sys, name) is None:
+            # Lives as long as the process, as the interpreter's own streams do.
+            stream = open(fd, "r" if fd == 0 else "w", closefd=False, errors="backslashreplace")  # noqa: SIM115
+            setattr(sys, name, stream)
+
+
 def make_streams_tolerant() -> None:
+    reopen_closed_std_streams()
     if not isinstance(sys.stdout, TolerantStream):
         sys.stdout = TolerantStream(sys.stdout)
     if not isinstance(sys.stderr, TolerantStream):

@@ -81,6 +81,8 @@ def plan(
     wt = worktree.plan(root=ws.repo.root, path=path, branch=branch, base=start)
     _check_env_file(ws, cfg, ident, wt, mode)
     _check_env_file_ignored(ws, wt)
+    if attach is not None and previous is None:
+        _check_env_file_is_not_theirs(wt.path)
     if not wt.exists and cfg.worktree.copy_:
         commit = wt.new_from or git.rev(ws.repo.root, f"refs/heads/{wt.branch}") or "HEAD"
         files.check_branch_paths(root=ws.repo.root, commit=commit, patterns=cfg.worktree.copy_)
@@ -138,6 +140,20 @@ def _check_env_file_ignored(ws: Workspace, wt: worktree.WorktreePlan) -> None:
             f"the .gitignore of branch {wt.branch} has `{rule}`, which would let `git add -A` stage "
             f"{ENV_FILE} (the session's variables); nothing was changed",
             hint=f"remove that rule from the branch's .gitignore (devup keeps {ENV_FILE} out of git itself)",
+        )
+
+
+def _check_env_file_is_not_theirs(worktree: Path) -> None:
+    """An attached worktree's own `.env.devup` (not devup's header) is exit 2: devup would
+    overwrite it with the session's variables and `down` would delete it (new-L6, SPEC §5.6)."""
+    from devup.paths import ENV_FILE
+
+    path = worktree / ENV_FILE
+    if os.path.lexists(path) and not envvars.written_by_devup(path):
+        raise PreflightError(
+            f"{path} exists and devup did not write it: the session's variables would overwrite it, "
+            "and `devup down` would delete it; nothing was changed",
+            hint=f"rename or remove it (devup writes {ENV_FILE} itself), then attach again",
         )
 
 
@@ -294,6 +310,7 @@ def compose_models(
                 local_roots=[wt.path, ws.repo.root, Path.home()],
                 engine_label=engine.label,
             )
+            mounts.refuse_host_volumes(models=models, engine_label=engine.label)
         return models
 
 

@@ -98,6 +98,47 @@ def run(
     return result.raise_for_status(what=what, shown=shown) if check else result
 
 
+def run_through_files(
+    args: Sequence[str], *, cwd: Path, timeout: float, env: Mapping[str, str] | None = None
+) -> Result:
+    """Run to completion with stdout and stderr in anonymous temporary files, not pipes:
+    `output` is stdout, `errors` stderr, as with run(merge_stderr=False).
+
+    For git, whose hooks (a post-checkout that starts `sleep 15 &`, or a setsid'd daemon) leave
+    children holding git's output descriptors: on a pipe, waiting for its end of file waits for
+    them too (a daemon: forever; hostile-input new-M4). A file has no end to wait for, so the
+    wait is for git alone, and `timeout` bounds it."""
+    import tempfile
+
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        try:
+            proc = _start(
+                list(args),
+                cwd=cwd,
+                env=dict(env) if env is not None else None,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+            )
+        except OSError as exc:
+            return Result(tuple(args), 127, f"cannot run {args[0]}: {exc.strerror}")
+        code: int | None
+        try:
+            code = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc.pid, signal.SIGKILL)
+            proc.wait()
+            code = None
+        finally:
+            with _active_lock:
+                _active.discard(proc)
+        out.seek(0)
+        err.seek(0)
+        return Result(
+            tuple(args), code, out.read().decode(errors="replace"), err.read().decode(errors="replace")
+        )
+
+
 class _Deferral:
     """A signal that arrives while the main thread starts a child is held back until the child
     is registered: otherwise Interrupted, raised between Popen and the registration, would leave

@@ -304,6 +304,10 @@ class _Run:
         self.env = self._vars()
         self._hook("pre_up", ws.repo.root)
         with self.run.step("worktree"):
+            if self.req.attach is not None:
+                # Attached, it is the user's (SPEC §8): a mark devup left on it (a worktree of a
+                # session whose record is gone) must not let `gc` remove it later.
+                worktree.drop_mark(ws.repo.common_dir, wt_path)
             created = worktree.apply(
                 stack=self.stack,
                 root=ws.repo.root,

@@ -8,6 +8,7 @@ import errno
 import fcntl
 import json
 import os
+import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +27,7 @@ def file_lock(
     paths.ensure_dir(path.parent)
     # Read-only is enough for flock, and keeps no file of the state folder open for writing (a
     # remount read-only, or a full disk, then meets no writer of ours).
-    fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o600)
+    fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_NONBLOCK, 0o600)  # a FIFO: no hang (new-L1)
     try:
         kind = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
         if blocking:
@@ -101,7 +102,7 @@ def _flocked(st: os.stat_result, table: str) -> bool | None:
 
 def _probe(path: Path) -> bool:
     """Whether the lock is held, by trying to take it (where /proc/locks cannot tell)."""
-    fd = os.open(path, os.O_RDONLY)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO there must not hang `ls`/`gc` (new-L1)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
@@ -267,9 +268,22 @@ def _str(value: Any) -> str:
     return value
 
 
+def _read_regular(path: Path) -> bytes:
+    """The bytes of a regular file; anything else (a FIFO, which a plain read would wait on
+    forever, new-L1) is a ValueError, read as corrupt."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError("not a regular file")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            return f.read()
+    finally:
+        os.close(fd)
+
+
 def read_record(path: Path) -> SessionRecord | None:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = _read_regular(path).decode("utf-8")
         return SessionRecord.from_dict(json.loads(text))
     except FileNotFoundError:
         return None

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from devup import compose, dag, git, paths, processes, recovery, remote, run, state, usage
+from devup import compose, dag, envvars, paths, processes, recovery, remote, run, state, usage
 from devup.errors import DevupError, NoSuchSession
 from devup.hookspec import Hook, teardown_settings
 from devup.model import Identity
@@ -62,7 +62,7 @@ def down(
         settings = teardown_settings(ws.repo.root / CONFIG_NAME)
         record = ws.record(name)
         if record is not None and record.created_worktree and not keep_worktree and not force:
-            _refuse_if_dirty(record, settings.copy)
+            _refuse_if_dirty(record, settings.copy, main_checkout=ws.repo.root)
         recovery.finish(ws, name, reporter, include_kept=True).check(
             hint=f"fix the cause, then `devup down {name}` again"
         )
@@ -75,7 +75,14 @@ def down(
         ident = _ident(ws, record)
         wt = Path(record.worktree)
         env = {**record.env}
-        _hook(settings.pre_down, ident, wt if wt.is_dir() else ws.repo.root, env, reporter)
+        if wt.is_dir():
+            _hook(settings.pre_down, ident, wt, env, reporter)
+        elif settings.pre_down is not None:
+            # A hook runs only in its own folder (SPEC §5.14): a cleanup written for the worktree
+            # (`git clean -fdX`, `make clean`) must never meet the main checkout (new-M3).
+            reporter.note(
+                f"hook pre_down skipped: the worktree {wt} is gone (a hook runs only in its own folder)"
+            )
         _stop_services(ws, record, reporter, "service")
         _each_group_in_reverse(
             record, lambda g: compose.down(where, project=g.project, volumes=True), reporter, "group"
@@ -83,10 +90,15 @@ def down(
         for project in record.retired:  # groups a reconcile took down kept their data until now
             with _step(reporter, f"volumes of {project}"):
                 compose.down(where, project=project, volumes=True)
-        (wt / paths.ENV_FILE).unlink(missing_ok=True)
+        _remove_env_file(wt / paths.ENV_FILE, attached=record.attached)
         if record.created_worktree and not record.attached and not keep_worktree:
             with _step(reporter, "worktree"):
                 worktree.remove_session_worktree(root=ws.repo.root, path=wt)
+        else:
+            # The worktree stays (--keep-worktree, attached, adopted): devup's mark goes before
+            # the record does, or the next `gc` would take it for an orphan of devup's and
+            # remove what `down` just said it kept (hostile-input new-M1).
+            worktree.drop_mark(ws.repo.common_dir, wt)
         state.release_ports(repo_id=ws.repo.repo_id, session=name)
         shutil.rmtree(ws.repo.session_dir(name), ignore_errors=True)
         ws.repo.record(name).unlink(missing_ok=True)
@@ -138,15 +150,24 @@ def _in_reverse(
     dag.run(dependents, one)
 
 
-def _refuse_if_dirty(record: state.SessionRecord, copied: tuple[str, ...]) -> None:
+def _remove_env_file(path: Path, *, attached: bool) -> None:
+    """The session's env file goes; in an attached worktree (the user's) only while it is still
+    devup's: one the user put in its place since is theirs (new-L6)."""
+    if not attached or envvars.written_by_devup(path):
+        path.unlink(missing_ok=True)
+
+
+def _refuse_if_dirty(record: state.SessionRecord, copied: tuple[str, ...], *, main_checkout: Path) -> None:
+    """What removing the worktree would lose (gc's rule: ignored files too, new-L10) is exit 1."""
     wt = Path(record.worktree)
     if not wt.is_dir():
         return
-    dirty = [p for p in git.dirty_paths(wt) if p not in copied and p != paths.ENV_FILE]
+    dirty = worktree.precious_files(wt, main_checkout=main_checkout, copied=copied)
     if dirty:
         shown = ", ".join(dirty[:5]) + (f" and {len(dirty) - 5} more" if len(dirty) > 5 else "")
         raise DevupError(
-            f"worktree {wt} has uncommitted changes ({shown}); nothing was touched",
+            f"worktree {wt} has uncommitted changes or untracked or ignored files ({shown}); "
+            "nothing was touched",
             hint=f"commit or stash them, or `devup down {record.session} --keep-worktree`, or `--force` to discard them",
         )
 

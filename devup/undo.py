@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from devup.errors import DevupError, Interrupted, Leftover
+from devup.errors import DevupError, Interrupted, Leftover, NotUndoable
 from devup.journal import Journal
 from devup.remote import Engine
 
@@ -134,13 +134,15 @@ def unwind_records(
         except Interrupted:
             leftovers.extend(Leftover(r.label, "not undone: interrupted") for _, r in records[position:])
             return leftovers
-        for (ident, record), error in zip(batch, results, strict=True):
-            if error is None:
+        for (ident, record), (error, final) in zip(batch, results, strict=True):
+            if error is None or final:
                 # A full disk or a read-only state folder must not stop the unwind (SPEC
                 # §5.11): the record stays pending in the journal, and undoing it again is
-                # harmless (every inverse succeeds when its target is already gone).
+                # harmless (every inverse succeeds when its target is already gone). One that
+                # can never be carried out is reported below once and not retried, so that
+                # `devup recover` can finish.
                 _append_quietly(journal, {"op": "undone", "id": ident})
-            else:
+            if error is not None:
                 leftovers.append(Leftover(record.label, error))
             if on_undo:
                 with contextlib.suppress(Exception):  # reporting is never a reason to stop undoing
@@ -157,15 +159,17 @@ def _append_quietly(journal: Journal, entry: dict[str, Any]) -> bool:
     return True
 
 
-def _undo_batch(batch: list[tuple[int, UndoRecord]], engine: Engine) -> list[str | None]:
-    """Undo each record; None for success, else the error. One failure never stops the rest."""
+def _undo_batch(batch: list[tuple[int, UndoRecord]], engine: Engine) -> list[tuple[str | None, bool]]:
+    """Undo each record: (None, False) for success, else the error and whether it is final (no
+    later attempt could do better). One failure never stops the rest."""
 
-    def attempt(record: UndoRecord) -> str | None:
+    def attempt(record: UndoRecord) -> tuple[str | None, bool]:
         try:
             undo_one(record, engine)
         except Exception as exc:  # keep unwinding: one failed inverse must not strand the rest
-            return getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
-        return None
+            error = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+            return error, isinstance(exc, NotUndoable)
+        return None, False
 
     if len(batch) == 1:
         return [attempt(batch[0][1])]

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from devup import attach, claude_code, errors
+from devup import attach, claude_code, errors, paths
 from tests import world
 from tests.conftest import HTTP_SERVICE, Repo, busybox_web, isolated
 from tests.test_faults import session_processes
@@ -346,7 +346,10 @@ def test_create_hook_payload_variants(make, variant):
     if variant == "name":
         payload["name"] = "agent-a1b2"
     elif variant == "worktree_name":
+        # Not a NAME as it is: slugified, with a short hash of the name (SPEC §8).
         payload["worktree_name"] = "Agent_A1B2"
+        expected_branch = attach.agent_session_name("Agent_A1B2")
+        assert expected_branch.startswith("agent-a1b2-")
     elif variant == "base_commit":
         payload.update(name="agent-a1b2", base_commit=first)
     else:
@@ -437,6 +440,16 @@ def test_slugify_gives_spec_names():
     assert attach.slugify("--x--") == "x"
     assert attach.slugify("a" * 39 + "-b" + "c" * 10) == "a" * 39
     assert attach.slugify("ü/ß") == ""
+
+
+def test_agent_session_names_keep_names_apart():
+    assert attach.agent_session_name("agent-a152e1a99a158c3fc") == "agent-a152e1a99a158c3fc"
+    alike = ["Agent One", "agent_one", "agent/one", "ü/ß", "日本", "x" * 41, "x" * 40 + "y"]
+    named = [attach.agent_session_name(n) for n in alike]
+    assert len(set(named)) == len(alike) and "agent-one" not in named
+    assert all(paths.NAME_RE.fullmatch(n) for n in named), named
+    assert named[0].startswith("agent-one-") and len(named[5]) == 40
+    assert attach.agent_session_name("Agent One") == named[0]  # the same name, the same session
 
 
 def test_create_hook_failing_post_up_exits_non_zero_with_nothing_left(make):

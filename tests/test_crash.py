@@ -117,10 +117,12 @@ def test_sigkill_at_every_step_boundary(full, step, then):
         assert doc["status"] == "up" and doc["resumed"] is False
         assert len(world.running_containers(repo_id=full.repo_id, session="k")) == 2
         assert unit_processes(full, "k", "service:web")
-        down(full, "k")
+        down(full, "k", "--force")  # post_create's `.created` is an ignored file: kept without --force
         assert_no_trace(full, "k", rolled_back=False)
         return
-    result = full.devup(then, "k")
+    # After the commit the session exists: its post_create's `.created` (ignored) is kept by a
+    # plain down, so down is told to discard it.
+    result = full.devup(then, "k", *(["--force"] if then == "down" else []))
     assert result.returncode == 0, result.stderr
     assert_no_trace(full, "k")
     assert undo_marker(full, "k").exists() == (reached >= STEPS.index("post_up"))
@@ -236,13 +238,15 @@ def test_second_sigint_stops_the_rollback_and_recover_finishes(make):
 def test_failed_inverse_exits_3_and_recover_finishes_once_fixed(make, tmp_path):
     ok = tmp_path / "undo-may-run"
     undo = 'test -e \\"$UNDO_OK\\" || { echo cannot-unseed; exit 9; }'
-    repo = make(host_toml(hooks=f'post_up = {{ run = "true", undo = "{undo}" }}'))
+    # pre_up's undo runs in the main checkout, which the rollback keeps: it can be retried there.
+    # (An undo whose folder the rollback removed is reported once and never run elsewhere.)
+    repo = make(host_toml(hooks=f'pre_up = {{ run = "true", undo = "{undo}" }}'))
     env = {"UNDO_OK": str(ok)}
-    result, doc = run_json(repo, "up", "f", env={**env, "DEVUP_FAULT": "raise@after:post_up"})
+    result, doc = run_json(repo, "up", "f", env={**env, "DEVUP_FAULT": "raise@after:service:web"})
     assert result.returncode == 3, result.stderr
-    assert doc["status"] == "rollback_incomplete" and doc["error"]["step"] == "post_up"
+    assert doc["status"] == "rollback_incomplete" and doc["error"]["step"] == "service:web"
     [leftover] = doc["leftovers"]
-    assert "undo of hook post_up" in leftover and "exited 9" in leftover and "cannot-unseed" in leftover
+    assert "undo of hook pre_up" in leftover and "exited 9" in leftover and "cannot-unseed" in leftover
     assert "devup recover f" in result.stderr
     # Everything else was undone past the failure.
     assert not repo.worktree("f").exists() and "f" not in world.branches(repo.path)

@@ -473,7 +473,15 @@ def test_a_full_or_read_only_state_folder_never_stops_the_rollback(make, small_s
         (small_state / "filler").unlink()
     else:
         subprocess.run(["mount", "-o", "remount,rw", str(small_state)], check=True)
-    recover = repo.devup("recover", "f1")
+    recover = repo.devup("recover", "f1", "--json")
+    if recover.returncode == 3:
+        # The first rollback could not journal what it undid, so its worktree hooks' undos are
+        # due again, and their folder (the worktree it removed) is gone: each is reported once,
+        # never run in another folder (SPEC §5.14); the next `recover` finishes.
+        [outcome] = json.loads(recover.stdout)
+        leftovers = outcome["leftovers"]
+        assert leftovers and all("undo of hook" in lo and "is gone" in lo for lo in leftovers), leftovers
+        recover = repo.devup("recover", "f1")
     assert recover.returncode == 0, recover.stderr
     assert_nothing_left(repo, "f1")
     assert json.loads(repo.devup("ls", "--json").stdout) == []

@@ -216,7 +216,9 @@ post_up = "echo $DEVUP_HOST > hook-saw-host"
     assert f"STORE_URL=http://{remote.address}:{doc['ports']['STORE']}/" in (wt / ".env.devup").read_text()
     [proc] = world.tagged_processes(repo_id=repo.repo_id, session="h")
     assert proc.environ()["DEVUP_HOST"] == remote.address
-    down = repo.devup("down", "h", env=local_env())
+    # fetched.txt and hook-saw-host are ignored files the session made: kept without --force.
+    assert repo.devup("down", "h", env=local_env()).returncode == 1
+    down = repo.devup("down", "h", "--force", env=local_env())
     assert down.returncode == 0, down.stderr
     assert_gone(repo, remote, "h")
     assert world.tagged_processes(repo_id=repo.repo_id, session="h") == []
@@ -460,6 +462,24 @@ def test_bind_mount_of_a_local_path_on_a_remote_engine_is_exit_2_and_changes_not
     assert remote.labelled("container", repo_id=repo.repo_id) == []
     assert "b" not in world.branches(repo.path)
     assert not repo.worktree("b").exists()
+    assert json.loads(repo.devup("ls", "--json").stdout) == []
+
+
+def test_a_volume_binding_a_host_path_on_a_remote_engine_is_exit_2_and_changes_nothing(rmake, remote):
+    # A named volume whose driver_opts bind a host path is a bind mount in disguise (new-M6).
+    compose = compose_service("store", port=8080, volume="pgdata").replace(
+        "  pgdata: {}", "  pgdata:\n    driver_opts: {type: none, o: bind, device: /srv/pgdata}"
+    )
+    assert "driver_opts" in compose
+    repo = rmake(group_toml(), {"compose/db.yaml": compose})
+    result = repo.devup("up", "hv", "--context", CONTEXT)
+    assert result.returncode == 2, result.stderr
+    assert "group db" in result.stderr and "service store" in result.stderr
+    assert "pgdata" in result.stderr and "/srv/pgdata" in result.stderr
+    for kind in ("container", "volume"):
+        assert remote.labelled(kind, repo_id=repo.repo_id) == [], kind
+    assert "hv" not in world.branches(repo.path)
+    assert not repo.worktree("hv").exists()
     assert json.loads(repo.devup("ls", "--json").stdout) == []
 
 

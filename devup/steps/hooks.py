@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from devup import processes, runner
-from devup.errors import CommandFailed
+from devup.errors import CommandFailed, NotUndoable
 from devup.hookspec import Hook
 from devup.model import Identity
 from devup.undo import UndoRecord, UndoStack, inverse
@@ -78,12 +78,20 @@ def execute(*, command: str, name: str, cwd: Path, env: Mapping[str, str], timeo
 
 @inverse("hook_undo")
 def undo(args: dict[str, Any], _engine: Engine) -> None:
-    """Run a hook's `undo` command; it runs even if the hook's work is already gone."""
+    """Run a hook's `undo` command in the hook's own folder; it runs even if the hook's work is
+    already gone. When the folder is gone, it never runs elsewhere (SPEC §5.14): an undo is
+    typically relative (`rm -rf tmp/seed`, `make unseed`), and in `/` or the main checkout it
+    would act on what the session never made (hostile-input new-M2). It is a leftover instead."""
     cwd = Path(args["cwd"])
+    if not cwd.is_dir():
+        raise NotUndoable(
+            f"not run: its folder {cwd} is gone, and devup runs an undo only in its own folder; "
+            f"unless it ran before the folder went, run `{args['command']}` yourself where it belongs"
+        )
     execute(
         command=args["command"],
         name=f"{args['name']} undo",
-        cwd=cwd if cwd.is_dir() else Path("/"),
+        cwd=cwd,
         env={**os.environ, **args["env"]},
         timeout=args.get("timeout"),
     )

@@ -86,18 +86,35 @@ def write_mark(worktree: Path, *, repo_id: str, session: str) -> None:
 def read_mark(common_dir: Path, worktree: Path) -> dict[str, str] | None:
     """The mark of the registered worktree at `worktree`, found through the registration
     (`<common-dir>/worktrees/<id>/gitdir`), so a worktree folder deleted by hand still counts."""
+    private = _registration(common_dir, worktree)
+    try:
+        data = json.loads((private / MARK_FILE).read_text(encoding="utf-8")) if private else None
+    except (OSError, ValueError):
+        return None
+    if isinstance(data, dict) and all(isinstance(data.get(k), str) for k in ("repo_id", "session")):
+        return {"repo_id": data["repo_id"], "session": data["session"]}
+    return None
+
+
+def drop_mark(common_dir: Path, worktree: Path) -> None:
+    """Take devup's mark off the worktree at `worktree`: it is no longer devup's to remove (a
+    `down` that keeps it, an attach that hands it to the user); none there is success."""
+    private = _registration(common_dir, worktree)
+    if private is not None:
+        (private / MARK_FILE).unlink(missing_ok=True)
+
+
+def _registration(common_dir: Path, worktree: Path) -> Path | None:
+    """The private git dir (`<common-dir>/worktrees/<id>`) registered for `worktree`."""
     target = worktree.resolve()
     registrations = common_dir / "worktrees"
     for private in sorted(registrations.iterdir()) if registrations.is_dir() else []:
         try:
             checkout = Path((private / "gitdir").read_text(encoding="utf-8").strip()).parent
-            if checkout.resolve() != target:
-                continue
-            data = json.loads((private / MARK_FILE).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
-        if isinstance(data, dict) and all(isinstance(data.get(k), str) for k in ("repo_id", "session")):
-            return {"repo_id": data["repo_id"], "session": data["session"]}
+        if checkout.resolve() == target:
+            return private
     return None
 
 
@@ -124,6 +141,28 @@ def apply(*, stack: UndoStack, root: Path, plan: WorktreePlan, mark: dict[str, s
     if mark is not None:
         write_mark(plan.path, repo_id=mark["repo_id"], session=mark["session"])
     return True
+
+
+def precious_files(path: Path, *, main_checkout: Path, copied: tuple[str, ...]) -> list[str]:
+    """Files in the worktree at `path` that removing it would lose: uncommitted changes,
+    untracked and ignored files, except the env file and unchanged copies of `[worktree].copy`
+    files (their originals are in the main checkout). What `down` (without --force) and `gc`
+    refuse to lose."""
+    from devup.paths import ENV_FILE
+
+    found = []
+    for rel in git.dirty_paths(path, ignored=True):
+        rel = rel.rstrip("/")
+        if rel == ENV_FILE:
+            continue
+        if any(rel == c or rel.startswith(c.rstrip("/") + "/") for c in copied):
+            ours, theirs = path / rel, main_checkout / rel
+            if ours.is_file() and not ours.is_symlink() and theirs.is_file():
+                with contextlib.suppress(OSError):
+                    if ours.read_bytes() == theirs.read_bytes():
+                        continue
+        found.append(rel)
+    return found
 
 
 def remove_session_worktree(*, root: Path, path: Path) -> None:
