@@ -8,6 +8,7 @@ no record (never the main checkout, never one without the mark). Nothing else.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 from devup import engine, git, processes, remote, state
 from devup.errors import DevupError
 from devup.hookspec import teardown_settings
-from devup.paths import CONFIG_NAME
+from devup.paths import CONFIG_NAME, ENV_FILE
 from devup.recovery import busy_sessions, finish_if_idle
 from devup.report import Reporter
 from devup.steps import worktree
@@ -158,6 +159,24 @@ def run(ws: Workspace, reporter: Reporter, *, dry_run: bool, force: bool = False
     return [_remove(ws, o, force=force, copied=copied) for o in sorted(found, key=lambda o: order[o.kind])]
 
 
+def _precious(ws: Workspace, path: Path, copied: tuple[str, ...]) -> list[str]:
+    """Files in an orphan worktree that removing it would lose: uncommitted changes, untracked
+    and ignored files, except the env file and unchanged copies of `[worktree].copy` files."""
+    found = []
+    for rel in git.dirty_paths(path, ignored=True):
+        rel = rel.rstrip("/")
+        if rel == ENV_FILE:
+            continue
+        if any(rel == c or rel.startswith(c.rstrip("/") + "/") for c in copied):
+            ours, theirs = path / rel, ws.repo.root / rel
+            if ours.is_file() and not ours.is_symlink() and theirs.is_file():
+                with contextlib.suppress(OSError):
+                    if ours.read_bytes() == theirs.read_bytes():
+                        continue
+        found.append(rel)
+    return found
+
+
 def _remove(ws: Workspace, orphan: Orphan, *, force: bool, copied: tuple[str, ...]) -> Orphan:
     try:
         if orphan.kind == "process":
@@ -167,11 +186,7 @@ def _remove(ws: Workspace, orphan: Orphan, *, force: bool, copied: tuple[str, ..
             engine.remove(orphan.engine, orphan.kind, orphan.name)
         elif orphan.kind == "worktree":
             path = Path(orphan.name)
-            dirty = (
-                worktree.precious_files(path, main_checkout=ws.repo.root, copied=copied)
-                if path.is_dir() and not force
-                else []
-            )
+            dirty = _precious(ws, path, copied) if path.is_dir() and not force else []
             if dirty:
                 return Orphan(
                     orphan.kind,

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from devup import compose, dag, envvars, paths, processes, recovery, remote, run, state, usage
+from devup import compose, dag, envvars, git, paths, processes, recovery, remote, run, state, usage
 from devup.errors import DevupError, NoSuchSession
 from devup.hookspec import Hook, teardown_settings
 from devup.model import Identity
@@ -62,7 +62,7 @@ def down(
         settings = teardown_settings(ws.repo.root / CONFIG_NAME)
         record = ws.record(name)
         if record is not None and record.created_worktree and not keep_worktree and not force:
-            _refuse_if_dirty(record, settings.copy, main_checkout=ws.repo.root)
+            _refuse_if_dirty(record, settings.copy)
         recovery.finish(ws, name, reporter, include_kept=True).check(
             hint=f"fix the cause, then `devup down {name}` again"
         )
@@ -157,17 +157,15 @@ def _remove_env_file(path: Path, *, attached: bool) -> None:
         path.unlink(missing_ok=True)
 
 
-def _refuse_if_dirty(record: state.SessionRecord, copied: tuple[str, ...], *, main_checkout: Path) -> None:
-    """What removing the worktree would lose (gc's rule: ignored files too, new-L10) is exit 1."""
+def _refuse_if_dirty(record: state.SessionRecord, copied: tuple[str, ...]) -> None:
     wt = Path(record.worktree)
     if not wt.is_dir():
         return
-    dirty = worktree.precious_files(wt, main_checkout=main_checkout, copied=copied)
+    dirty = [p for p in git.dirty_paths(wt) if p not in copied and p != paths.ENV_FILE]
     if dirty:
         shown = ", ".join(dirty[:5]) + (f" and {len(dirty) - 5} more" if len(dirty) > 5 else "")
         raise DevupError(
-            f"worktree {wt} has uncommitted changes or untracked or ignored files ({shown}); "
-            "nothing was touched",
+            f"worktree {wt} has uncommitted changes ({shown}); nothing was touched",
             hint=f"commit or stash them, or `devup down {record.session} --keep-worktree`, or `--force` to discard them",
         )
 

@@ -117,12 +117,10 @@ def test_sigkill_at_every_step_boundary(full, step, then):
         assert doc["status"] == "up" and doc["resumed"] is False
         assert len(world.running_containers(repo_id=full.repo_id, session="k")) == 2
         assert unit_processes(full, "k", "service:web")
-        down(full, "k", "--force")  # post_create's `.created` is an ignored file: kept without --force
+        down(full, "k")
         assert_no_trace(full, "k", rolled_back=False)
         return
-    # After the commit the session exists: its post_create's `.created` (ignored) is kept by a
-    # plain down, so down is told to discard it.
-    result = full.devup(then, "k", *(["--force"] if then == "down" else []))
+    result = full.devup(then, "k")
     assert result.returncode == 0, result.stderr
     assert_no_trace(full, "k")
     assert undo_marker(full, "k").exists() == (reached >= STEPS.index("post_up"))

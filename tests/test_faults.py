@@ -377,5 +377,5 @@ def test_retry_after_failure_converges(full):
     assert world.tagged_processes(repo_id=full.repo_id, session="i")
     assert (full.worktree("i") / ".env.local").exists()
     assert full.up_json("i")["ports"] == doc["ports"]
-    down(full, "i", "--force")  # post_create's `.created` is an ignored file: kept without --force
+    down(full, "i")
     assert_no_trace(full, "i", rolled_back=False)

@@ -348,43 +348,6 @@ def test_an_attached_worktrees_own_env_file_is_refused_and_never_deleted(make):
     assert world.tagged_processes(repo_id=repo.repo_id) == []
 
 
-# --- new-L10: down never loses ignored files without --force ---------------------------------
-
-
-def test_down_refuses_to_lose_ignored_files_but_not_the_env_file_or_unchanged_copies(make):
-    repo = make(
-        HOST.replace("[services.web]", '[worktree]\ncopy = [".env"]\n\n[services.web]'),
-        {".gitignore": "*.sqlite\n.env\n"},
-    )
-    (repo.path / ".env").write_text("SECRET=1\n")
-    assert repo.devup("up", "l10").returncode == 0
-    wt = repo.worktree("l10")
-    assert (wt / ".env").read_text() == "SECRET=1\n" and (wt / ".env.devup").is_file()
-    (wt / "dev.sqlite").write_text("precious")
-
-    refused = repo.devup("down", "l10")
-    assert refused.returncode == 1, refused.stderr
-    assert "dev.sqlite" in refused.stderr and "nothing was touched" in refused.stderr
-    assert (wt / "dev.sqlite").read_text() == "precious"
-    assert wt in world.worktree_paths(repo.path)
-    assert world.tagged_processes(repo_id=repo.repo_id, session="l10")  # still running
-    assert [s["session"] for s in json.loads(repo.devup("ls", "--json").stdout)] == ["l10"]
-
-    (wt / "dev.sqlite").unlink()
-    (wt / ".env").write_text("SECRET=2\n")  # a changed copy is the user's work too
-    changed = repo.devup("down", "l10")
-    assert changed.returncode == 1 and ".env" in changed.stderr, changed.stderr
-    (wt / ".env").write_text("SECRET=1\n")  # unchanged copy and env file: nothing to lose
-    down = repo.devup("down", "l10")
-    assert down.returncode == 0, down.stderr
-    assert not wt.exists() and wt not in world.worktree_paths(repo.path)
-
-    assert repo.devup("up", "forced").returncode == 0
-    (repo.worktree("forced") / "dev.sqlite").write_text("x")
-    assert repo.devup("down", "forced", "--force").returncode == 0
-    assert not repo.worktree("forced").exists()
-
-
 # --- new-L7: [env] never shadows devup's own variables ----------------------------------------
 
 

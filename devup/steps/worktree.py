@@ -143,28 +143,6 @@ def apply(*, stack: UndoStack, root: Path, plan: WorktreePlan, mark: dict[str, s
     return True
 
 
-def precious_files(path: Path, *, main_checkout: Path, copied: tuple[str, ...]) -> list[str]:
-    """Files in the worktree at `path` that removing it would lose: uncommitted changes,
-    untracked and ignored files, except the env file and unchanged copies of `[worktree].copy`
-    files (their originals are in the main checkout). What `down` (without --force) and `gc`
-    refuse to lose."""
-    from devup.paths import ENV_FILE
-
-    found = []
-    for rel in git.dirty_paths(path, ignored=True):
-        rel = rel.rstrip("/")
-        if rel == ENV_FILE:
-            continue
-        if any(rel == c or rel.startswith(c.rstrip("/") + "/") for c in copied):
-            ours, theirs = path / rel, main_checkout / rel
-            if ours.is_file() and not ours.is_symlink() and theirs.is_file():
-                with contextlib.suppress(OSError):
-                    if ours.read_bytes() == theirs.read_bytes():
-                        continue
-        found.append(rel)
-    return found
-
-
 def remove_session_worktree(*, root: Path, path: Path) -> None:
     """`down`: remove a session's worktree; its branch stays (`down` never deletes a branch)."""
     _remove({"root": str(root), "path": str(path)})
