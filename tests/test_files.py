@@ -117,14 +117,18 @@ def test_all_cases_at_once_refuse_the_first_escaping_path_in_copy_order(tmp_path
 
 def _count_git(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, ...]]:
     calls: list[tuple[str, ...]] = []
-    real_run = runner.run
+    # git goes through runner.run_through_files (a hook's background child must not hold a
+    # pipe), a few reads through runner.run: both are counted.
+    for name in ("run", "run_through_files"):
+        real = getattr(runner, name)
 
-    def counting(args: Any, **kwargs: Any) -> runner.Result:
-        if args[0] == "git":
-            calls.append(tuple(args))
-        return real_run(args, **kwargs)
+        def counting(args: Any, *, _real: Any = real, **kwargs: Any) -> runner.Result:
+            if args[0] == "git":
+                calls.append(tuple(args))
+            result: runner.Result = _real(args, **kwargs)
+            return result
 
-    monkeypatch.setattr(runner, "run", counting)
+        monkeypatch.setattr(runner, name, counting)
     return calls
 
 
