@@ -190,7 +190,22 @@ def test_json_documents_have_specs_fields(make):
         "duration_s",
     }
     [row] = json.loads(repo.devup("ls", "--json").stdout)
-    assert set(row) == {"session", "status", "mode", "branch", "worktree", "ports"} and row["status"] == "up"
+    assert (
+        set(row)
+        == {
+            "session",
+            "status",
+            "mode",
+            "branch",
+            "worktree",
+            "ports",
+            "engine",
+            "last_used",
+            "expires",
+            "changed",
+        }
+        and row["status"] == "up"
+    )  # SPEC §2
     status = json.loads(repo.devup("status", "j", "--json").stdout)
     assert status["status"] == "up" and status["units"]
     failed = repo.devup("up", "j2", "--json", env={"DEVUP_FAULT": "raise@after:worktree"})
