@@ -460,6 +460,8 @@ class _Run:
         inverse starts it again as it ran."""
         assert self.plan.previous is not None
         previous = self.plan.previous
+        if not inspect.process_alive(previous.services[name]):
+            return  # not running (a stopped session): nothing to stop, nothing to bring back
         was = (previous.inputs.get("services") or {}).get(name) or {}
         with self.run.step(f"service:{name}"):
             service.stop_restorable(
