@@ -259,3 +259,76 @@ def test_load_model_failure_still_reports_what_compose_said_on_stderr(
         compose.load_model(LOCAL, project="p", files=[tmp_path / "c.yaml"], cwd=tmp_path, env={})
     assert "exited 15" in caught.value.message
     assert "services.web.image must be a string" in caught.value.message
+
+
+def test_emptiness_of_a_volume_is_read_from_the_start_of_its_archive_only(monkeypatch) -> None:
+    """code-review §5 bug 10: the streaming fallback read a whole volume into memory to learn
+    whether it was empty; now it stops at the first member past the folder itself."""
+    import io
+    import tarfile
+    from types import SimpleNamespace
+
+    from devup import engine
+    from devup.errors import EngineError
+
+    data = io.BytesIO()
+    with tarfile.open(fileobj=data, mode="w") as tar:
+        folder = tarfile.TarInfo("./")
+        folder.type = tarfile.DIRTYPE
+        tar.addfile(folder)
+        big = tarfile.TarInfo("./big")
+        big.size = 8 << 20
+        tar.addfile(big, io.BytesIO(b"\0" * big.size))
+    raw = data.getvalue()
+    chunk = 64 << 10
+    read: list[int] = []
+
+    def chunks():
+        for n, start in enumerate(range(0, len(raw), chunk)):
+            read.append(n)
+            yield raw[start : start + chunk]
+
+    api = SimpleNamespace(get_archive=lambda cid, path: (chunks(), {}))
+    monkeypatch.setattr(engine, "client", lambda eng: SimpleNamespace(api=api))
+    with pytest.raises(EngineError, match="no shell"):
+        engine._empty_via_api(remote.Engine(None, remote.DEFAULT_HOST), "cid")
+    assert len(read) <= 2 < len(raw) // chunk  # a chunk or two of 128, not the whole volume
+
+
+def test_exec_gives_cmd_the_same_environment_through_the_fast_path_and_the_cli(tmp_path, monkeypatch) -> None:
+    """code-review §5 bug 6: `exec` ran CMD with the user's DOCKER_HOST through the fast path
+    and with the session's through the CLI, depending on whether a journal file existed."""
+    import subprocess
+    import sys
+
+    from tests.conftest import make_repo
+
+    monkeypatch.setenv("DOCKER_HOST", "tcp://198.18.0.9:2375")  # the shell points elsewhere
+    repo = make_repo(tmp_path, '[project]\nmode = "host"\n')
+    up = subprocess.run(
+        [sys.executable, "-m", "devup", "up", "x"], cwd=repo.path, capture_output=True, text=True
+    )
+    assert up.returncode == 0, up.stderr
+    probe = [
+        sys.executable,
+        "-m",
+        "devup",
+        "exec",
+        "x",
+        "--",
+        "sh",
+        "-c",
+        'echo "$DOCKER_HOST|$DOCKER_CONTEXT"',
+    ]
+    fast = subprocess.run(probe, cwd=repo.path, capture_output=True, text=True)
+    journal = next((tmp_path / "state").glob("repos/*")) / "journals" / "x.jsonl"
+    journal.parent.mkdir(parents=True, exist_ok=True)
+    journal.write_text("")  # an empty journal: the fast path steps aside, the CLI answers
+    slow = subprocess.run(probe, cwd=repo.path, capture_output=True, text=True)
+    assert fast.returncode == slow.returncode == 0, (fast.stderr, slow.stderr)
+    assert fast.stdout == slow.stdout == "tcp://198.18.0.9:2375|\n"  # the session's engine, recorded
+    journal.unlink(missing_ok=True)
+    down = subprocess.run(
+        [sys.executable, "-m", "devup", "down", "x"], cwd=repo.path, capture_output=True, text=True
+    )
+    assert down.returncode == 0, down.stderr
