@@ -401,6 +401,25 @@ def test_stop_status_logs_gc_and_down_act_on_the_recorded_engine(rmake, remote):
     assert remote.labelled("container", repo_id=repo.repo_id) == []
 
 
+def test_snapshots_on_a_sessions_remote_engine_are_listed_and_removed_from_a_local_shell(rmake, remote):
+    """code-review §5 bug 4: `snapshot ls`/`rm` looked only at the configured or current engine,
+    so a snapshot made on a session's remote engine was invisible and `rm` said nothing to do."""
+    repo = rmake(group_toml(), DB)
+    repo.up_json("g", "--context", CONTEXT)
+    here = local_env()
+    made = repo.devup("snapshot", "create", "g", "--as", "far", env=here)
+    assert made.returncode == 0, made.stderr
+    assert remote.labelled("volume", repo_id=repo.repo_id) != []
+    listed = repo.devup("snapshot", "ls", "--json", env=here)
+    assert listed.returncode == 0, listed.stderr
+    assert [s["name"] for s in json.loads(listed.stdout)] == ["far"]
+    removed = repo.devup("snapshot", "rm", "far", env=here)
+    assert removed.returncode == 0 and "nothing to do" not in removed.stdout + removed.stderr, removed.stderr
+    assert json.loads(repo.devup("snapshot", "ls", "--json", env=here).stdout) == []
+    assert repo.devup("down", "g", env=here).returncode == 0
+    assert_gone(repo, remote, "g")
+
+
 def test_sigkill_during_up_then_recover_from_a_local_shell_removes_it_remotely(rmake, remote):
     slow = compose_service("store", port=8080, volume="data", delay=3)
     repo = rmake(group_toml(), {"compose/db.yaml": slow})

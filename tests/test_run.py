@@ -168,3 +168,33 @@ def test_a_group_rollback_waits_out_creates_still_in_flight(make, engine) -> Non
         else:  # what could not be removed is said, never hidden
             assert doc["status"] == "rollback_incomplete" and doc["leftovers"], doc
             assert repo.devup("recover", f"w{attempt}").returncode == 0
+
+
+@pytest.mark.docker
+def test_a_snapshot_is_complete_only_when_its_manifest_counts_its_volumes_and_the_sweep_waits_for_its_writer(
+    make, engine
+) -> None:
+    """code-review §5 bug 3: the incomplete-snapshot sweep could remove a volume that a running
+    `create` had just copied, and the snapshot then looked complete with a volume missing."""
+    from devup import data, remote
+    from devup import engine as adapter
+    from devup.workspace import open_workspace
+
+    repo = make(isolated("host"))
+    ws, eng = open_workspace(repo.path), remote.current()
+    base = {data.LABEL_REPO: repo.repo_id, data.LABEL_SNAPSHOT: "s1", data.LABEL_SOURCE: "gone"}
+    vol = data.volume_name(repo.repo_id, "s1", "g", "k")
+    manifest = data.manifest_name(repo.repo_id, "s1")
+    try:
+        adapter.create_volume(eng, vol, {**base, data.LABEL_SNAP_GROUP: "g", data.LABEL_SNAP_KEY: "k"})
+        with data._snapshot_lock(ws, "s1"):  # a `create` writing it
+            data.sweep_incomplete(ws, eng)
+            assert adapter.volume_info(eng, vol) is not None
+        adapter.create_volume(eng, manifest, {**base, data.LABEL_MANIFEST: "2"})  # it counted two
+        found = data.find(ws, "s1", eng)
+        assert found is not None and not found.complete
+        data.sweep_incomplete(ws, eng)  # nobody writes it now: what is left goes
+        assert adapter.volume_info(eng, vol) is None and adapter.volume_info(eng, manifest) is None
+    finally:
+        for name in (vol, manifest):
+            adapter.remove_volume(eng, name)
