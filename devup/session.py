@@ -86,7 +86,6 @@ def up(ws: Workspace, req: UpRequest, reporter: Reporter) -> UpResult:
         ws.config  # noqa: B018  (validates: a config error is exit 2 before anything changes)
     from devup import fleet, usage
 
-    usage.touch(ws.repo, req.name)
     # A fleet that never runs `gc` reaps itself: a stat or two per session when nothing is due.
     fleet.reap(ws, reporter, skip=req.name)
     with run.held(ws, req.name, reporter):
@@ -110,6 +109,7 @@ def up(ws: Workspace, req: UpRequest, reporter: Reporter) -> UpResult:
             and not drifted(ws, previous)
             and inspect.is_healthy(ws, previous)
         ):
+            usage.touch(ws.repo, req.name)  # a use (SPEC §5.13)
             return _result(previous, resumed=True, started=started, noop=True)
         from devup import preflight  # with the config model: pydantic, ~0.15 s a no-op `up` skips
 
@@ -284,6 +284,9 @@ class _Run:
             if failed.status == "kept":
                 state.write_record(self.ws.repo.record(self.req.name), _record(self, "failed", time.time()))
             raise failed from None
+        from devup import usage
+
+        usage.touch(self.ws.repo, self.req.name)  # a use (SPEC §5.13); a failed new one leaves none
         return _result(_record(self, "up", time.time()), resumed=self.plan.resumed, started=started)
 
     def _hook(self, name: str, cwd: Path) -> None:
