@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from devup import drift
+from devup.envvars import port_key
 
 if TYPE_CHECKING:
     from devup.config import Config, ServiceCfg
@@ -33,8 +34,16 @@ class Change:
         return {"kind": self.kind, "name": self.name, "action": self.action}
 
 
-def group_digests(plan: Plan, name: str) -> dict[str, str]:
-    return {**plan.models[name].digests, "#cfg": drift.digest(plan.groups[name].model_dump())}
+def group_digests(plan: Plan, name: str, env: dict[str, str]) -> dict[str, str]:
+    """Its services' resolved configs, its own settings, and the host ports its services
+    publish on (a moved lease changes the override: the group is recreated)."""
+    mine = tuple(f"DEVUP_PORT_{port_key(s)}" for s in plan.models[name].services)
+    ports = {k: v for k, v in env.items() if k.startswith(mine)}
+    return {
+        **plan.models[name].digests,
+        "#cfg": drift.digest(plan.groups[name].model_dump()),
+        "#ports": drift.digest(ports),
+    }
 
 
 def service_digest(cfg: ServiceCfg, env: dict[str, str]) -> str:
@@ -66,7 +75,7 @@ def diff(plan: Plan, cfg: Config, *, env: dict[str, str], running: set[str], hoo
             changes.append(Change("branch", plan.branch, "create"))
     groups: dict[str, str] = {}
     for name in plan.groups:
-        now = group_digests(plan, name)
+        now = group_digests(plan, name, env)
         was = before_groups.get(name)
         if name not in recorded:
             action = "create"
@@ -112,7 +121,7 @@ def diff(plan: Plan, cfg: Config, *, env: dict[str, str], running: set[str], hoo
 def _containers(group: str, was: dict[str, str], now: dict[str, str]) -> list[Change]:
     """Per service of a recreated group: compose recreates only what changed."""
     found = []
-    for svc in sorted((set(was) | set(now)) - {"", "#cfg"}):
+    for svc in sorted((set(was) | set(now)) - {"", "#cfg", "#ports"}):
         if svc not in was:
             action = "create"
         elif svc not in now:

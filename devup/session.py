@@ -563,7 +563,7 @@ def _inputs(run: _Run) -> dict[str, Any]:
             session_env=run.env,
             env_values=run.cfg.env.values(),
         ),
-        "groups": {g: changes.group_digests(plan, g) for g in plan.groups},
+        "groups": {g: changes.group_digests(plan, g, run.env) for g in plan.groups},
         "services": {
             s: {"digest": changes.service_digest(c, run.env), "run": c.run} for s, c in plan.services.items()
         },
@@ -571,15 +571,15 @@ def _inputs(run: _Run) -> dict[str, Any]:
 
 
 def _running(ws: Workspace, previous: state.SessionRecord | None) -> set[str]:
-    """The groups (containers running) and native services (alive) of `previous` that run now."""
+    """The groups (every container running and healthy) and native services (alive) of
+    `previous` that run as they should now: only those are kept as they are; the others are
+    brought up again, as any resume does."""
     if previous is None:
         return set()
-    up = (
-        {c.project for c in inspect.containers_of(ws, previous) if c.state == "running"}
-        if previous.groups
-        else set()
-    )
-    return {g.name for g in previous.groups if g.project in up} | {
+    containers = inspect.containers_of(ws, previous) if previous.groups else []
+    units = inspect.units(previous, containers)
+    sick = {u.name.split("/")[0] for u in units if u.kind == "container" and not u.healthy}
+    return {g.name for g in previous.groups if g.name not in sick} | {
         n for n, p in previous.services.items() if inspect.process_alive(p)
     }
 
