@@ -203,3 +203,20 @@ def test_dry_run_of_a_new_session_changes_nothing(make) -> None:
     assert after == before  # no journal, lease, record or lock file
     bad = repo.devup("up", "n", "--dry-run", "--mode", "nope")
     assert bad.returncode == 2
+
+
+def test_a_stopped_container_is_brought_back_and_the_healthy_group_is_not_touched(hybrid) -> None:
+    repo = hybrid
+    assert repo.devup("up", "s").returncode == 0
+    before = _ids(repo, "s")
+    world.docker("stop", "-t", "1", before["i1"].split()[0])
+    assert repo.devup("status", "s").returncode == 1
+    plan = json.loads(repo.devup("up", "s", "--dry-run", "--json").stdout)["changes"]
+    assert {"kind": "group", "name": "infra", "action": "start"} in plan
+    assert {"kind": "group", "name": "app", "action": "keep"} in plan
+    result = repo.devup("up", "s")
+    assert result.returncode == 0, result.stderr
+    after = _ids(repo, "s")
+    assert after["i1"].endswith("running") and after["a1"] == before["a1"] and after["a2"] == before["a2"]
+    assert repo.devup("status", "s").returncode == 0
+    assert repo.devup("down", "s").returncode == 0
