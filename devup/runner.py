@@ -91,11 +91,30 @@ def run(
         _kill_group(proc.pid, signal.SIGKILL)
         out, err = proc.communicate()
         code = None
+    except BaseException:
+        _settle(proc)
+        raise
     finally:
         with _active_lock:
             _active.discard(proc)
     result = Result(tuple(args), code, out.decode(errors="replace"), (err or b"").decode(errors="replace"))
     return result.raise_for_status(what=what, shown=shown) if check else result
+
+
+def _settle(proc: subprocess.Popen[bytes]) -> None:
+    """An interrupt left the wait for `proc` (terminate_all() signalled it): wait until it has
+    really exited (SIGKILL after 10 s) before the rollback starts, so that no inverse races a
+    command still finishing (a `git worktree add` that writes its branch after the undo looked
+    for it left the branch behind)."""
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=5)
+    except BaseException:  # a second interrupt: stop waiting, and let it stop the rollback
+        _kill_group(proc.pid, signal.SIGKILL)
+        raise
 
 
 def run_through_files(
@@ -129,6 +148,9 @@ def run_through_files(
             _kill_group(proc.pid, signal.SIGKILL)
             proc.wait()
             code = None
+        except BaseException:
+            _settle(proc)
+            raise
         finally:
             with _active_lock:
                 _active.discard(proc)
