@@ -649,7 +649,7 @@ def clone(
                     + "; ".join(f"{lo.label}: {lo.error}" for lo in left)
                 ) from None
             raise
-        this.commit()
+        this.commit(last=False)
 
 
 def _clone_one(

@@ -109,8 +109,11 @@ class Run:
             raise
         self.reporter.step_done(name, time.monotonic() - t0)
 
-    def commit(self) -> None:
-        """Success: disarm the stack and drop the journal."""
+    def commit(self, *, last: bool = True) -> None:
+        """Success: disarm the stack and drop the journal. The command's `last` run: from here a
+        signal cannot undo it (a run within another, a clone's pause of its source, is not)."""
+        if last:
+            runner.committed()  # before the disarm: an interrupt now would roll back a finished run
         self.stack.disarm()
         self.journal.remove()
 

@@ -396,5 +396,20 @@ def interruptible() -> Iterator[None]:
     try:
         yield
     finally:
-        for sig, previous in old.items():
-            signal.signal(sig, previous)
+        if not _committed.is_set():
+            for sig, previous in old.items():
+                signal.signal(sig, previous)
+
+
+_committed = threading.Event()
+
+
+def committed() -> None:
+    """The command's run is committed: what is left is saying so. A signal from now on would
+    only turn a success into a false "interrupted" (130 with everything up): ignored until the
+    process exits."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    _committed.set()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
