@@ -11,8 +11,10 @@ COMMAND_TIMEOUT fails the test as well: slowness is tolerated, a hang is not.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import shutil
 import subprocess
 import threading
 import time
@@ -226,3 +228,121 @@ def test_twenty_loops_on_twenty_sessions_never_busy_and_leave_nothing(make, engi
     }
     print(f"\n{len(ran)} commands in {elapsed:.0f} s ({len(ran) / elapsed:.1f}/s): {summary}")
     print("slowest: " + ", ".join(f"{c} {s:.1f} s" for c, s in slowest.items()))
+
+
+# --- reaping judges a session again under its lock ---------------------------------------------
+#
+# Found while writing the load test above, which meets that moment only by chance. Every `up`
+# reaps the repository's orphaned sessions (SPEC §5.13): it looks at each record and its worktree
+# without a lock, then acts. A session whose own `down` is between removing its worktree and
+# removing its record looks orphaned in that moment. These tests stop the world in that moment by
+# holding the lease file's lock (the lock every `down` takes last, and every `up` takes to lease),
+# and let a0, a session orphaned for real, keep the reaper busy.
+
+
+class _LeaseFile:
+    """The state's lease-file lock, held by the test as a busy fleet holds it for a moment."""
+
+    def __init__(self) -> None:
+        self.path = Path(os.environ["DEVUP_HOME"]) / "ports.lock"
+        self.fd: int | None = None
+
+    def hold(self) -> None:
+        self.fd = os.open(self.path, os.O_RDONLY)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def _flocks(path: Path) -> tuple[bool, set[int]]:
+    """(whether some process holds a flock on `path`, the pids waiting for it), from /proc/locks."""
+    st = os.stat(path)
+    where = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    held, waiting = False, set()
+    for line in Path("/proc/locks").read_text().splitlines():
+        fields = line.split()
+        if fields[1] == "->" and fields[2] == "FLOCK" and fields[6] == where:
+            waiting.add(int(fields[5]))
+        elif fields[1] == "FLOCK" and fields[5] == where:
+            held = True
+    return held, waiting
+
+
+def _wait(what: str, done, timeout: float = COMMAND_TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def _reaper_busy_with_a0(make, tmp_path: Path) -> tuple[Repo, subprocess.Popen[str], _LeaseFile]:
+    """Sessions a0 (orphaned for real: another tool removed its worktree) and a1 (up); a1's
+    `down` caught between removing its worktree and removing its record while `up b` looks for
+    what to reap, then let go. Returns once a1 is down and b's reaper is in a0's post_down hook,
+    which waits for the test's go (a file `a0-go`): the reaper's next session is a1."""
+    wait = (
+        f'if [ "$DEVUP_SESSION" = a0 ]; then touch {tmp_path}/a0-in; i=0; '
+        f"while [ ! -e {tmp_path}/a0-go ] && [ $i -lt 3000 ]; do sleep 0.05; i=$((i+1)); done; fi"
+    )
+    repo = make(
+        isolated("host") + '[services.tiny]\nrun = "exec sleep 3600"\n' + f"[hooks]\npost_down = '{wait}'\n"
+    )
+    for name in ("a0", "a1"):
+        assert repo.devup("up", name).returncode == 0
+    shutil.rmtree(repo.worktree("a0"))
+    world.git(repo.path, "worktree", "prune")
+    lease = _LeaseFile()
+    lease.hold()
+    try:
+        down_a1 = repo.popen("down", "a1")
+        _wait("a1's worktree removed", lambda: not repo.worktree("a1").exists())  # its record not yet
+        up_b = repo.popen("up", "b")  # reaps a0, then a1: both look orphaned now
+        _wait("b's reaper at the lease file (down of a0)", lambda: up_b.pid in _flocks(lease.path)[1])
+    finally:
+        lease.release()
+    assert down_a1.wait(timeout=COMMAND_TIMEOUT) == 0, down_a1.stderr.read()
+    _wait("a0's post_down", (tmp_path / "a0-in").exists)
+    return repo, up_b, lease
+
+
+def test_reaping_never_brings_down_a_session_that_came_back_up(make, tmp_path: Path) -> None:
+    repo, up_b, _ = _reaper_busy_with_a0(make, tmp_path)
+    again = repo.devup("up", "a1")  # a1's owner goes on: up after down
+    assert again.returncode == 0, again.stderr
+    (tmp_path / "a0-go").touch()
+    _, err = up_b.communicate(timeout=COMMAND_TIMEOUT)
+    assert up_b.returncode == 0, err
+    assert "session a0 orphaned: brought down" in err
+    assert "a1" not in err, err
+    env = repo.devup("env", "a1")
+    assert env.returncode == 0, env.stderr
+    assert repo.worktree("a1").is_dir() and world.tagged_processes(repo_id=repo.repo_id, session="a1")
+    for name in ("a1", "b"):
+        assert repo.devup("down", name).returncode == 0
+
+
+def test_reaping_never_holds_a_session_gone_meanwhile_against_its_owner(make, tmp_path: Path) -> None:
+    repo, up_b, lease = _reaper_busy_with_a0(make, tmp_path)
+    (a1_lock,) = (Path(os.environ["DEVUP_HOME"]) / "repos" / repo.repo_id / "locks").glob("a1.lock")
+    lease.hold()
+    try:
+        (tmp_path / "a0-go").touch()
+        # b's reaper is past a1 (b waits for the lease file to lease its own port), or holds a1's
+        # lock while it waits for the lease file.
+        _wait("the reaper at a1", lambda: up_b.pid in _flocks(lease.path)[1] or _flocks(a1_lock)[0])
+        up_a1 = repo.popen("up", "a1")  # a1's owner goes on: up after down
+        _wait(
+            "up a1 to end or to wait for the lease file",
+            lambda: up_a1.poll() is not None or up_a1.pid in _flocks(lease.path)[1],
+        )
+    finally:
+        lease.release()
+    _, err = up_a1.communicate(timeout=COMMAND_TIMEOUT)
+    assert up_a1.returncode == 0, err  # exit 4 here: b's reaper held a1, a session of another
+    _, err = up_b.communicate(timeout=COMMAND_TIMEOUT)
+    assert up_b.returncode == 0, err
+    for name in ("a1", "b"):
+        assert repo.devup("down", name).returncode == 0
