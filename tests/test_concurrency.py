@@ -346,3 +346,38 @@ def test_reaping_never_holds_a_session_gone_meanwhile_against_its_owner(make, tm
     assert up_b.returncode == 0, err
     for name in ("a1", "b"):
         assert repo.devup("down", name).returncode == 0
+
+
+def test_up_retries_git_that_met_another_worktree_half_written(make, tmp_path: Path) -> None:
+    """git (2.39) that lists a repository's worktrees while another git adds or removes one can
+    read that one's `commondir` empty or gone and die with "failed to read" before it changed
+    anything: 5 of 192 `up`s of bench/fleet.py met it with real git (`worktree add -b` having
+    created its branch already). Here a git in front of the real one dies so, once, on the first
+    `worktree list` and on the first `worktree add` (after creating the branch for `-b`, as git
+    does): `up` retries it as the lock contention it is (SPEC §5.7) and is exit 0."""
+    real = shutil.which("git")
+    assert real is not None
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "git"
+    fake.write_text(
+        "#!/bin/sh\n"
+        'case " $* " in\n'
+        '  *" worktree list "*) met="$0.met-list" ;;\n'
+        '  *" worktree add "*) met="$0.met-add" ;;\n'
+        '  *) exec "$REAL_GIT" "$@" ;;\n'
+        "esac\n"
+        '[ -e "$met" ] && exec "$REAL_GIT" "$@"\n'
+        ': > "$met"\n'
+        'if [ "$2" = add ] && [ "$3" = -b ]; then "$REAL_GIT" branch "$4" "$6"; fi\n'
+        "echo 'fatal: failed to read .git/worktrees/other/commondir: Success' >&2\n"
+        "exit 128\n"
+    )
+    fake.chmod(0o755)
+    repo = make(isolated("host") + '[services.tiny]\nrun = "exec sleep 3600"\n')
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "REAL_GIT": real}
+    up = repo.devup("up", "a", env=env)
+    assert up.returncode == 0, up.stderr
+    assert (bin_dir / "git.met-list").exists() and (bin_dir / "git.met-add").exists()
+    assert world.git(repo.worktree("a"), "branch", "--show-current").strip() == "a"
+    assert repo.devup("down", "a").returncode == 0
