@@ -12,7 +12,8 @@
    `ls` and of the raw equivalents, and every command's exit code counts.
 2. The reaping cost of `up`: `devup up` of a new host-mode session (then `down`) in a repository
    with CROWD stopped sessions on record, and in one with none, in pairs, alternating which goes
-   first, with the raw sequence in both repositories in the same rounds.
+   first, with the raw sequence in both repositories in the same rounds; and the reaping alone
+   (`fleet.reap`, what `up` runs first), timed in a process of its own in each repository.
 
 A measurement, not a test: it exits 0 once everything was measured and cleaned up, whatever the
 figures (an exit other than 0 under load is listed under UNEXPECTED EXITS); 1 when it could not
@@ -39,7 +40,7 @@ from pathlib import Path
 from kit.cleanup import cleanup
 from kit.hostraw import HostRaw, free_port, raw_host_down, raw_host_force, raw_host_up
 from kit.loops import Load, percentile, run_load
-from kit.proc import TAG_ENV, BenchBroken, log, tail
+from kit.proc import TAG_ENV, BenchBroken, log, run, tail
 from kit.project import Ctx, compose_file, devup_version, make_repo, preflight
 from kit.rounds import devup_down, devup_up
 
@@ -158,6 +159,35 @@ def crowd(ctx: Ctx, count: int) -> float:
     return time.perf_counter() - t0
 
 
+# What `up` runs first (session.up: fleet.reap), timed alone in a process of its own in the
+# repository: the part of `up` that grows with the sessions on record.
+REAP_ALONE = """
+import sys, time
+from pathlib import Path
+from devup import fleet
+from devup.workspace import open_workspace
+
+class Quiet:
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: None
+
+ws = open_workspace(Path.cwd())
+fleet.reap(ws, Quiet())  # warm: imports, caches
+times = []
+for _ in range(5):
+    t0 = time.perf_counter()
+    fleet.reap(ws, Quiet())
+    times.append(time.perf_counter() - t0)
+print(sorted(times)[2])
+"""
+
+
+def reap_alone(ctx: Ctx) -> float:
+    """The median of 5 `fleet.reap` calls in the repository, in seconds."""
+    ran = run([sys.executable, "-c", REAP_ALONE], cwd=ctx.repo, env=ctx.env)
+    return float(ran.out.strip())
+
+
 def reap_phase(world: World, opts: argparse.Namespace) -> dict[str, list[float]]:
     """Pairs of rounds: devup up+down and the raw up+down, in the crowded repository and in the
     empty one (each with a state folder of its own: the empty one has no other session on
@@ -187,6 +217,7 @@ def reap_phase(world: World, opts: argparse.Namespace) -> dict[str, list[float]]
                     down = raw_host_down(ctx, world.raw_live[-1], world.raw_live)
                 samples.setdefault(f"{kind}_up_{side}", []).append(up)
                 samples.setdefault(f"{kind}_down_{side}", []).append(down)
+            samples.setdefault(f"reap_alone_{side}", []).append(reap_alone(ctx))
     return samples
 
 
@@ -289,6 +320,11 @@ def reap_report(samples: dict[str, list[float]], opts: argparse.Namespace) -> No
         paired = statistics.median(c - e for c, e in zip(crowded, empty, strict=True))
         e, c = statistics.median(empty), statistics.median(crowded)
         print(f"  {key:<12} {e:9.3f} {c:10.3f} {c - e:+11.3f} {paired:+12.3f}")
+    alone = {side: statistics.median(samples[f"reap_alone_{side}"]) * 1000 for side in ("empty", "crowded")}
+    print(
+        f"  `fleet.reap` alone (the first thing `up` does; in one process, median of 5 calls per round): "
+        f"{alone['empty']:.1f} ms with 0 others, {alone['crowded']:.1f} ms with {opts.crowd}"
+    )
     for side in ("empty", "crowded"):
         d, r = statistics.median(samples[f"devup_up_{side}"]), statistics.median(samples[f"raw_up_{side}"])
         print(f"  devup up / raw up, {side:<8} {d / r:6.2f}x")
