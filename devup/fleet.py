@@ -137,25 +137,34 @@ def due(ws: Workspace, limits: usage.Limits, *, now: float | None = None) -> lis
     now = time.time() if now is None else now
     found = []
     for record in records(ws):
-        if not Path(record.worktree).is_dir():
-            found.append((record.session, "orphaned"))
-            continue
-        ends = expires(ws, record, limits)
-        if ends is not None and ends <= now:
-            found.append((record.session, "expired"))
-        elif (
-            limits.idle_stop is not None
-            and record.status == "up"
-            and last_used(ws, record) + limits.idle_stop <= now
-        ):
-            found.append((record.session, "idle"))
+        why = _why(ws, record, limits, now)
+        if why is not None:
+            found.append((record.session, why))
     return found
 
 
+def _why(ws: Workspace, record: state.SessionRecord, limits: usage.Limits, now: float) -> str | None:
+    if not Path(record.worktree).is_dir():
+        return "orphaned"
+    ends = expires(ws, record, limits)
+    if ends is not None and ends <= now:
+        return "expired"
+    if (
+        limits.idle_stop is not None
+        and record.status == "up"
+        and last_used(ws, record) + limits.idle_stop <= now
+    ):
+        return "idle"
+    return None
+
+
 def reap(ws: Workspace, reporter: Reporter, *, skip: str | None = None) -> list[Reaped]:
-    """Do what is due (see `due`), each session under its own lock; a busy one is left alone."""
+    """Do what is due (see `due`), each session under its own lock and judged again there; a
+    busy one is left alone, one no longer due (its own `down` was removing its worktree when
+    `due` looked, say) is not touched."""
     limits = usage.limits_of(ws.config_text)
-    return [_reap_one(ws, name, why, reporter) for name, why in due(ws, limits) if name != skip]
+    done = [_reap_one(ws, name, why, limits, reporter) for name, why in due(ws, limits) if name != skip]
+    return [r for r in done if r is not None]
 
 
 def would_reap(ws: Workspace) -> list[Reaped]:
@@ -169,7 +178,25 @@ def would_reap(ws: Workspace) -> list[Reaped]:
     return [Reaped(n, why, "due", f"session {n} is {why}: {what[why]}") for n, why in due(ws, limits)]
 
 
-def _reap_one(ws: Workspace, name: str, why: str, reporter: Reporter) -> Reaped:
+def _reap_one(ws: Workspace, name: str, why: str, limits: usage.Limits, reporter: Reporter) -> Reaped | None:
+    """Reap `name` for `why`, holding its lock from the judgement to the end: `due` looked
+    without it, and what it saw may be gone by now (a `down` in progress removes the worktree
+    before the record; after it, the session's own `up` may bring it back). Acting on that
+    stale look brought down a session that was up again, or held the lock of one that was
+    gone while its owner's next command met it as busy (exit 4, SPEC §5.14)."""
+    try:
+        with ws.locked(name):
+            record = ws.record(name)
+            if record is None or _why(ws, record, limits, time.time()) != why:
+                return None
+            return _reap_held(ws, name, why, reporter)
+    except BusyError:
+        return Reaped(name, why, "busy", f"session {name} is busy: left for the next time")
+    except CorruptState:
+        return None  # its own problem (`records` skips it too)
+
+
+def _reap_held(ws: Workspace, name: str, why: str, reporter: Reporter) -> Reaped:
     from devup import teardown
 
     try:

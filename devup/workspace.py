@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import re
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,17 +52,36 @@ class Workspace:
 
     @contextlib.contextmanager
     def locked(self, name: str) -> Iterator[None]:
-        """Hold the session's lock: a second run on the same session exits 4 at once."""
+        """Hold the session's lock: a second run on the same session exits 4 at once. Taken
+        again by the thread that holds it, it is held once more (the reaper holds a session
+        while it judges it and then brings it down through `down`, which takes the lock too:
+        flock on a second descriptor would meet the first as busy)."""
         check_session_name(name)
+        path = self.repo.lock(name)
+        held: dict[Path, int] = _held.__dict__.setdefault("locks", {})
+        if held.get(path):
+            held[path] += 1
+            try:
+                yield
+            finally:
+                held[path] -= 1
+            return
         with state.file_lock(
-            self.repo.lock(name),
+            path,
             blocking=False,
             busy_message=f"session {name} is busy: another devup run holds it",
         ):
-            yield
+            held[path] = 1
+            try:
+                yield
+            finally:
+                del held[path]
 
     def record(self, name: str) -> state.SessionRecord | None:
         return state.read_record(self.repo.record(name))
+
+
+_held = threading.local()  # the session locks this thread holds: path -> depth
 
 
 def open_workspace(cwd: Path) -> Workspace:

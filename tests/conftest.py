@@ -173,8 +173,10 @@ class Repo:
         world.git(self.path, "commit", "-qm", message)
 
 
-def make_repo(tmp_path: Path, toml: str, files: dict[str, str] | None = None) -> Repo:
-    path = tmp_path / "proj"
+def make_repo(
+    tmp_path: Path, toml: str, files: dict[str, str] | None = None, *, folder: str = "proj"
+) -> Repo:
+    path = tmp_path / folder
     path.mkdir()
     world.git(path, "init", "-q", "-b", "main")
     repo = Repo(path=path, tmp=tmp_path)
@@ -191,8 +193,8 @@ def make(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[object]:
     """A factory of real repositories; afterwards anything they left is reported and removed."""
     made: list[Repo] = []
 
-    def factory(toml: str, files: dict[str, str] | None = None) -> Repo:
-        repo = make_repo(tmp_path, toml, files)
+    def factory(toml: str, files: dict[str, str] | None = None, *, folder: str = "proj") -> Repo:
+        repo = make_repo(tmp_path, toml, files, folder=folder)
         made.append(repo)
         return repo
 

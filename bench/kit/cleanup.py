@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -56,8 +57,11 @@ def bench_objects(ctx: Ctx) -> list[tuple[str, str]]:
     return sorted(set(found))
 
 
-def cleanup(ctx: Ctx | None, tmp: Path, *, quiet: bool) -> list[str]:
-    """Remove everything the bench made; returns what could not be removed."""
+def cleanup(ctx: Ctx | None, tmp: Path, *, quiet: bool, others: Sequence[Ctx] = ()) -> list[str]:
+    """Remove everything the bench made; returns what could not be removed. `others`: more
+    repositories of the same run (same run id and temp dir), each with its own DEVUP_HOME or not;
+    every repository's sessions are brought down before anything is looked for, so that one
+    repository's running services are never taken for another's leftovers."""
 
     def say(msg: str) -> None:
         if not quiet:
@@ -69,50 +73,61 @@ def cleanup(ctx: Ctx | None, tmp: Path, *, quiet: bool) -> list[str]:
         say(f"stopping {shlex.join(proc.args)}")  # type: ignore[arg-type]
         stop_child(proc)
     problems: list[str] = []
-    if ctx is not None:
-        if ctx.state.is_dir():
-            ran = ctx.dv("ls", "--json", check=False)
-            with contextlib.suppress(ValueError):
-                ctx.sessions.update(row["session"] for row in json.loads(ran.out or "[]"))
-            with ThreadPoolExecutor(max_workers=4) as pool:
-                downs = list(
-                    pool.map(lambda n: ctx.dv("down", n, "--force", check=False), sorted(ctx.sessions))
-                )
-            for name, ran in zip(sorted(ctx.sessions), downs, strict=True):
-                if ran.code != 0:
-                    problems.append(f"devup down {name} exited {ran.code}: {tail(ran.err, 3)}")
-        for raw in list(ctx.raws):
-            raw_force_teardown(ctx, raw)
+    contexts = [c for c in (ctx, *others) if c is not None]
+    for c in contexts:
+        problems += _down_sessions(c)
+        for raw in list(c.raws):
+            raw_force_teardown(c, raw)
+    for c in contexts:
         try:
-            objects = bench_objects(ctx)
+            objects = bench_objects(c)
         except BenchBroken as exc:
             objects = []
             problems.append(str(exc))
         if objects:
-            ctx.leaks.append("at cleanup: " + ", ".join(f"{k} {n}" for k, n in objects))
+            c.leaks.append("at cleanup: " + ", ".join(f"{k} {n}" for k, n in objects))
             say("force-removing " + ", ".join(f"{k} {n}" for k, n in objects))
             rm = {"container": ["rm", "-f"], "volume": ["volume", "rm", "-f"], "network": ["network", "rm"]}
             for kind in ("container", "volume", "network"):
                 names = [n for k, n in objects if k == kind]
                 if names:
                     subprocess.run(["docker", *rm[kind], *names], capture_output=True)
-        pids = tagged_pids(ctx.run_id)
+    for run_id in dict.fromkeys(c.run_id for c in contexts):
+        pids = tagged_pids(run_id)
         if pids:
-            ctx.leaks.append(f"at cleanup: processes {pids}")
+            contexts[0].leaks.append(f"at cleanup: processes {pids}")
             for pid in pids:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, signal.SIGKILL)
     shutil.rmtree(tmp, ignore_errors=True)
-    if ctx is not None:
+    for c in contexts:
         try:
-            remaining = bench_objects(ctx)
+            remaining = bench_objects(c)
         except BenchBroken as exc:
             remaining = [("check failed", str(exc))]
-        remaining_pids = tagged_pids(ctx.run_id)
         if remaining:
             problems.append("docker objects remain: " + ", ".join(f"{k} {n}" for k, n in remaining))
+    for run_id in dict.fromkeys(c.run_id for c in contexts):
+        remaining_pids = tagged_pids(run_id)
         if remaining_pids:
             problems.append(f"processes remain: {remaining_pids}")
     if tmp.exists():
         problems.append(f"temp dir remains: {tmp}")
     return problems
+
+
+def _down_sessions(ctx: Ctx) -> list[str]:
+    """`devup down --force` of every session the repository lists or the bench used, 4 at a time."""
+    if not ctx.state.is_dir():
+        return []
+    ran = ctx.dv("ls", "--json", check=False)
+    with contextlib.suppress(ValueError):
+        ctx.sessions.update(row["session"] for row in json.loads(ran.out or "[]"))
+    names = sorted(ctx.sessions)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        downs = list(pool.map(lambda n: ctx.dv("down", n, "--force", check=False), names))
+    return [
+        f"devup down {name} exited {ran.code}: {tail(ran.err, 3)}"
+        for name, ran in zip(names, downs, strict=True)
+        if ran.code != 0
+    ]
