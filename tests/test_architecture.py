@@ -71,6 +71,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "faults",
             "usage",
             "drift",
+            "router",
         },
     ),
     ("runner", {"runner"}),
