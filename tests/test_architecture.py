@@ -44,6 +44,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "run",
             "fleet",
             "changes",
+            "trust",
         },
     ),
     ("steps", {"steps"}),
