@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import signal
 import stat
@@ -67,7 +68,8 @@ def native_toml(project: str | None = None, *, routes: str = "") -> str:
         isolated("host", project=project)
         + f'[services.web]\nrun = "{sys.executable} serve.py"\nport = true\nready = {{ http = "/" }}\n'
         + '[hooks]\npost_up = "true"\n'
-        + routes
+        + fallback_ports()
+        + routes.removeprefix("[routes]\n")
     )
 
 
@@ -134,16 +136,19 @@ def as_http(url: str, repo) -> str:
 
 
 @pytest.fixture(autouse=True)
-def _router_stopped(tmp_path: Path):
-    """Every test's router lives in its own state folder; none outlives its test."""
+def _caddy() -> None:
+    """Every test's router lives in its own state folder (conftest stops it after the test)."""
     if shutil.which("caddy") is None:
         pytest.fail(
             "the hostname tests need caddy (Debian: apt-get install caddy; scripts/setup installs it)"
         )
-    yield
-    pid = router_pid()
-    if pid is not None:
-        os.kill(pid, signal.SIGTERM)
+
+
+def fallback_ports() -> str:
+    """[routes] ports of the test's own, for where 80/443 are taken (another test run's router):
+    the URLs then carry them, and the tests only use the URLs devup gives."""
+    low = random.randrange(41000, 49000, 2)
+    return f"[routes]\nhttp_port = {low}\nhttps_port = {low + 1}\n"
 
 
 def test_hostnames_are_named_per_repository_clone(tmp_path: Path):
@@ -161,7 +166,7 @@ def test_hostnames_are_named_per_repository_clone(tmp_path: Path):
 @pytest.mark.docker
 def test_two_sessions_answer_on_their_own_hostnames_over_http_and_https(make, engine):
     repo = make(
-        isolated("container") + '[groups.app]\nfiles = ["compose.yaml"]\n',
+        isolated("container") + fallback_ports() + '[groups.app]\nfiles = ["compose.yaml"]\n',
         {"compose.yaml": busybox_web(volume=None)},
     )
     one, two = repo.up_json("s1"), repo.up_json("s2")

@@ -86,3 +86,25 @@ def port_bound(port: int) -> bool:
         c.laddr and c.laddr.port == port and c.status == psutil.CONN_LISTEN
         for c in psutil.net_connections("tcp")
     )
+
+
+def stop_router(state: Path) -> int | None:
+    """Stop the router (caddy) of devup state folder `state` if it runs; its pid, or None."""
+    try:
+        data = json.loads((state / "router" / "router.json").read_text())
+        proc = psutil.Process(int(data["pid"]))
+        if (
+            abs(proc.create_time() - float(data["start_time"])) >= 0.01
+            or proc.status() == psutil.STATUS_ZOMBIE
+        ):
+            return None
+    except (OSError, ValueError, KeyError, psutil.Error):
+        return None
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except psutil.TimeoutExpired:
+        proc.kill()
+    except psutil.Error:
+        pass
+    return proc.pid
