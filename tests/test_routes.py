@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import world
 from tests.conftest import busybox_web, isolated
 
 # The test repository's web page: who it is at `/`, a page that sets a cookie and local storage
@@ -81,29 +82,8 @@ def ca_root() -> Path:
     return router_dir() / "data" / "pki" / "authorities" / "local" / "root.crt"
 
 
-def admin(path: str) -> object:
-    """GET on the router's admin API (its unix socket; caddy wants an empty Host there)."""
-    out = subprocess.run(
-        [
-            "curl",
-            "-fsS",
-            "--unix-socket",
-            str(router_dir() / "admin.sock"),
-            "-H",
-            "Host;",
-            f"http://router{path}",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return json.loads(out) if out.strip() else None
-
-
 def route_ids() -> list[str]:
-    routes = admin("/config/apps/http/servers/devup/routes") or []
-    assert isinstance(routes, list)
-    return [r["@id"] for r in routes if "@id" in r]
+    return world.router_routes(Path(os.environ["DEVUP_HOME"]))
 
 
 def router_pid() -> int | None:

@@ -108,3 +108,27 @@ def stop_router(state: Path) -> int | None:
     except psutil.Error:
         pass
     return proc.pid
+
+
+def router_routes(state: Path) -> list[str]:
+    """The @id of each route on the router of devup state folder `state`, asked of the router
+    itself (its admin API on a unix socket, where caddy wants an empty Host); [] when none runs."""
+    sock = state / "router" / "admin.sock"
+    if not sock.exists():
+        return []
+    result = subprocess.run(
+        [
+            "curl",
+            "-fsS",
+            "--unix-socket",
+            str(sock),
+            "-H",
+            "Host;",
+            "http://router/config/apps/http/servers/devup/routes",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        return []  # a socket left by a router that is gone: no route answers
+    return [r["@id"] for r in json.loads(result.stdout or "[]") or [] if "@id" in r]
