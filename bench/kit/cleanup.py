@@ -81,6 +81,8 @@ def cleanup(ctx: Ctx | None, tmp: Path, *, quiet: bool) -> list[str]:
             for name, ran in zip(sorted(ctx.sessions), downs, strict=True):
                 if ran.code != 0:
                     problems.append(f"devup down {name} exited {ran.code}: {tail(ran.err, 3)}")
+            # The router of the hostnames (SPEC §9), shared by the run's sessions: gc stops it.
+            ctx.dv("gc", check=False)
         for raw in list(ctx.raws):
             raw_force_teardown(ctx, raw)
         try:
