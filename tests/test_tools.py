@@ -203,6 +203,7 @@ def test_json_documents_have_specs_fields(make):
             "last_used",
             "expires",
             "changed",
+            "urls",  # SPEC §9: the hostname URLs, target -> URL
         }
         and row["status"] == "up"
     )  # SPEC §2
