@@ -179,6 +179,24 @@ def _hostnames(
     return "required" if setting else "auto"
 
 
+def _unchanged_urls(
+    cfg: Config, plan: preflight.Plan, engine: remote.Engine, previous: state.SessionRecord | None
+) -> dict[str, str]:
+    """For `--dry-run`: the DEVUP_URL_ keys the session has and keeps (hostnames still on, its
+    port key still routed), with the URLs it has: the router is not asked, nor started."""
+    from devup.report import NullReporter
+
+    if previous is None or _hostnames(cfg, plan, engine, NullReporter()) is None:
+        return {}
+    keys = {key for _, _, keys in _route_targets(plan) for key in keys}
+    prefix = "DEVUP_URL_"
+    return {
+        k[len(prefix) :]: v
+        for k, v in previous.env.items()
+        if k.startswith(prefix) and k[len(prefix) :] in keys
+    }
+
+
 def _route_targets(plan: preflight.Plan) -> list[tuple[str, str, tuple[str, ...]]]:
     """(target, the key of the port its hostname leads to, every DEVUP_PORT_ key of that port):
     each compose service's first published port, each native service's port."""
@@ -238,6 +256,7 @@ def dry_run(ws: Workspace, req: UpRequest) -> DryRun:
         ports=dict(previous.ports) if previous else {},
         extra=cfg.env,
         host=engine.address,
+        urls=_unchanged_urls(cfg, plan, engine, previous),
     )
     found = changes.diff(plan, cfg, env=env, running=_running(ws, previous), hooks=req.hooks)
     return DryRun(req.name, found.new, found.changes)
