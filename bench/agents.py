@@ -113,6 +113,7 @@ def startup(repo: Path, env: dict[str, str], runs: int) -> dict[str, list[float]
                 samples[key].append(timed(args, cwd=repo, env=env))
     finally:
         timed([*devup, "down", "s"], cwd=repo, env=env)
+        timed([*devup, "gc"], cwd=repo, env=env)  # the router of the hostnames, if it started one
     return samples
 
 

@@ -123,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     finally:
         subprocess.run([*DEVUP, "down", "s", "--force"], cwd=repo, env=env, capture_output=True)
+        # The router (SPEC §9) of this run's state folder, if the session's hostnames started it.
+        subprocess.run([*DEVUP, "gc"], cwd=repo, env=env, capture_output=True)
         subprocess.run(
             ["docker", "compose", "-p", raw_project, "down", "-v"], cwd=raw, env=env, capture_output=True
         )

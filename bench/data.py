@@ -313,6 +313,8 @@ def main() -> int:
                 subprocess.run([*devup, "snapshot", "rm", *snaps], cwd=repo, env=env, capture_output=True)
         for raw in raw_volumes:
             subprocess.run(["docker", "volume", "rm", "-f", raw], capture_output=True)
+        # The router (SPEC §9) of this run's state folder, if the sessions' hostnames started it.
+        subprocess.run([*devup, "gc"], cwd=repo, env=env, capture_output=True)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

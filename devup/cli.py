@@ -265,6 +265,54 @@ def _existing(name: str) -> Any:
     return _session(name)[1]
 
 
+@app.command()
+def url(
+    name: str,
+    target: Annotated[
+        str | None,
+        typer.Argument(help="A compose service or native service (default: the first with a port)."),
+    ] = None,
+) -> None:
+    """Print the session's hostname URL of TARGET, and nothing else."""
+    from devup import inspect
+
+    def read() -> str:
+        return str(inspect.url_of(_session(name)[1], target))
+
+    sys.stdout.write(_guard(read, session=name) + "\n")
+
+
+@app.command()
+def trust(
+    remove: Annotated[
+        bool, typer.Option("--remove", help="Take the authority out of the trust stores.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Print the local authority's root and install it in this machine's trust stores."""
+    from devup import output
+    from devup import trust as trust_mod
+
+    def run() -> Any:
+        from devup.errors import DevupError
+
+        ports = (20080, 20443)
+        with contextlib.suppress(DevupError):  # outside a repository, or a config that does not validate
+            routes = _workspace().config.routes
+            ports = (routes.http_port, routes.https_port)
+        return trust_mod.run(remove=remove, ports=ports)
+
+    done = _guard(run, as_json=as_json)
+    if as_json:
+        output.emit_json(done.to_json())
+        return
+    output.plain(f"local authority root: {done.root}")
+    if done.pem and not remove:
+        sys.stdout.write(done.pem if done.pem.endswith("\n") else done.pem + "\n")
+    for line in done.done:
+        output.plain(line)
+
+
 @app.command("path")
 def path_(name: str) -> None:
     """Print the session's worktree path and nothing else (for `cd "$(devup path NAME)"`)."""

@@ -68,6 +68,36 @@ class LimitsCfg(_Strict):
         return value
 
 
+_DOMAIN = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$")
+
+
+class RoutesCfg(_Strict):
+    """SPEC §9: a hostname per session and target, through the router (devup/router.py)."""
+
+    # None: on where caddy is installed (off with a note where it is not); true: required.
+    hostnames: bool | None = None
+    domain: str = "localhost"
+    https: bool = True
+    # Where the router listens when 80/443 are taken or not allowed (the URLs then carry them).
+    http_port: int = Field(default=20080, ge=1, le=65535)
+    https_port: int = Field(default=20443, ge=1, le=65535)
+
+    @field_validator("domain")
+    @classmethod
+    def _a_domain(cls, value: str) -> str:
+        if len(value) > 180 or not _DOMAIN.fullmatch(value):
+            raise ValueError(
+                f"{value!r} is not a domain name (lower-case labels of a-z, 0-9 and '-', dot-separated)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _two_ports(self) -> RoutesCfg:
+        if self.http_port == self.https_port:
+            raise ValueError("http_port and https_port must differ")
+        return self
+
+
 class WorktreeCfg(_Strict):
     copy_: list[str] = Field(default_factory=list, alias="copy")
 
@@ -150,6 +180,7 @@ class Config(_Strict):
     project: ProjectCfg = Field(default_factory=ProjectCfg)
     ports: PortsCfg = Field(default_factory=PortsCfg)
     limits: LimitsCfg = Field(default_factory=LimitsCfg)
+    routes: RoutesCfg = Field(default_factory=RoutesCfg)
     worktree: WorktreeCfg = Field(default_factory=WorktreeCfg)
     env: dict[str, str] = Field(default_factory=dict)
     groups: dict[str, GroupCfg] = Field(default_factory=dict)

@@ -34,10 +34,12 @@ def session_vars(
     ports: Mapping[str, int],
     extra: Mapping[str, str],
     host: str = "127.0.0.1",
+    urls: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """The DEVUP_* variables, then `[env]` expanded against them, each other and the environment.
 
     `host` is DEVUP_HOST: where the session's published ports answer (a remote engine's host).
+    `urls` are the hostname URLs of the port keys that have one (DEVUP_URL_<KEY>, SPEC §9).
     """
     env = {
         "DEVUP_SESSION": session,
@@ -50,6 +52,7 @@ def session_vars(
         "DEVUP_HOST": host,
     }
     env.update({f"DEVUP_PORT_{key}": str(port) for key, port in sorted(ports.items())})
+    env.update({f"DEVUP_URL_{key}": url for key, url in sorted((urls or {}).items())})
     resolved: dict[str, str] = {}
 
     def expand(name: str) -> str:

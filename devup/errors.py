@@ -162,6 +162,10 @@ class CommandFailed(DevupError):
         self.output_tail = output_tail
 
 
+class RouterError(DevupError):
+    """The router of the hostnames (caddy, SPEC §9) could not start, or refused a change."""
+
+
 class PortConflict(DevupError):
     """A native service could not bind its port: someone took it between the check and the bind."""
 

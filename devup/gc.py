@@ -1,9 +1,11 @@
 """`devup gc`: find what devup created that no session owns, and remove it.
 
 Only objects carrying this repository's identity are candidates: docker objects with its
-`dev.devup.repo` label, processes with its DEVUP_REPO_ID tag, leases in its name, and
-registered git worktrees of this repository that carry devup's own mark for a session with
-no record (never the main checkout, never one without the mark). Nothing else.
+`dev.devup.repo` label, processes with its DEVUP_REPO_ID tag, leases in its name, routes on the
+router whose id names it, and registered git worktrees of this repository that carry devup's own
+mark for a session with no record (never the main checkout, never one without the mark). Nothing
+else. Last, the router itself, shared by every repository, is stopped when no session of any
+repository has a route on it (SPEC §9).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from devup.workspace import Workspace
 
 @dataclass(frozen=True)
 class Orphan:
-    kind: str  # container | network | volume | worktree | process | lease
+    kind: str  # container | network | volume | worktree | process | lease | route | router
     name: str
     session: str
     removed: bool = False
@@ -111,6 +113,7 @@ def find(ws: Workspace, *, on: bool | list[remote.Engine] = True) -> list[Orphan
     for port, lease in sorted(state.all_leases().items()):
         if lease.get("repo") == ws.repo.repo_id and lease.get("session") not in owned:
             found.append(Orphan("lease", str(port), lease.get("session", "?")))
+    found += _routes(ws, owned)
     main = ws.repo.root.resolve()
     # A session's worktree is never an orphan, whatever mark it carries: one attached after its
     # own session's record was lost still holds that session's mark (new-M1).
@@ -124,6 +127,44 @@ def find(ws: Workspace, *, on: bool | list[remote.Engine] = True) -> list[Orphan
         if mark is not None and mark["repo_id"] == ws.repo.repo_id and mark["session"] not in owned:
             found.append(Orphan("worktree", str(wt.path), mark["session"]))
     return found
+
+
+def _routes(ws: Workspace, owned: set[str]) -> list[Orphan]:
+    """Routes of this repository's sessions that no session owns (a route whose run left no
+    journal to undo it: a state folder wiped by hand, say)."""
+    from devup import router
+
+    if router.running() is None:
+        return []
+    try:
+        ids = router.route_ids()
+    except DevupError:
+        return []
+    return [
+        Orphan("route", rid, session)
+        for rid in ids
+        if (found := router.owner(rid)) is not None
+        and found[0] == ws.repo.repo_id
+        and (session := found[1]) not in owned
+    ]
+
+
+def _router(reporter: Reporter, *, dry_run: bool) -> list[Orphan]:
+    """The router, when no session of any repository has a route on it."""
+    from devup import router
+
+    found = router.running()
+    if found is None:
+        return []
+    try:
+        if dry_run:
+            idle = not any(router.owner(r) for r in router.route_ids())
+            return [Orphan("router", f"caddy (pid {found.pid})", "-")] if idle else []
+        stopped = router.stop_if_idle()
+    except DevupError as exc:
+        reporter.warn(f"the router: {exc.message}")
+        return []
+    return [] if stopped is None else [Orphan("router", f"caddy (pid {stopped.pid})", "-", removed=True)]
 
 
 def run(ws: Workspace, reporter: Reporter, *, dry_run: bool, force: bool = False) -> list[Orphan]:
@@ -153,10 +194,11 @@ def run(ws: Workspace, reporter: Reporter, *, dry_run: bool, force: bool = False
                 reporter.warn(f"session {journal_path.stem}: {exc.message}")
     found = find(ws, on=answering)
     if dry_run:
-        return found
-    order = {"process": 0, "container": 1, "network": 2, "volume": 3, "worktree": 4, "lease": 5}
+        return found + _router(reporter, dry_run=True)
+    order = {"route": 0, "process": 1, "container": 2, "network": 3, "volume": 4, "worktree": 5, "lease": 6}
     copied = teardown_settings(ws.repo.root / CONFIG_NAME).copy
-    return [_remove(ws, o, force=force, copied=copied) for o in sorted(found, key=lambda o: order[o.kind])]
+    removed = [_remove(ws, o, force=force, copied=copied) for o in sorted(found, key=lambda o: order[o.kind])]
+    return removed + _router(reporter, dry_run=False)
 
 
 def _precious(ws: Workspace, path: Path, copied: tuple[str, ...]) -> list[str]:
@@ -197,6 +239,10 @@ def _remove(ws: Workspace, orphan: Orphan, *, force: bool, copied: tuple[str, ..
                     "`devup gc --force` removes it anyway",
                 )
             git.remove_worktree(ws.repo.root, path)
+        elif orphan.kind == "route":
+            from devup import router
+
+            router.remove(orphan.name)
         elif orphan.kind == "lease":
             state.release_ports(repo_id=ws.repo.repo_id, session=orphan.session, ports=[int(orphan.name)])
     except Exception as exc:  # report per object; one failure must not stop the rest

@@ -59,6 +59,27 @@ def urls(record: SessionRecord) -> dict[str, str]:
     return found
 
 
+def url_of(record: SessionRecord, target: str | None) -> str:
+    """`devup url NAME [TARGET]`: the hostname URL of `target`, by default the first unit with
+    a port (compose services in the order of their groups, then native services)."""
+    from devup.errors import UsageError
+
+    if not record.urls:
+        raise UsageError(
+            f"session {record.session} has no hostnames",
+            hint="hostnames need caddy and a local engine; [routes].hostnames in devup.toml (SPEC §9), "
+            f"then `devup up {record.session}`",
+        )
+    if target is None:
+        return next(iter(record.urls.values()))
+    if target not in record.urls:
+        raise UsageError(
+            f"session {record.session} has no hostname for {target!r}",
+            hint=f"its targets: {', '.join(record.urls)}",
+        )
+    return record.urls[target]
+
+
 @dataclass(frozen=True)
 class SessionView:
     record: SessionRecord
@@ -81,6 +102,7 @@ class SessionView:
             "last_used": _iso(self.last_used),
             "expires": _iso(self.expires),
             "changed": self.changed,
+            "urls": r.urls,  # hostname URLs, target -> URL (SPEC §9)
         }
 
 
@@ -99,7 +121,12 @@ def units(
     """Each container and process of `record`; with `owners` (`status`), whether what answers on a
     service's leased port is the service (a scan of the system's sockets: not for `ls`)."""
     found: list[Unit] = []
-    link = urls(record)
+    # A unit's hostname URL where it has one (SPEC §9), else its published port's.
+    link = {
+        **urls(record),
+        **{f"{g.name}/{s}": record.urls[s] for g in record.groups for s in g.services if s in record.urls},
+    }
+    link.update({n: record.urls[n] for n in record.services if n in record.urls})
     for group in record.groups:
         for svc in group.services:
             mine = [c for c in containers if c.project == group.project and c.service == svc]
@@ -173,9 +200,19 @@ def containers_of(ws: Workspace, record: SessionRecord) -> list[engine.Container
 
 def is_healthy(ws: Workspace, record: SessionRecord) -> bool:
     try:
-        return view(record, _containers(ws, [record], record.session)).status == "up"
+        return view(record, _containers(ws, [record], record.session)).status == "up" and _routed(ws, record)
     except DevupError:
         return False
+
+
+def _routed(ws: Workspace, record: SessionRecord) -> bool:
+    """The session's route is on the router (a router killed, or its machine restarted, makes
+    `up` of an up session no no-op: its route step puts it back)."""
+    if not record.urls:
+        return True
+    from devup import router
+
+    return router.get(router.route_id(ws.repo.repo_id, record.session)) is not None
 
 
 def status(ws: Workspace, name: str, reporter: Reporter) -> SessionView:
@@ -209,7 +246,25 @@ def status(ws: Workspace, name: str, reporter: Reporter) -> SessionView:
         ]
         procs = [u for u in units(record, []) if u.kind == "process"]
         return SessionView(record, "degraded" if record.status == "up" else record.status, unknown + procs)
-    return _with_life(ws, view(record, containers, owners=True))
+    shown = view(record, containers, owners=True)
+    if record.urls and record.status == "up":
+        shown = _with_route(ws, shown)
+    return _with_life(ws, shown)
+
+
+def _with_route(ws: Workspace, found: SessionView) -> SessionView:
+    """A unit for the session's route on the router (SPEC §9): a hostname that does not answer
+    is no healthy session."""
+    from devup import router
+
+    try:
+        routed = router.get(router.route_id(ws.repo.repo_id, found.record.session)) is not None
+        state_ = "on the router" if routed else f"missing: `devup up {found.record.session}` puts it back"
+    except DevupError as exc:
+        routed, state_ = False, f"unknown ({exc.message.splitlines()[0]})"
+    units_ = [*found.units, Unit("routes", "route", state_, routed)]
+    status_ = found.status if routed or found.status != "up" else "degraded"
+    return dataclasses.replace(found, units=units_, status=status_)
 
 
 @dataclass(frozen=True)

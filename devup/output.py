@@ -239,11 +239,12 @@ def _up_units(record: SessionRecord) -> list[tuple[str, str, str]]:
                 if k.startswith(f"{base}_") and k[len(base) + 1 :].replace("_", "").isdigit()
             )
             shown = ", ".join(f"{k}={record.ports[k]}" for k in keys) or "-"
-            units.append((f"{g.name}/{svc}", shown, urls.get(f"{g.name}/{svc}", "")))
+            # The hostname URL where the unit has one (SPEC §9), else its published port's.
+            units.append((f"{g.name}/{svc}", shown, record.urls.get(svc) or urls.get(f"{g.name}/{svc}", "")))
     for name in record.services:
         key = port_key(name)
         port = record.ports.get(key)
-        units.append((name, f"{key}={port}" if port else "-", urls.get(name, "")))
+        units.append((name, f"{key}={port}" if port else "-", record.urls.get(name) or urls.get(name, "")))
     return units
 
 
@@ -445,7 +446,8 @@ def orphans(found: list[Any], *, dry_run: bool) -> None:
             state = "[green]removed[/]"
         else:
             state = f"[red]not removed[/] ({o.error})"
-        _console("out").print(f"{state} {o.kind} {o.name} (session {o.session})")
+        owner = "" if o.kind == "router" else f" (session {o.session})"  # shared by every session
+        _console("out").print(f"{state} {o.kind} {o.name}{owner}")
 
 
 def contexts_table(contexts: list[dict[str, Any]]) -> None:

@@ -24,10 +24,11 @@ from devup.envvars import port_key
 from devup.errors import (
     DevupError,
     Interrupted,
+    PreflightError,
     UsageError,
 )
 from devup.report import Reporter
-from devup.steps import files, group, hooks, ports, service, worktree
+from devup.steps import files, group, hooks, ports, routes, service, worktree
 from devup.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -63,6 +64,7 @@ class UpResult:
     duration_s: float
     record: state.SessionRecord  # what the summary renders (output.up_summary)
     noop: bool = False
+    urls: dict[str, str] | None = None  # hostname URLs, target -> URL (SPEC §9)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -76,6 +78,7 @@ class UpResult:
             "env_file": self.env_file,
             "resumed": self.resumed,
             "duration_s": round(self.duration_s, 3),
+            "urls": self.urls or {},
         }
 
 
@@ -133,14 +136,81 @@ def up(ws: Workspace, req: UpRequest, reporter: Reporter) -> UpResult:
         if previous is None or previous.status != "up":  # one more running session: checked last,
             # after preflight, so that a config error never stops another session for nothing
             fleet.make_room(ws, req.name, usage.limits_of(ws.config_text), reporter, new=previous is None)
+        names = _hostnames(cfg, plan, engine, reporter)  # SPEC §9; a missing router required: exit 2
         source = req.source or (cfg.project.data_from if previous is None else None)
         if source is None or not plan.groups:  # host mode: no volumes to fill, and no Docker
-            return _Run(ws, cfg, req, plan, reporter, engine).execute(started)
+            return _Run(ws, cfg, req, plan, reporter, engine, hostnames=names).execute(started)
         from devup import data
 
         planned = data.plan_clone(ws, source, new=req.name, eng=engine)
         with data.held(ws, planned, engine) as clone:  # busy: exit 4, before anything changed
-            return _Run(ws, cfg, req, plan, reporter, engine, clone).execute(started)
+            return _Run(ws, cfg, req, plan, reporter, engine, clone, hostnames=names).execute(started)
+
+
+def _hostnames(
+    cfg: Config, plan: preflight.Plan, engine: remote.Engine, reporter: Reporter
+) -> Literal["required", "auto"] | None:
+    """Whether this run gives the session hostnames (SPEC §9): "required" when
+    `[routes].hostnames = true`, "auto" when left to its default (on where the router can run,
+    else off with a note), None when off."""
+    setting = cfg.routes.hostnames
+    if setting is False or not _route_targets(plan):
+        return None
+    if engine.remote:
+        # Its published ports answer on the engine's host, not behind this machine's router.
+        reporter.note(
+            f"hostnames are off: session {plan.ident.session} runs on a remote engine ({engine.label})"
+        )
+        return None
+    from devup import router
+
+    if router.installed() is None:
+        if setting:
+            raise PreflightError(
+                "[routes].hostnames = true, but caddy (the router of the hostnames) is not installed; "
+                "nothing was changed",
+                hint="`apt-get install caddy` (scripts/setup does it), or [routes].hostnames = false",
+            )
+        reporter.note(
+            "hostnames are off: caddy is not installed (`apt-get install caddy`, or scripts/setup); "
+            "[routes].hostnames = false says you do not want them"
+        )
+        return None
+    return "required" if setting else "auto"
+
+
+def _unchanged_urls(
+    cfg: Config, plan: preflight.Plan, engine: remote.Engine, previous: state.SessionRecord | None
+) -> dict[str, str]:
+    """For `--dry-run`: the DEVUP_URL_ keys the session has and keeps (hostnames still on, its
+    port key still routed), with the URLs it has: the router is not asked, nor started."""
+    from devup.report import NullReporter
+
+    if previous is None or _hostnames(cfg, plan, engine, NullReporter()) is None:
+        return {}
+    keys = {key for _, _, keys in _route_targets(plan) for key in keys}
+    prefix = "DEVUP_URL_"
+    return {
+        k[len(prefix) :]: v
+        for k, v in previous.env.items()
+        if k.startswith(prefix) and k[len(prefix) :] in keys
+    }
+
+
+def _route_targets(plan: preflight.Plan) -> list[tuple[str, str, tuple[str, ...]]]:
+    """(target, the key of the port its hostname leads to, every DEVUP_PORT_ key of that port):
+    each compose service's first published port, each native service's port."""
+    found: list[tuple[str, str, tuple[str, ...]]] = []
+    for model in plan.models.values():
+        for svc, specs in model.services.items():
+            alias = port_key(svc)
+            full = plan.aliases.get(alias)
+            if specs and full is not None:
+                found.append((svc, alias, (alias, full)))
+    for name, cfg in plan.services.items():
+        if cfg.port:
+            found.append((name, port_key(name), (port_key(name),)))
+    return found
 
 
 @dataclass(frozen=True)
@@ -186,6 +256,7 @@ def dry_run(ws: Workspace, req: UpRequest) -> DryRun:
         ports=dict(previous.ports) if previous else {},
         extra=cfg.env,
         host=engine.address,
+        urls=_unchanged_urls(cfg, plan, engine, previous),
     )
     found = changes.diff(plan, cfg, env=env, running=_running(ws, previous), hooks=req.hooks)
     return DryRun(req.name, found.new, found.changes)
@@ -235,6 +306,8 @@ class _Run:
         reporter: Reporter,
         engine: remote.Engine,
         clone: data.CloneSource | None = None,
+        *,
+        hostnames: Literal["required", "auto"] | None = None,
     ) -> None:
         self.ws, self.cfg, self.req, self.plan, self.reporter = ws, cfg, req, plan, reporter
         self.engine = engine
@@ -265,6 +338,22 @@ class _Run:
             aliases=plan.aliases,
             port_range=cfg.ports.range,
             free_check=lambda: ports.free_check(engine, native=native),
+        )
+        self.hostnames = (
+            None
+            if hostnames is None
+            else routes.Hostnames(
+                stack=self.stack,
+                repo_id=self.ident.repo.repo_id,
+                session=req.name,
+                project=self.ident.project,
+                domain=cfg.routes.domain,
+                https=cfg.routes.https,
+                fallback=(cfg.routes.http_port, cfg.routes.https_port),
+                targets=_route_targets(plan),
+                required=hostnames == "required",
+                warn=reporter.warn,
+            )
         )
         self.env: dict[str, str] = {}
         self.groups: dict[str, state.GroupRecord] = {}
@@ -330,6 +419,17 @@ class _Run:
             if plan.previous:  # keys the config no longer has: released (a rollback leases them again)
                 kept = set(self.leases.ports.values())
                 self.leases.drop({k: p for k, p in plan.previous.ports.items() if p not in kept})
+        if self.hostnames is not None:
+            with self.run.step("routes"):
+                self.hostnames.apply(self.leases.ports, restore=self.reconciling)
+        elif plan.previous is not None and plan.previous.urls:  # hostnames turned off since
+            with self.run.step("routes"):
+                routes.retire(
+                    stack=self.stack,
+                    repo_id=self.ident.repo.repo_id,
+                    session=self.req.name,
+                    fallback=(self.cfg.routes.http_port, self.cfg.routes.https_port),
+                )
         with self.run.step("env_file"):
             files.make_dir(
                 stack=self.stack,
@@ -387,12 +487,15 @@ class _Run:
             ports=self.leases.ports,
             extra=self.cfg.env,
             host=self.engine.address,
+            urls=self.hostnames.url_vars if self.hostnames else None,
         )
 
     def _relet(self, keys: list[str], avoid: int) -> dict[str, int]:
         """Move `keys` off a port someone else took; the env file follows at once."""
         with self._lock:
             moved = self.leases.relet(keys, avoid)
+            if self.hostnames is not None:
+                self.hostnames.follow(self.leases.ports)
             self.env = self._vars()
             state.write_atomic(self.plan.wt.path / paths.ENV_FILE, envvars.dotenv(self.env))
         self.reporter.warn(
@@ -548,6 +651,7 @@ def _record(run: _Run, status: str, now: float) -> state.SessionRecord:
         ttl=req.ttl if req.ttl is not None else (plan.previous.ttl if plan.previous else None),
         inputs=_inputs(run) if status == "up" else {},
         retired=[p for p in run.retired if p not in {g.project for g in run.groups.values()}],
+        urls=dict(run.hostnames.urls) if run.hostnames else {},
     )
 
 
@@ -597,4 +701,5 @@ def _result(record: state.SessionRecord, *, resumed: bool, started: float, noop:
         duration_s=time.monotonic() - started,
         record=record,
         noop=noop,
+        urls=dict(record.urls),
     )

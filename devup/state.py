@@ -206,6 +206,9 @@ class SessionRecord:
     inputs: dict[str, Any] = field(default_factory=dict)
     # Compose projects of groups a reconcile took down: their data volumes stay until `down`
     retired: list[str] = field(default_factory=list)
+    # Hostname URLs (SPEC §9), target (compose service or native service) -> URL, in the order
+    # `devup url` picks its default from; {} when hostnames are off.
+    urls: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2)
@@ -242,6 +245,7 @@ class SessionRecord:
             ttl=None if data.get("ttl") is None else float(data["ttl"]),
             inputs=_object(data.get("inputs")),
             retired=[_str(p) for p in data.get("retired") or []],
+            urls={_str(k): _str(v) for k, v in (data.get("urls") or {}).items()},
         )
 
 

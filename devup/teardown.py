@@ -40,6 +40,7 @@ def stop(ws: Workspace, name: str, reporter: Reporter) -> Outcome:
         if record is None:
             raise NoSuchSession(name)
         where = remote.engine_of(record)  # the session's engine, whatever the environment says
+        _remove_route(ws, record, reporter)  # a stopped session's hostnames no longer answer
         _stop_services(ws, record, reporter, "stop service")
         _each_group_in_reverse(
             record, lambda g: compose.stop(where, project=g.project), reporter, "stop group"
@@ -83,6 +84,7 @@ def down(
             reporter.note(
                 f"hook pre_down skipped: the worktree {wt} is gone (a hook runs only in its own folder)"
             )
+        _remove_route(ws, record, reporter)
         _stop_services(ws, record, reporter, "service")
         _each_group_in_reverse(
             record, lambda g: compose.down(where, project=g.project, volumes=True), reporter, "group"
@@ -112,6 +114,16 @@ def down(
             # SPEC §8: a worktree another tool made stays, with or without --keep-worktree.
             return Outcome(name, "down", f"session {name} removed; its attached worktree {wt} is kept")
         return Outcome(name, "down", f"session {name} removed")
+
+
+def _remove_route(ws: Workspace, record: state.SessionRecord, reporter: Reporter) -> None:
+    """The session's hostnames (SPEC §9) go first: nothing answers there while it stops."""
+    if not record.urls:
+        return  # never had hostnames: the router is not asked (nor started, nor imported)
+    from devup.steps import routes
+
+    with _step(reporter, "routes"):
+        routes.remove(repo_id=ws.repo.repo_id, session=record.session)
 
 
 def _stop_services(ws: Workspace, record: state.SessionRecord, reporter: Reporter, label: str) -> None:

@@ -316,11 +316,26 @@ ensure_images() {
     "$DEVUP_ROOT/scripts/build-images"
 }
 
-# ---------------------------------------------------------------- sshd (remote-engine tests)
+# ---------------------------------------------------------------- packages: sshd (remote tests), caddy (hostnames), chromium (browser test)
+
+# apt_install_no_start PKG...: install Debian packages without letting their services start
+# now: where no policy-rc.d forbids service starts, one does for the install.
+apt_install_no_start() {
+    local guard=""
+    if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+        guard=/usr/sbin/policy-rc.d
+        printf '#!/bin/sh\nexit 101\n' >"$guard"
+        chmod 755 "$guard"
+    fi
+    apt_install --no-install-recommends "$@"
+    if [[ -n "$guard" ]]; then
+        rm -f "$guard"
+    fi
+}
 
 # ensure_sshd: Debian's openssh-server, for the ssh:// tests of tests/test_remote.py, which run
 # sshd only inside a network namespace of their own. Installing it must not start an sshd on
-# this machine: where no policy-rc.d forbids service starts, one does for the install.
+# this machine.
 ensure_sshd() {
     if have sshd || [[ -x /usr/sbin/sshd ]]; then
         return 0
@@ -329,14 +344,35 @@ ensure_sshd() {
         warn "sshd missing (not root with apt-get): the ssh:// remote-engine tests will fail (DEVUP_SKIP_REMOTE_TESTS=1 skips them)"
         return 0
     fi
-    local guard=""
-    if [[ ! -e /usr/sbin/policy-rc.d ]]; then
-        guard=/usr/sbin/policy-rc.d
-        printf '#!/bin/sh\nexit 101\n' >"$guard"
-        chmod 755 "$guard"
+    apt_install_no_start openssh-server
+}
+
+# ensure_router: Debian's caddy, the router of the sessions' hostnames (SPEC §9). devup runs it
+# itself, as a native process with its state in devup's state folder (docs/design.md): the
+# package's own caddy.service must not run, or it takes ports 80/443 with its sample Caddyfile.
+ensure_router() {
+    if have caddy; then
+        return 0
     fi
-    apt_install --no-install-recommends openssh-server
-    if [[ -n "$guard" ]]; then
-        rm -f "$guard"
+    if ! can_apt; then
+        warn "caddy missing (not root with apt-get): sessions get no hostnames, and the hostname tests will fail"
+        return 0
     fi
+    apt_install_no_start caddy
+    if have systemctl && [[ -d /run/systemd/system ]]; then
+        log "caddy: disabling the package's caddy.service (devup starts its own router)"
+        systemctl disable --now caddy.service >/dev/null 2>&1 || warn "could not disable caddy.service"
+    fi
+}
+
+# ensure_browser: Debian's chromium, for the browser test of tests/test_routes.py (headless).
+ensure_browser() {
+    if have chromium; then
+        return 0
+    fi
+    if ! can_apt; then
+        warn "chromium missing (not root with apt-get): the browser test of tests/test_routes.py will fail"
+        return 0
+    fi
+    apt_install --no-install-recommends chromium
 }

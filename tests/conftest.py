@@ -73,7 +73,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 @pytest.fixture(autouse=True)
-def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """No test touches the real home: devup's state lives in the test's temp dir."""
     home = tmp_path / "home"
     home.mkdir()
@@ -92,6 +92,10 @@ def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GIT_AUTHOR_EMAIL", "t@example.invalid")
     monkeypatch.setenv("GIT_COMMITTER_NAME", "t")
     monkeypatch.setenv("GIT_COMMITTER_EMAIL", "t@example.invalid")
+    yield
+    # Where caddy is installed, a session with a port gets hostnames, and the router of this
+    # test's state folder keeps running after its sessions (`gc` stops it): it goes with the test.
+    world.stop_router(tmp_path / "state")
 
 
 @pytest.fixture(scope="session")

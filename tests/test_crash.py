@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -111,6 +112,8 @@ def test_sigkill_at_every_step_boundary(full, step, then):
         assert world.labelled("volume", repo_id=full.repo_id, session="k")
     if reached >= STEPS.index("service:web"):
         assert unit_processes(full, "k", "service:web")
+    if reached >= STEPS.index("routes") and shutil.which("caddy"):  # hostnames: on where caddy is
+        assert f"devup_{full.repo_id}_k" in world.router_routes(Path(os.environ["DEVUP_HOME"]))
 
     if then == "up":
         doc = full.up_json("k")

@@ -9,6 +9,7 @@ engine and /proc, never through devup's own state files.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -26,6 +27,7 @@ STEPS = [
     "worktree",
     "copy",
     "ports",
+    "routes",
     "env_file",
     "post_create",
     "group:db",
@@ -186,6 +188,8 @@ def assert_no_trace(repo: Repo, name: str, *, rolled_back: bool = True) -> None:
         assert name not in world.branches(repo.path)
         assert not seed_marker(repo, name).exists()
     assert session_processes(repo, name) == []
+    # SPEC §9: no hostname of the session is left on the router (where caddy gave it some).
+    assert f"devup_{repo.repo_id}_{name}" not in world.router_routes(Path(os.environ["DEVUP_HOME"]))
     assert json.loads(repo.devup("ls", "--json").stdout) == []
 
 

@@ -203,6 +203,7 @@ def test_json_documents_have_specs_fields(make):
             "last_used",
             "expires",
             "changed",
+            "urls",  # SPEC §9: the hostname URLs, target -> URL
         }
         and row["status"] == "up"
     )  # SPEC §2
@@ -239,6 +240,18 @@ def test_the_bundled_example_comes_up_and_answers(make):
             page = resp.read().decode()
         assert "demo" in page and "apples" in page  # the session name and a row seeded by post_up
         assert {"POSTGRES", "REDIS", "WEB"} <= set(doc["ports"])
+        if shutil.which("caddy"):  # and at its hostname (SPEC §9), over HTTPS from devup's authority
+            import subprocess
+
+            root = Path(os.environ["DEVUP_HOME"]) / "router/data/pki/authorities/local/root.crt"
+            hostname = doc["urls"]["web"]
+            shown = subprocess.run(
+                ["curl", "-fsS", "--max-time", "10", "--cacert", str(root), hostname],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+            assert "apples" in shown and hostname.split("/")[2].split(":")[0] in shown  # "served at"
     finally:
         down = repo.devup("down", "demo", "--force", env=env)
     assert down.returncode == 0, down.stderr

@@ -86,3 +86,49 @@ def port_bound(port: int) -> bool:
         c.laddr and c.laddr.port == port and c.status == psutil.CONN_LISTEN
         for c in psutil.net_connections("tcp")
     )
+
+
+def stop_router(state: Path) -> int | None:
+    """Stop the router (caddy) of devup state folder `state` if it runs; its pid, or None."""
+    try:
+        data = json.loads((state / "router" / "router.json").read_text())
+        proc = psutil.Process(int(data["pid"]))
+        if (
+            abs(proc.create_time() - float(data["start_time"])) >= 0.01
+            or proc.status() == psutil.STATUS_ZOMBIE
+        ):
+            return None
+    except (OSError, ValueError, KeyError, psutil.Error):
+        return None
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except psutil.TimeoutExpired:
+        proc.kill()
+    except psutil.Error:
+        pass
+    return proc.pid
+
+
+def router_routes(state: Path) -> list[str]:
+    """The @id of each route on the router of devup state folder `state`, asked of the router
+    itself (its admin API on a unix socket, where caddy wants an empty Host); [] when none runs."""
+    sock = state / "router" / "admin.sock"
+    if not sock.exists():
+        return []
+    result = subprocess.run(
+        [
+            "curl",
+            "-fsS",
+            "--unix-socket",
+            str(sock),
+            "-H",
+            "Host;",
+            "http://router/config/apps/http/servers/devup/routes",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        return []  # a socket left by a router that is gone: no route answers
+    return [r["@id"] for r in json.loads(result.stdout or "[]") or [] if "@id" in r]

@@ -126,6 +126,7 @@ def _down_sessions(ctx: Ctx) -> list[str]:
     names = sorted(ctx.sessions)
     with ThreadPoolExecutor(max_workers=4) as pool:
         downs = list(pool.map(lambda n: ctx.dv("down", n, "--force", check=False), names))
+    ctx.dv("gc", check=False)  # the router of the hostnames (SPEC §9), shared by the sessions: gc stops it
     return [
         f"devup down {name} exited {ran.code}: {tail(ran.err, 3)}"
         for name, ran in zip(names, downs, strict=True)

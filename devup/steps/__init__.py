@@ -6,7 +6,7 @@ module it does not import is time a user waits for.
 
 import importlib
 
-_MODULES = ("files", "group", "hooks", "ports", "service", "volumes", "worktree")
+_MODULES = ("files", "group", "hooks", "ports", "routes", "service", "volumes", "worktree")
 
 
 def load_all() -> None:

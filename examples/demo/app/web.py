@@ -45,7 +45,7 @@ def render_item(item_id: int, name: str, created_at: datetime) -> str:
     return f"<li>#{item_id} {html.escape(name)} <small>({when})</small></li>"
 
 
-def render_index() -> str:
+def render_index(host: str) -> str:
     session = os.environ.get("DEVUP_SESSION", "(not run by devup)")
     branch = os.environ.get("DEVUP_BRANCH", "(unknown)")
     with pg_connect(timeout=2) as conn:
@@ -63,7 +63,8 @@ def render_index() -> str:
 <h1>devup demo</h1>
 <p>session: <b id="session">{html.escape(session)}</b><br>
 branch: <b id="branch">{html.escape(branch)}</b><br>
-visits: <b id="visits">{visits}</b></p>
+visits: <b id="visits">{visits}</b><br>
+served at: <b id="host">{html.escape(host)}</b></p>
 <h2>items (PostgreSQL)</h2>
 <ul id="items">
 {items}
@@ -95,7 +96,7 @@ class Handler(BaseHTTPRequestHandler):
                 self._send(503, f"unhealthy: {problem}\n", "text/plain")
         elif path == "/":
             try:
-                self._send(200, render_index(), "text/html")
+                self._send(200, render_index(self.headers.get("Host", "?")), "text/html")
             except Exception as exc:
                 self._send(503, f"error: {type(exc).__name__}: {one_line(exc)}\n", "text/plain")
         else:

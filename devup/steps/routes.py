@@ -1,0 +1,129 @@
+"""The session's hostnames (SPEC §9): one route on the shared router, its inverse pushed first.
+
+The route's id derives from the repository and the session (router.route_id), so its intent
+alone is enough to undo it after a crash; the inverse removes exactly that route (gone already,
+or no router running: success), or, for a reconcile of a running session, puts back the route
+the session had.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from devup import router
+from devup.errors import RouterError
+from devup.undo import UndoRecord, UndoStack, inverse
+
+if TYPE_CHECKING:
+    from devup.remote import Engine
+
+
+@dataclass(frozen=True)
+class Target:
+    """A compose service with a published port, or a native service with `port = true`."""
+
+    name: str
+    host: str
+    lease: str  # the DEVUP_PORT_ key of the port its hostname leads to
+    keys: tuple[str, ...]  # the DEVUP_PORT_ keys of that port: each gets its DEVUP_URL_
+
+
+class Hostnames:
+    """One run's hostnames: named from the plan, put on the router by `apply`, moved with a port
+    by `follow`. `urls` (target -> URL) and `url_vars` (key -> URL) are empty until `apply`."""
+
+    def __init__(
+        self,
+        *,
+        stack: UndoStack,
+        repo_id: str,
+        session: str,
+        project: str,
+        domain: str,
+        https: bool,
+        fallback: tuple[int, int],
+        targets: list[tuple[str, str, tuple[str, ...]]],
+        required: bool,
+        warn: Callable[[str], None],
+    ) -> None:
+        self.stack, self.https, self.fallback, self.required, self.warn = (
+            stack,
+            https,
+            fallback,
+            required,
+            warn,
+        )
+        self.route_id = router.route_id(repo_id, session)
+        label = router.project_label(project, repo_id)
+        self.targets = [
+            Target(
+                name, router.hostname(target=name, session=session, project=label, domain=domain), lease, keys
+            )
+            for name, lease, keys in targets
+        ]
+        self.urls: dict[str, str] = {}
+        self.url_vars: dict[str, str] = {}
+
+    def apply(self, ports: Mapping[str, int], *, restore: bool) -> None:
+        """Put the session's route on the router (started if need be). With `restore` (a
+        reconcile of a running session), a rollback puts back the route it had, else removes it."""
+        previous = _quietly(lambda: router.get(self.route_id)) if restore else None
+        args = {"id": self.route_id, "restore": previous, "ports": list(self.fallback)}
+        hosts = ", ".join(t.host for t in self.targets)
+        self.stack.push(UndoRecord("route_remove", args, f"route of {hosts}"))
+        try:
+            found = router.put(self.route_id, self._hosts(ports), ports=self.fallback)
+        except RouterError as exc:
+            if self.required:
+                raise
+            # [routes].hostnames left to its default: on where the router can run (SPEC §9).
+            self.warn(f"hostnames are off for this run: {exc.message}")
+            return
+        self.urls = {t.name: found.url(t.host, https=self.https) for t in self.targets}
+        self.url_vars = {key: self.urls[t.name] for t in self.targets for key in t.keys}
+
+    def follow(self, ports: Mapping[str, int]) -> None:
+        """A port moved (someone else took it): the route leads to the new one. The record
+        already on the stack undoes this too (it names the route, not its ports)."""
+        if self.urls:
+            router.put(self.route_id, self._hosts(ports), ports=self.fallback)
+
+    def _hosts(self, ports: Mapping[str, int]) -> dict[str, int]:
+        return {t.host: ports[t.lease] for t in self.targets if ports.get(t.lease)}
+
+
+def _quietly(read: Callable[[], dict[str, Any] | None]) -> dict[str, Any] | None:
+    try:
+        return read()
+    except RouterError:
+        return None
+
+
+def remove(*, repo_id: str, session: str) -> None:
+    """`stop` and `down`: the session's route goes (idempotent)."""
+    router.remove(router.route_id(repo_id, session))
+
+
+def retire(*, stack: UndoStack, repo_id: str, session: str, fallback: tuple[int, int]) -> None:
+    """A session whose hostnames were turned off (or that has no target left): its route goes;
+    a rollback puts it back."""
+    rid = router.route_id(repo_id, session)
+    previous = router.get(rid)
+    if previous is None:
+        return
+    stack.push(
+        UndoRecord("route_remove", {"id": rid, "restore": previous, "ports": list(fallback)}, f"route {rid}")
+    )
+    router.remove(rid)
+
+
+@inverse("route_remove")
+def undo(args: dict[str, Any], _engine: Engine) -> None:
+    """Remove the session's route (already gone, or no router: success), or put back the route
+    a reconciled session had before this run."""
+    if args.get("restore"):
+        router.put_raw(args["restore"], ports=(int(args["ports"][0]), int(args["ports"][1])))
+    else:
+        router.remove(args["id"])
