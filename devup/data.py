@@ -472,9 +472,20 @@ def listing(ws: Workspace) -> list[Snapshot]:
             sweep_incomplete(ws, eng)
             found.update({s.name: s for s in snapshots(ws, eng) if s.complete and s.name not in found})
         except DevupError:
-            if index == 0:
+            # Host mode needs no Docker (SPEC §6): a repository without compose groups has no
+            # data to snapshot, so an engine that does not answer has nothing of it either.
+            if index == 0 and _has_groups(ws.config_text):
                 raise
     return [found[n] for n in sorted(found)]
+
+
+def _has_groups(config_text: str) -> bool:
+    import tomllib
+
+    try:
+        return bool(tomllib.loads(config_text).get("groups"))
+    except tomllib.TOMLDecodeError:
+        return True  # the config error is `up`'s to report; here, ask the engine as always
 
 
 def incomplete_volumes(ws: Workspace, eng: remote.Engine) -> list[engine.Volume]:

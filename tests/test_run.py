@@ -201,3 +201,11 @@ def test_a_snapshot_is_complete_only_when_its_manifest_counts_its_volumes_and_th
     finally:
         for name in (vol, manifest):
             adapter.remove_volume(eng, name)
+
+
+def test_snapshot_ls_of_a_host_mode_repository_needs_no_engine(make, tmp_path: Path) -> None:
+    """SPEC §6: host mode needs no Docker; without compose groups there is no data to list."""
+    repo = make(isolated("host"))
+    result = repo.devup("snapshot", "ls", "--json", env={"DOCKER_HOST": f"unix://{tmp_path}/none.sock"})
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == []
