@@ -124,10 +124,17 @@ def port_range(width: int = 40) -> str:
     return f"[{low}, {low + width - 1}]"
 
 
-def isolated(mode: str, *, project: str | None = None, ports: str | None = None) -> str:
+def isolated(mode: str, *, project: str | None = None, ports: str | None = None, routes: bool = True) -> str:
     """The [project] and [ports] tables of a devup.toml with a compose project name and a port
-    block of its own, so that test runs sharing an engine never meet."""
-    return f'[project]\nname = "{project or project_name()}"\nmode = "{mode}"\n[ports]\nrange = {ports or port_range()}\n'
+    block of its own, so that test runs sharing an engine never meet; and [routes] ports of its
+    own for the router of the hostnames (SPEC §9), used where another run's router (or the demo's)
+    holds 80/443: each test's state folder has its router, and two must not want one port."""
+    low = random.randrange(41000, 49000, 2)
+    table = f"[routes]\nhttp_port = {low}\nhttps_port = {low + 1}\n" if routes else ""
+    return (
+        f'[project]\nname = "{project or project_name()}"\nmode = "{mode}"\n[ports]\nrange = {ports or port_range()}\n'
+        + table
+    )
 
 
 @dataclass

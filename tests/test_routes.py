@@ -66,7 +66,7 @@ http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Page).se
 
 def native_toml(project: str | None = None, *, routes: str = "") -> str:
     return (
-        isolated("host", project=project)
+        isolated("host", project=project, routes=False)
         + f'[services.web]\nrun = "{sys.executable} serve.py"\nport = true\nready = {{ http = "/" }}\n'
         + '[hooks]\npost_up = "true"\n'
         + fallback_ports()
@@ -146,7 +146,7 @@ def test_hostnames_are_named_per_repository_clone(tmp_path: Path):
 @pytest.mark.docker
 def test_two_sessions_answer_on_their_own_hostnames_over_http_and_https(make, engine):
     repo = make(
-        isolated("container") + fallback_ports() + '[groups.app]\nfiles = ["compose.yaml"]\n',
+        isolated("container") + '[groups.app]\nfiles = ["compose.yaml"]\n',
         {"compose.yaml": busybox_web(volume=None)},
     )
     one, two = repo.up_json("s1"), repo.up_json("s2")
