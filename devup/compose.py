@@ -1,5 +1,5 @@
 """The Compose adapter: the Compose v2 CLI that brings groups up and down, the group model it
-validates, and the override file devup writes for each group (engine queries: engine.py)."""
+validates, and the override file devup writes for each group (engine queries: engine/)."""
 
 from __future__ import annotations
 

@@ -16,8 +16,11 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from devup import compose_model, engine, faults, paths, recovery, remote, run, state
-from devup.engine import LABEL_PROJECT, LABEL_REPO, LABEL_SESSION
+from devup import compose_model, faults, paths, recovery, remote, run, state
+from devup.engine import pausing
+from devup.engine.copies import copy_volume
+from devup.engine.labels import LABEL_COMPOSE_VERSION, LABEL_PROJECT, LABEL_REPO, LABEL_SESSION, LABEL_VOLUME
+from devup.engine.volumes import Volume, create_volume, remove_volume, volumes_with
 from devup.errors import (
     DevupError,
     Interrupted,
@@ -105,8 +108,8 @@ def snapshots(ws: Workspace, eng: remote.Engine) -> list[Snapshot]:
     Complete means the manifest exists and the volumes found are as many as it counts: a volume
     removed since (by hand, or by a sweep that raced the `create`) makes it incomplete, never a
     complete-looking snapshot that a clone would silently start empty from."""
-    by: dict[str, list[engine.Volume]] = {}
-    for v in engine.volumes_with(eng, [f"{LABEL_REPO}={ws.repo.repo_id}", LABEL_SNAPSHOT]):
+    by: dict[str, list[Volume]] = {}
+    for v in volumes_with(eng, [f"{LABEL_REPO}={ws.repo.repo_id}", LABEL_SNAPSHOT]):
         by.setdefault(v.labels[LABEL_SNAPSHOT], []).append(v)
     found = []
     for name, vols in sorted(by.items()):
@@ -167,7 +170,7 @@ def session_volumes(ws: Workspace, record: state.SessionRecord) -> list[DataVolu
     which carry no project label), each with the image of a container that mounts it."""
     projects = {g.project: g.name for g in record.groups}
     eng = remote.engine_of(record)
-    conts = engine.containers_of(
+    conts = pausing.containers_of(
         eng, repo_id=ws.repo.repo_id, session=record.session, projects=list(projects)
     )
     found = []
@@ -177,10 +180,10 @@ def session_volumes(ws: Workspace, record: state.SessionRecord) -> list[DataVolu
             f"{LABEL_SESSION}={record.session}",
             f"{LABEL_REPO}={ws.repo.repo_id}",
         ]
-        for v in engine.volumes_with(eng, labels):
+        for v in volumes_with(eng, labels):
             if compose_model.host_path(v.options) is not None:
                 continue  # a host folder every session shares, not this session's data (new-M6)
-            key = v.labels.get(engine.LABEL_VOLUME) or v.name.removeprefix(f"{project}_")
+            key = v.labels.get(LABEL_VOLUME) or v.name.removeprefix(f"{project}_")
             image = next((c.image for c in conts if v.name in c.mounts), "") or next(
                 (c.image for c in conts if c.project == project), ""
             )
@@ -276,7 +279,7 @@ def _take(
         )
         reporter.step_started(f"copy {v.group}/{v.key}")
         t0 = time.monotonic()
-        total += engine.copy_volume(
+        total += copy_volume(
             stack.engine,
             source=v.name,
             target=target,
@@ -289,9 +292,9 @@ def _take(
     # Resumed at once: the pause lasts the copies, not the bookkeeping. The engine reports a
     # paused container unhealthy and says healthy again at its next probe (one healthcheck
     # interval); the service itself serves from the moment it is unpaused.
-    engine.unpause(stack.engine, paused)
+    pausing.unpause(stack.engine, paused)
     created = time.time()
-    engine.create_volume(
+    create_volume(
         stack.engine,
         manifest,
         {**base, LABEL_MANIFEST: str(len(made)), LABEL_CREATED: f"{created:.3f}", LABEL_SIZE: str(total)},
@@ -308,7 +311,7 @@ def _containers(
     projects = [g.project for g in record.groups if g.name in groups]
     return [
         c.id
-        for c in engine.containers_of(
+        for c in pausing.containers_of(
             remote.engine_of(record), repo_id=ws.repo.repo_id, session=record.session, projects=projects
         )
         if c.status in states
@@ -414,7 +417,7 @@ def _restore(ws: Workspace, record: state.SessionRecord, found: Snapshot, report
                 src = theirs.get((v.group, v.key))
                 reporter.step_started(f"restore {v.group}/{v.key}")
                 t0 = time.monotonic()
-                engine.copy_volume(
+                copy_volume(
                     this.stack.engine,
                     source=src.name if src else None,
                     target=v.name,
@@ -425,7 +428,7 @@ def _restore(ws: Workspace, record: state.SessionRecord, found: Snapshot, report
                 reporter.step_done(f"restore {v.group}/{v.key}", time.monotonic() - t0)
             volumes.start(stack=this.stack, ids=ids, label=f"session {name}")
             faults.hit("during:restarted")  # a test fails the restore here: the database runs again
-            slow = engine.wait_healthy(this.stack.engine, ids, timeout=RESTART_TIMEOUT)
+            slow = pausing.wait_healthy(this.stack.engine, ids, timeout=RESTART_TIMEOUT)
             if slow:
                 raise DevupError(
                     f"containers {', '.join(slow)} did not come back healthy on the restored data "
@@ -455,9 +458,9 @@ def remove(ws: Workspace, names: list[str], reporter: Reporter) -> list[tuple[st
             if found is None or found.engine is None:
                 result.append((n, False))
                 continue
-            engine.remove_volume(found.engine, manifest_name(ws.repo.repo_id, n))
+            remove_volume(found.engine, manifest_name(ws.repo.repo_id, n))
             for v in found.volumes:
-                engine.remove_volume(found.engine, v.name)
+                remove_volume(found.engine, v.name)
             result.append((n, True))
     return result
 
@@ -488,12 +491,12 @@ def _has_groups(config_text: str) -> bool:
         return True  # the config error is `up`'s to report; here, ask the engine as always
 
 
-def incomplete_volumes(ws: Workspace, eng: remote.Engine) -> list[engine.Volume]:
+def incomplete_volumes(ws: Workspace, eng: remote.Engine) -> list[Volume]:
     """Volumes of incomplete snapshots on `eng` that no run is writing (a killed `create`): the
     candidates of the sweep, which re-checks each under the snapshot's own lock."""
     busy = recovery.busy_sessions(ws)
     complete = {s.name for s in snapshots(ws, eng) if s.complete}
-    vols = engine.volumes_with(eng, [f"{LABEL_REPO}={ws.repo.repo_id}", LABEL_SNAPSHOT])
+    vols = volumes_with(eng, [f"{LABEL_REPO}={ws.repo.repo_id}", LABEL_SNAPSHOT])
     return [
         v
         for v in vols
@@ -508,7 +511,7 @@ def sweep_incomplete(ws: Workspace, eng: remote.Engine) -> None:
     takes it before its first volume), so each candidate is taken under that lock, tried and
     never waited for, and judged again there: a busy list read before the volumes were listed
     can be stale by then."""
-    by_snapshot: dict[str, list[engine.Volume]] = {}
+    by_snapshot: dict[str, list[Volume]] = {}
     for v in incomplete_volumes(ws, eng):
         by_snapshot.setdefault(v.labels[LABEL_SNAPSHOT], []).append(v)
     for snap in sorted(by_snapshot):
@@ -517,9 +520,9 @@ def sweep_incomplete(ws: Workspace, eng: remote.Engine) -> None:
             found = find(ws, snap, eng)
             if found is None or found.complete:
                 continue
-            engine.remove_volume(eng, manifest_name(ws.repo.repo_id, snap))
+            remove_volume(eng, manifest_name(ws.repo.repo_id, snap))
             for left in found.volumes:
-                engine.remove_volume(eng, left.name)
+                remove_volume(eng, left.name)
 
 
 # --- clones (`up NEW --from SOURCE`) ----------------------------------------------------------
@@ -559,8 +562,8 @@ def clone_targets(
             labels={
                 **ident.labels(g),
                 LABEL_PROJECT: projects[g],
-                engine.LABEL_VOLUME: key,
-                engine.LABEL_COMPOSE_VERSION: version,
+                LABEL_VOLUME: key,
+                LABEL_COMPOSE_VERSION: version,
             },
         )
         for g in groups
@@ -650,7 +653,7 @@ def clone(
                 src = theirs.get((t.group, t.key))
                 if src is not None:
                     _clone_one(ws, stack, t, src, new=new, reporter=reporter)
-            engine.unpause(stack.engine, ids)
+            pausing.unpause(stack.engine, ids)
         except (Exception, Interrupted) as exc:
             left = this.rollback()
             if left and not isinstance(exc, Interrupted):
@@ -671,7 +674,7 @@ def _clone_one(
     t0 = time.monotonic()
     if not src.image:
         raise DevupError(f"no image to copy volume {src.name} with (no container of its group)")
-    engine.copy_volume(
+    copy_volume(
         stack.engine,
         source=src.name,
         target=t.name,

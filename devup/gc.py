@@ -15,7 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from devup import engine, git, processes, remote, state
+from devup import git, processes, remote, state
+from devup.engine import removal
+from devup.engine.client import engine_version
+from devup.engine.labels import LABEL_REPO
+from devup.engine.volumes import volumes_with
 from devup.errors import DevupError
 from devup.hookspec import teardown_settings
 from devup.paths import CONFIG_NAME, ENV_FILE
@@ -84,13 +88,12 @@ def _on_engine(ws: Workspace, owned: set[str], where: remote.Engine) -> list[Orp
     from devup import data
 
     snapshots = {
-        v.name
-        for v in engine.volumes_with(where, [f"{engine.LABEL_REPO}={ws.repo.repo_id}", data.LABEL_SNAPSHOT])
+        v.name for v in volumes_with(where, [f"{LABEL_REPO}={ws.repo.repo_id}", data.LABEL_SNAPSHOT])
     }
     incomplete = {v.name: v.labels.get(data.LABEL_SOURCE, "?") for v in data.incomplete_volumes(ws, where)}
     found = [
         Orphan(obj.kind, obj.name, obj.session, engine=where)
-        for obj in engine.labelled(where, repo_id=ws.repo.repo_id)
+        for obj in removal.labelled(where, repo_id=ws.repo.repo_id)
         if obj.session not in owned and not (obj.kind == "volume" and obj.name in snapshots)
     ]
     return found + [
@@ -173,7 +176,7 @@ def run(ws: Workspace, reporter: Reporter, *, dry_run: bool, force: bool = False
         try:
             # The environment's engine gets the usual ~4 s to ride out a blip; the others, which
             # may simply be switched off, one attempt.
-            engine.engine_version(where, attempts=5 if index == 0 else 1)
+            engine_version(where, attempts=5 if index == 0 else 1)
             answering.append(where)
         except DevupError:
             reporter.warn(
@@ -225,7 +228,7 @@ def _remove(ws: Workspace, orphan: Orphan, *, force: bool, copied: tuple[str, ..
             processes.kill_pid(int(orphan.name), started=orphan.started)
         elif orphan.kind in ("container", "network", "volume"):
             assert orphan.engine is not None  # found on an engine: find() names it
-            engine.remove(orphan.engine, orphan.kind, orphan.name)
+            removal.remove(orphan.engine, orphan.kind, orphan.name)
         elif orphan.kind == "worktree":
             path = Path(orphan.name)
             dirty = _precious(ws, path, copied) if path.is_dir() and not force else []

@@ -8,7 +8,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from devup import engine, journal, remote, state
+from devup import journal, remote, state
+from devup.engine import queries
 from devup.envvars import port_key
 from devup.errors import DevupError, NoSuchSession
 from devup.report import Reporter
@@ -116,7 +117,7 @@ def engine_json(record: SessionRecord) -> dict[str, Any] | None:
 
 
 def units(
-    record: SessionRecord, containers: list[engine.ContainerState], *, owners: bool = False
+    record: SessionRecord, containers: list[queries.ContainerState], *, owners: bool = False
 ) -> list[Unit]:
     """Each container and process of `record`; with `owners` (`status`), whether what answers on a
     service's leased port is the service (a scan of the system's sockets: not for `ls`)."""
@@ -173,7 +174,7 @@ def _foreign_listener(proc: ProcessRecord, port: int | None) -> str:
 
 
 def view(
-    record: SessionRecord, containers: list[engine.ContainerState], *, owners: bool = False
+    record: SessionRecord, containers: list[queries.ContainerState], *, owners: bool = False
 ) -> SessionView:
     found = units(record, containers, owners=owners)
     if not os.path.isdir(record.worktree):
@@ -186,15 +187,15 @@ def view(
 
 def _containers(
     ws: Workspace, records: list[SessionRecord], session: str | None = None
-) -> list[engine.ContainerState]:
+) -> list[queries.ContainerState]:
     """The containers of `records`' sessions, asked of their engine (that of the first record:
     callers group records by engine), whatever the environment says (guarantee 10)."""
     if not any(r.groups for r in records):
         return []  # host mode: no engine needed, none asked
-    return engine.containers(remote.engine_of(records[0]), repo_id=ws.repo.repo_id, session=session)
+    return queries.containers(remote.engine_of(records[0]), repo_id=ws.repo.repo_id, session=session)
 
 
-def containers_of(ws: Workspace, record: SessionRecord) -> list[engine.ContainerState]:
+def containers_of(ws: Workspace, record: SessionRecord) -> list[queries.ContainerState]:
     return _containers(ws, [record], record.session)
 
 

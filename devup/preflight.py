@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING
 
 from devup import compose, compose_inputs, envvars, git, mounts, remote, state
 from devup.config import Config, GroupCfg, Mode, ServiceCfg
-from devup.engine import engine_version, foreign_objects
+from devup.engine.client import engine_version
+from devup.engine.removal import foreign_objects
 from devup.envvars import port_key
 from devup.errors import DevupError, EngineUnavailable, PreflightError, UsageError
 from devup.model import Identity

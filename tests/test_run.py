@@ -180,7 +180,7 @@ def test_a_snapshot_is_complete_only_when_its_manifest_counts_its_volumes_and_th
     """code-review §5 bug 3: the incomplete-snapshot sweep could remove a volume that a running
     `create` had just copied, and the snapshot then looked complete with a volume missing."""
     from devup import data, remote
-    from devup import engine as adapter
+    from devup.engine import volumes as adapter
     from devup.workspace import open_workspace
 
     repo = make(isolated("host"))

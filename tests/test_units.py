@@ -268,7 +268,7 @@ def test_emptiness_of_a_volume_is_read_from_the_start_of_its_archive_only(monkey
     import tarfile
     from types import SimpleNamespace
 
-    from devup import engine
+    from devup.engine import copies
     from devup.errors import EngineError
 
     data = io.BytesIO()
@@ -289,9 +289,9 @@ def test_emptiness_of_a_volume_is_read_from_the_start_of_its_archive_only(monkey
             yield raw[start : start + chunk]
 
     api = SimpleNamespace(get_archive=lambda cid, path: (chunks(), {}))
-    monkeypatch.setattr(engine, "client", lambda eng: SimpleNamespace(api=api))
+    monkeypatch.setattr(copies, "client", lambda eng: SimpleNamespace(api=api))
     with pytest.raises(EngineError, match="no shell"):
-        engine._empty_via_api(remote.Engine(None, remote.DEFAULT_HOST), "cid")
+        copies._empty_via_api(remote.Engine(None, remote.DEFAULT_HOST), "cid")
     assert len(read) <= 2 < len(raw) // chunk  # a chunk or two of 128, not the whole volume
 
 

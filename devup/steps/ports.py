@@ -46,7 +46,7 @@ def free_check(engine: Engine, *, native: list[str]) -> Callable[[str, int], boo
     if not engine.remote:
         return None
     from devup import remote
-    from devup.engine import published_ports
+    from devup.engine.queries import published_ports
 
     there = remote.port_checker(engine, lambda: published_ports(engine))
     return lambda key, port: state.port_is_free(port) if key in native else there(port)
