@@ -85,16 +85,18 @@ def _on_engine(ws: Workspace, owned: set[str], where: remote.Engine) -> list[Orp
 
     Snapshots belong to the repository, not to a session: a complete one is never an orphan; an
     incomplete one is, once no run of its source session can still be writing it (SPEC §7)."""
-    from devup import data
+    from devup import snapshots
 
-    snapshots = {
-        v.name for v in volumes_with(where, [f"{LABEL_REPO}={ws.repo.repo_id}", data.LABEL_SNAPSHOT])
+    snapshot_volumes = {
+        v.name for v in volumes_with(where, [f"{LABEL_REPO}={ws.repo.repo_id}", snapshots.LABEL_SNAPSHOT])
     }
-    incomplete = {v.name: v.labels.get(data.LABEL_SOURCE, "?") for v in data.incomplete_volumes(ws, where)}
+    incomplete = {
+        v.name: v.labels.get(snapshots.LABEL_SOURCE, "?") for v in snapshots.incomplete_volumes(ws, where)
+    }
     found = [
         Orphan(obj.kind, obj.name, obj.session, engine=where)
         for obj in removal.labelled(where, repo_id=ws.repo.repo_id)
-        if obj.session not in owned and not (obj.kind == "volume" and obj.name in snapshots)
+        if obj.session not in owned and not (obj.kind == "volume" and obj.name in snapshot_volumes)
     ]
     return found + [
         Orphan("volume", name, source, engine=where) for name, source in sorted(incomplete.items())

@@ -32,7 +32,7 @@ from devup.steps import files, group, hooks, ports, routes, service, worktree
 from devup.workspace import Workspace
 
 if TYPE_CHECKING:
-    from devup import data, preflight
+    from devup import clones, preflight
     from devup.config import Config, Mode
 
 
@@ -140,10 +140,10 @@ def up(ws: Workspace, req: UpRequest, reporter: Reporter) -> UpResult:
         source = req.source or (cfg.project.data_from if previous is None else None)
         if source is None or not plan.groups:  # host mode: no volumes to fill, and no Docker
             return _Run(ws, cfg, req, plan, reporter, engine, hostnames=names).execute(started)
-        from devup import data
+        from devup import clones
 
-        planned = data.plan_clone(ws, source, new=req.name, eng=engine)
-        with data.held(ws, planned, engine) as clone:  # busy: exit 4, before anything changed
+        planned = clones.plan_clone(ws, source, new=req.name, eng=engine)
+        with clones.held(ws, planned, engine) as clone:  # busy: exit 4, before anything changed
             return _Run(ws, cfg, req, plan, reporter, engine, clone, hostnames=names).execute(started)
 
 
@@ -305,7 +305,7 @@ class _Run:
         plan: preflight.Plan,
         reporter: Reporter,
         engine: remote.Engine,
-        clone: data.CloneSource | None = None,
+        clone: clones.CloneSource | None = None,
         *,
         hostnames: Literal["required", "auto"] | None = None,
     ) -> None:
@@ -450,10 +450,10 @@ class _Run:
             self._hook("post_create", wt_path)
         if self.clone is not None and plan.groups:
             with self.run.step("data"):
-                from devup import data
+                from devup import clones
 
-                targets = data.clone_targets(self.ident, plan.groups, plan.projects, plan.models)
-                data.clone(ws, self.stack, self.clone, targets, new=self.req.name, reporter=self.reporter)
+                targets = clones.clone_targets(self.ident, plan.groups, plan.projects, plan.models)
+                clones.clone(ws, self.stack, self.clone, targets, new=self.req.name, reporter=self.reporter)
         if plan.groups:
             dag.run({n: g.depends_on for n, g in plan.groups.items()}, self._up_group)
         for name in [g for g, action in self.diff.groups.items() if action == "remove"]:

@@ -39,6 +39,8 @@ LAYERS: list[tuple[str, set[str]]] = [
             "init",
             "doctor",
             "data",
+            "snapshots",
+            "clones",
             "attach",
             "claude_code",
             "run",

@@ -501,12 +501,12 @@ def test_a_snapshot_being_read_is_not_removed_under_the_reader(
 ) -> None:
     """A clone or restore reading s1 holds it; `snapshot rm s1` meanwhile is busy (exit 4) and
     removes nothing, while a second reader is let in."""
-    from devup import data, remote
+    from devup import remote, snapshots
     from devup.workspace import open_workspace
 
     monkeypatch.setenv("DEVUP_HOME", str(pg.state))
     before = pg.snapshot_volumes("s1")
-    with data._snapshot_read(open_workspace(pg.repo.path), "s1", remote.current()):
+    with snapshots.reading(open_workspace(pg.repo.path), "s1", remote.current()):
         removed = pg.devup("snapshot", "rm", "s1")
         assert removed.returncode == 4, removed.stderr
         assert "s1" in removed.stderr
@@ -518,7 +518,7 @@ def test_a_snapshot_being_read_is_not_removed_under_the_reader(
     # restore reads it, and both say so before changing anything.
     pg.up("w")
     pg.sql("w", "create table t (i int primary key); insert into t values (7)")
-    with data._snapshot_lock(open_workspace(pg.repo.path), "s1"):
+    with snapshots.lock(open_workspace(pg.repo.path), "s1"):
         cloned = pg.devup("up", "q", "--from", "s1")
         restored = pg.devup("snapshot", "restore", "w", "s1")
     assert cloned.returncode == 4 and "s1" in cloned.stderr, cloned.stderr
