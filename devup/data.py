@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from devup import compose_model, faults, paths, remote, run, snapshots, state
+from devup import compose_model, faults, paths, remote, run, snapshots
 from devup.engine import pausing
 from devup.engine.copies import copy_volume
 from devup.engine.labels import LABEL_PROJECT, LABEL_REPO, LABEL_SESSION, LABEL_VOLUME
@@ -25,6 +25,7 @@ from devup.errors import (
     NoSuchSession,
     UsageError,
 )
+from devup.records import SessionRecord
 from devup.report import Reporter
 from devup.snapshots import (
     LABEL_CREATED,
@@ -45,7 +46,7 @@ from devup.workspace import Workspace
 RESTART_TIMEOUT = 120.0
 
 
-def session_volumes(ws: Workspace, record: state.SessionRecord) -> list[DataVolume]:
+def session_volumes(ws: Workspace, record: SessionRecord) -> list[DataVolume]:
     """The session's data: the volumes compose created for its groups (never external ones,
     which carry no project label), each with the image of a container that mounts it."""
     projects = {g.project: g.name for g in record.groups}
@@ -74,7 +75,7 @@ def session_volumes(ws: Workspace, record: state.SessionRecord) -> list[DataVolu
 # --- runs -------------------------------------------------------------------------------------
 
 
-def session_run(ws: Workspace, record: state.SessionRecord, kind: str, reporter: Reporter) -> run.Run:
+def session_run(ws: Workspace, record: SessionRecord, kind: str, reporter: Reporter) -> run.Run:
     """A data run on the session's journal, on its engine. The session exists either way: a
     rollback never marks it failed (resumed=False)."""
     return run.Run(
@@ -82,7 +83,7 @@ def session_run(ws: Workspace, record: state.SessionRecord, kind: str, reporter:
     )
 
 
-def ready(ws: Workspace, name: str) -> state.SessionRecord:
+def ready(ws: Workspace, name: str) -> SessionRecord:
     """The record of `name`, whose run the caller holds (`run.held`); what a killed `create` left
     on its engine is swept first."""
     record = ws.record(name)
@@ -109,7 +110,7 @@ def _images(vols: list[DataVolume]) -> str:
 def _take(
     stack: UndoStack,
     ws: Workspace,
-    record: state.SessionRecord,
+    record: SessionRecord,
     snap: str,
     vols: list[DataVolume],
     reporter: Reporter,
@@ -156,7 +157,7 @@ def _take(
 
 
 def group_containers(
-    ws: Workspace, record: state.SessionRecord, vols: list[DataVolume], states: tuple[str, ...]
+    ws: Workspace, record: SessionRecord, vols: list[DataVolume], states: tuple[str, ...]
 ) -> list[str]:
     """The containers, in one of `states`, of the groups whose volumes are copied (those alone
     are paused or stopped)."""
@@ -237,7 +238,7 @@ def restore(ws: Workspace, name: str, snap: str, reporter: Reporter) -> Restored
             return _restore(ws, record, found, reporter)
 
 
-def _restore(ws: Workspace, record: state.SessionRecord, found: Snapshot, reporter: Reporter) -> Restored:
+def _restore(ws: Workspace, record: SessionRecord, found: Snapshot, reporter: Reporter) -> Restored:
     """The restore itself, with the session's lock and a read hold on `found` taken."""
     name, snap = record.session, found.name
     vols = session_volumes(ws, record)

@@ -15,14 +15,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from devup import git, processes, remote, state
+from devup import git, processes, remote
 from devup.engine import removal
 from devup.engine.client import engine_version
 from devup.engine.labels import LABEL_REPO
 from devup.engine.volumes import volumes_with
 from devup.errors import DevupError
 from devup.hookspec import teardown_settings
+from devup.leases import all_leases, release_ports
 from devup.paths import CONFIG_NAME, ENV_FILE
+from devup.records import SessionRecord, read_record
 from devup.recovery import busy_sessions, finish_if_idle
 from devup.report import Reporter
 from devup.steps import worktree
@@ -68,11 +70,11 @@ def engines(ws: Workspace) -> list[remote.Engine]:
     return remote.distinct([*here, *remote.known(ws.repo.state), *recorded])
 
 
-def _records(ws: Workspace) -> list[state.SessionRecord]:
+def _records(ws: Workspace) -> list[SessionRecord]:
     found = []
     for path in sorted(ws.repo.sessions_dir.glob("*.json")) if ws.repo.sessions_dir.is_dir() else []:
         try:
-            record = state.read_record(path)
+            record = read_record(path)
         except DevupError:
             continue
         if record is not None:
@@ -115,7 +117,7 @@ def find(ws: Workspace, *, on: bool | list[remote.Engine] = True) -> list[Orphan
         if session not in owned and proc.pid not in seen_pids:
             seen_pids.add(proc.pid)
             found.append(Orphan("process", str(proc.pid), session, started=proc.create_time()))
-    for port, lease in sorted(state.all_leases().items()):
+    for port, lease in sorted(all_leases().items()):
         if lease.get("repo") == ws.repo.repo_id and lease.get("session") not in owned:
             found.append(Orphan("lease", str(port), lease.get("session", "?")))
     found += _routes(ws, owned)
@@ -249,7 +251,7 @@ def _remove(ws: Workspace, orphan: Orphan, *, force: bool, copied: tuple[str, ..
 
             router.remove(orphan.name)
         elif orphan.kind == "lease":
-            state.release_ports(repo_id=ws.repo.repo_id, session=orphan.session, ports=[int(orphan.name)])
+            release_ports(repo_id=ws.repo.repo_id, session=orphan.session, ports=[int(orphan.name)])
     except Exception as exc:  # report per object; one failure must not stop the rest
         message = exc.message if isinstance(exc, DevupError) else f"{type(exc).__name__}: {exc}"
         return Orphan(orphan.kind, orphan.name, orphan.session, False, message, orphan.engine)

@@ -8,12 +8,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from devup import journal, remote, state
+from devup import journal, remote
 from devup.engine import queries
 from devup.envvars import port_key
 from devup.errors import DevupError, NoSuchSession
+from devup.locks import is_locked
+from devup.records import ProcessRecord, SessionRecord, read_record
 from devup.report import Reporter
-from devup.state import ProcessRecord, SessionRecord
 from devup.workspace import Workspace
 
 
@@ -280,7 +281,7 @@ def ls(ws: Workspace) -> Listing:
     problems: list[str] = []
     for path in sorted(ws.repo.sessions_dir.glob("*.json")) if ws.repo.sessions_dir.is_dir() else []:
         try:
-            record = state.read_record(path)
+            record = read_record(path)
         except DevupError as exc:
             problems.append(exc.message)  # one corrupt file never hides the others
             continue
@@ -295,7 +296,7 @@ def ls(ws: Workspace) -> Listing:
         except DevupError as exc:
             problems.append(exc.message)
             continue
-        if found is None or found.outcome is not None or state.is_locked(ws.repo.lock(name)):
+        if found is None or found.outcome is not None or is_locked(ws.repo.lock(name)):
             continue
         begin = found.begin
         if name in known:

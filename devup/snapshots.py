@@ -15,10 +15,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from devup import recovery, remote, state
+from devup import recovery, remote
 from devup.engine.labels import LABEL_REPO
 from devup.engine.volumes import Volume, remove_volume, volumes_with
 from devup.errors import DevupError, UsageError
+from devup.locks import file_lock
 from devup.workspace import Workspace
 
 LABEL_SNAPSHOT = "dev.devup.snapshot"
@@ -148,7 +149,7 @@ def find_anywhere(ws: Workspace, name: str) -> Snapshot | None:
 @contextlib.contextmanager
 def lock(ws: Workspace, snap: str) -> Iterator[None]:
     """Two runs making snapshots of one name (from two sessions) never interleave."""
-    with state.file_lock(
+    with file_lock(
         ws.repo.state / "locks" / f"snapshot~{snap}.lock",
         blocking=False,
         busy_message=f"snapshot {snap} is being written by another devup run",
@@ -160,7 +161,7 @@ def lock(ws: Workspace, snap: str) -> Iterator[None]:
 def reading(ws: Workspace, snap: str, eng: remote.Engine) -> Iterator[Snapshot]:
     """Hold snapshot `snap` for reading (many readers at once; never while a run writes or
     removes it), and return it, complete: a copy never reads a snapshot that goes meanwhile."""
-    with state.file_lock(
+    with file_lock(
         ws.repo.state / "locks" / f"snapshot~{snap}.lock",
         blocking=False,
         shared=True,

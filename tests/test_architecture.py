@@ -64,7 +64,9 @@ LAYERS: list[tuple[str, set[str]]] = [
             "engine",  # a package: client, queries, removal, volumes, pausing, copies, labels
             "git",
             "processes",
-            "state",
+            "locks",
+            "records",
+            "leases",
             "config",
             "model",
             "envvars",

@@ -7,11 +7,12 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from devup import compose, processes, state
+from devup import compose, processes
 from devup.engine import queries, removal, volumes
 from devup.errors import CommandFailed, DevupError
+from devup.locks import write_atomic
 from devup.model import Identity
-from devup.state import GroupRecord
+from devup.records import GroupRecord
 from devup.undo import UndoRecord, UndoStack, inverse
 
 if TYPE_CHECKING:  # pydantic loads only when devup.toml is read
@@ -93,7 +94,7 @@ def up(
             resolved = config.exception() is None and config.result()
         if result.ok:
             if resolved:
-                state.write_atomic(resolved_path(override), resolved)
+                write_atomic(resolved_path(override), resolved)
             else:  # never a stale one: a later rollback would bring back an older config
                 resolved_path(override).unlink(missing_ok=True)
             return
@@ -136,7 +137,7 @@ def keep_resolved(override: Path, *, tag: str) -> Path | None:
     if not source.is_file():
         return None
     kept = source.with_name(source.name.replace(".resolved.yaml", f".before-{tag}.yaml"))
-    state.write_atomic(kept, source.read_text(encoding="utf-8"))
+    write_atomic(kept, source.read_text(encoding="utf-8"))
     return kept
 
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from devup import journal, remote, state
+from devup import journal, remote
 from devup.engine import copies, pausing, volumes
 from devup.errors import BusyError, EngineError
+from devup.locks import file_lock
 from devup.remote import Engine
 from devup.undo import UndoRecord, UndoStack, inverse, unwind_records
 
@@ -158,7 +159,7 @@ def undo_source(args: dict[str, Any], eng: Engine) -> None:
     run holds the source's lock, that run has finished it already (every run starts so)."""
     path = Path(args["journal"])
     try:
-        with state.file_lock(Path(args["lock"]), blocking=False):
+        with file_lock(Path(args["lock"]), blocking=False):
             found = journal.replay(path)
             if found is None or found.outcome is not None or found.begin.get("kind") != "clone-source":
                 return
