@@ -96,13 +96,14 @@ def main() -> int:
             f"bench: {tracked} tracked files generated in {time.perf_counter() - t0:.1f} s", file=sys.stderr
         )
 
-        from devup import compose, compose_inputs, engine, preflight, remote, workspace
+        from devup import compose, compose_inputs, preflight, remote, workspace
+        from devup.engine.client import engine_version
 
         ws = workspace.open_workspace(repo)
         cfg = ws.config
         here = remote.current()
         compose.compose_command()
-        engine.engine_version(here)  # both cached for the process: not what is measured here
+        engine_version(here)  # both cached for the process: not what is measured here
         counter = iter(range(10**6))
 
         def devup_preflight() -> None:

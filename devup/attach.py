@@ -12,8 +12,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from devup import git, paths, state
+from devup import git, paths
 from devup.errors import CommandFailed, DevupError, UsageError
+from devup.records import SessionRecord, read_record
 from devup.report import Reporter
 from devup.workspace import Workspace, open_workspace
 
@@ -146,19 +147,19 @@ def check_branch(tgt: Target, branch: str | None, base: str | None) -> None:
         )
 
 
-def records(ws: Workspace) -> list[state.SessionRecord]:
+def records(ws: Workspace) -> list[SessionRecord]:
     """Every readable session record of the repository (a corrupt one is skipped, not fatal)."""
-    found: list[state.SessionRecord] = []
+    found: list[SessionRecord] = []
     folder = ws.repo.sessions_dir
     for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
         with contextlib.suppress(DevupError):
-            record = state.read_record(path)
+            record = read_record(path)
             if record is not None:
                 found.append(record)
     return found
 
 
-def session_at(ws: Workspace, path: Path) -> state.SessionRecord | None:
+def session_at(ws: Workspace, path: Path) -> SessionRecord | None:
     """The session whose worktree is `path` (or contains it), if any."""
     target_path = path.resolve()
     for record in records(ws):

@@ -18,8 +18,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from devup import attach, state
+from devup import attach
 from devup.errors import DevupError, PayloadError, UsageError
+from devup.locks import write_atomic
 from devup.report import Reporter
 from devup.workspace import Workspace, open_workspace
 
@@ -304,6 +305,6 @@ def integrate(root: Path, reporter: Reporter, *, remove: bool = False) -> str:
     # Through a symlink the file stays, even emptied: the link and its target are the user's.
     mode = target.stat().st_mode & 0o777 if target.exists() else 0o644
     text = json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
-    state.write_atomic(target, text, mode=mode)
+    write_atomic(target, text, mode=mode)
     verb = "removed devup's hooks from" if remove else "added devup's WorktreeCreate/WorktreeRemove hooks to"
     return f"{verb} {path}" + (f" (a link to {target})" if linked else "")

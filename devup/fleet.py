@@ -14,29 +14,31 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from devup import state, usage
+from devup import usage
 from devup.errors import BusyError, CorruptState, DevupError, LimitReached, NoDataVolumes
+from devup.locks import file_lock, is_locked
+from devup.records import SessionRecord, read_record
 from devup.report import Reporter
 from devup.workspace import Workspace
 
 
-def records(ws: Workspace) -> list[state.SessionRecord]:
+def records(ws: Workspace) -> list[SessionRecord]:
     """Every readable session record of the repository (a corrupt one is its own problem)."""
     folder = ws.repo.sessions_dir
     found = []
     for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
         with contextlib.suppress(CorruptState):
-            record = state.read_record(path)
+            record = read_record(path)
             if record is not None:
                 found.append(record)
     return found
 
 
-def last_used(ws: Workspace, record: state.SessionRecord) -> float:
+def last_used(ws: Workspace, record: SessionRecord) -> float:
     return usage.last_used(ws.repo, record.session, worktree=record.worktree, since=record.updated_at)
 
 
-def expires(ws: Workspace, record: state.SessionRecord, limits: usage.Limits) -> float | None:
+def expires(ws: Workspace, record: SessionRecord, limits: usage.Limits) -> float | None:
     """When the session expires (its `--ttl`, else `[limits].expire`, after its last use)."""
     ttl = record.ttl if record.ttl is not None else limits.expire
     return None if ttl is None else last_used(ws, record) + ttl
@@ -53,7 +55,7 @@ def make_room(ws: Workspace, name: str, limits: usage.Limits, reporter: Reporter
     a run in progress holds its session's lock, and counts."""
     if limits.max_sessions is None and limits.max_running is None:
         return
-    with state.file_lock(ws.repo.state / "locks" / "limits.lock"):
+    with file_lock(ws.repo.state / "locks" / "limits.lock"):
         known = {r.session: r for r in records(ws) if r.session != name}
         starting = {n for n in _in_progress(ws) if n != name and n not in known}
         if new and limits.max_sessions is not None and len(known) + len(starting) >= limits.max_sessions:
@@ -83,13 +85,13 @@ def _in_progress(ws: Workspace) -> set[str]:
     return {
         p.stem
         for p in (folder.glob("*.lock") if folder.is_dir() else [])
-        if p.stem != "limits" and state.is_locked(p)
+        if p.stem != "limits" and is_locked(p)
     }
 
 
 def _evict(
-    ws: Workspace, running: list[state.SessionRecord], limits: usage.Limits, reporter: Reporter
-) -> state.SessionRecord | None:
+    ws: Workspace, running: list[SessionRecord], limits: usage.Limits, reporter: Reporter
+) -> SessionRecord | None:
     """Stop the least recently used of `running` that no run holds; None when none could be."""
     from devup import teardown
 
@@ -143,7 +145,7 @@ def due(ws: Workspace, limits: usage.Limits, *, now: float | None = None) -> lis
     return found
 
 
-def _why(ws: Workspace, record: state.SessionRecord, limits: usage.Limits, now: float) -> str | None:
+def _why(ws: Workspace, record: SessionRecord, limits: usage.Limits, now: float) -> str | None:
     if not Path(record.worktree).is_dir():
         return "orphaned"
     ends = expires(ws, record, limits)
@@ -243,7 +245,7 @@ def _keep_data(ws: Workspace, name: str, why: str, reporter: Reporter) -> str | 
     return snap
 
 
-def _has_changes(record: state.SessionRecord) -> bool:
+def _has_changes(record: SessionRecord) -> bool:
     """Uncommitted changes in a worktree devup made (an attached one is never removed anyway)."""
     from devup import git, paths
 

@@ -15,10 +15,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from devup import engine, git, processes, remote, state
+from devup import git, processes, remote
+from devup.engine import removal
+from devup.engine.client import engine_version
+from devup.engine.labels import LABEL_REPO
+from devup.engine.volumes import volumes_with
 from devup.errors import DevupError
 from devup.hookspec import teardown_settings
+from devup.leases import all_leases, release_ports
 from devup.paths import CONFIG_NAME, ENV_FILE
+from devup.records import SessionRecord, read_record
 from devup.recovery import busy_sessions, finish_if_idle
 from devup.report import Reporter
 from devup.steps import worktree
@@ -64,11 +70,11 @@ def engines(ws: Workspace) -> list[remote.Engine]:
     return remote.distinct([*here, *remote.known(ws.repo.state), *recorded])
 
 
-def _records(ws: Workspace) -> list[state.SessionRecord]:
+def _records(ws: Workspace) -> list[SessionRecord]:
     found = []
     for path in sorted(ws.repo.sessions_dir.glob("*.json")) if ws.repo.sessions_dir.is_dir() else []:
         try:
-            record = state.read_record(path)
+            record = read_record(path)
         except DevupError:
             continue
         if record is not None:
@@ -81,17 +87,18 @@ def _on_engine(ws: Workspace, owned: set[str], where: remote.Engine) -> list[Orp
 
     Snapshots belong to the repository, not to a session: a complete one is never an orphan; an
     incomplete one is, once no run of its source session can still be writing it (SPEC §7)."""
-    from devup import data
+    from devup import snapshots
 
-    snapshots = {
-        v.name
-        for v in engine.volumes_with(where, [f"{engine.LABEL_REPO}={ws.repo.repo_id}", data.LABEL_SNAPSHOT])
+    snapshot_volumes = {
+        v.name for v in volumes_with(where, [f"{LABEL_REPO}={ws.repo.repo_id}", snapshots.LABEL_SNAPSHOT])
     }
-    incomplete = {v.name: v.labels.get(data.LABEL_SOURCE, "?") for v in data.incomplete_volumes(ws, where)}
+    incomplete = {
+        v.name: v.labels.get(snapshots.LABEL_SOURCE, "?") for v in snapshots.incomplete_volumes(ws, where)
+    }
     found = [
         Orphan(obj.kind, obj.name, obj.session, engine=where)
-        for obj in engine.labelled(where, repo_id=ws.repo.repo_id)
-        if obj.session not in owned and not (obj.kind == "volume" and obj.name in snapshots)
+        for obj in removal.labelled(where, repo_id=ws.repo.repo_id)
+        if obj.session not in owned and not (obj.kind == "volume" and obj.name in snapshot_volumes)
     ]
     return found + [
         Orphan("volume", name, source, engine=where) for name, source in sorted(incomplete.items())
@@ -110,7 +117,7 @@ def find(ws: Workspace, *, on: bool | list[remote.Engine] = True) -> list[Orphan
         if session not in owned and proc.pid not in seen_pids:
             seen_pids.add(proc.pid)
             found.append(Orphan("process", str(proc.pid), session, started=proc.create_time()))
-    for port, lease in sorted(state.all_leases().items()):
+    for port, lease in sorted(all_leases().items()):
         if lease.get("repo") == ws.repo.repo_id and lease.get("session") not in owned:
             found.append(Orphan("lease", str(port), lease.get("session", "?")))
     found += _routes(ws, owned)
@@ -173,7 +180,7 @@ def run(ws: Workspace, reporter: Reporter, *, dry_run: bool, force: bool = False
         try:
             # The environment's engine gets the usual ~4 s to ride out a blip; the others, which
             # may simply be switched off, one attempt.
-            engine.engine_version(where, attempts=5 if index == 0 else 1)
+            engine_version(where, attempts=5 if index == 0 else 1)
             answering.append(where)
         except DevupError:
             reporter.warn(
@@ -225,7 +232,7 @@ def _remove(ws: Workspace, orphan: Orphan, *, force: bool, copied: tuple[str, ..
             processes.kill_pid(int(orphan.name), started=orphan.started)
         elif orphan.kind in ("container", "network", "volume"):
             assert orphan.engine is not None  # found on an engine: find() names it
-            engine.remove(orphan.engine, orphan.kind, orphan.name)
+            removal.remove(orphan.engine, orphan.kind, orphan.name)
         elif orphan.kind == "worktree":
             path = Path(orphan.name)
             dirty = _precious(ws, path, copied) if path.is_dir() and not force else []
@@ -244,7 +251,7 @@ def _remove(ws: Workspace, orphan: Orphan, *, force: bool, copied: tuple[str, ..
 
             router.remove(orphan.name)
         elif orphan.kind == "lease":
-            state.release_ports(repo_id=ws.repo.repo_id, session=orphan.session, ports=[int(orphan.name)])
+            release_ports(repo_id=ws.repo.repo_id, session=orphan.session, ports=[int(orphan.name)])
     except Exception as exc:  # report per object; one failure must not stop the rest
         message = exc.message if isinstance(exc, DevupError) else f"{type(exc).__name__}: {exc}"
         return Orphan(orphan.kind, orphan.name, orphan.session, False, message, orphan.engine)

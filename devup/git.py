@@ -201,7 +201,7 @@ def exclude(common_dir: Path, pattern: str) -> None:
     path = common_dir / "info" / "exclude"
     text = path.read_text(encoding="utf-8") if path.exists() else ""
     if pattern not in text.splitlines():
-        from devup.state import write_atomic  # a crash mid-write must not cut the user's rules
+        from devup.locks import write_atomic  # a crash mid-write must not cut the user's rules
 
         path.parent.mkdir(parents=True, exist_ok=True)
         mode = path.stat().st_mode & 0o777 if path.exists() else 0o644

@@ -8,11 +8,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from devup import engine, journal, remote, state
+from devup import journal, remote
+from devup.engine import queries
 from devup.envvars import port_key
 from devup.errors import DevupError, NoSuchSession
+from devup.locks import is_locked
+from devup.records import ProcessRecord, SessionRecord, read_record
 from devup.report import Reporter
-from devup.state import ProcessRecord, SessionRecord
 from devup.workspace import Workspace
 
 
@@ -116,7 +118,7 @@ def engine_json(record: SessionRecord) -> dict[str, Any] | None:
 
 
 def units(
-    record: SessionRecord, containers: list[engine.ContainerState], *, owners: bool = False
+    record: SessionRecord, containers: list[queries.ContainerState], *, owners: bool = False
 ) -> list[Unit]:
     """Each container and process of `record`; with `owners` (`status`), whether what answers on a
     service's leased port is the service (a scan of the system's sockets: not for `ls`)."""
@@ -173,7 +175,7 @@ def _foreign_listener(proc: ProcessRecord, port: int | None) -> str:
 
 
 def view(
-    record: SessionRecord, containers: list[engine.ContainerState], *, owners: bool = False
+    record: SessionRecord, containers: list[queries.ContainerState], *, owners: bool = False
 ) -> SessionView:
     found = units(record, containers, owners=owners)
     if not os.path.isdir(record.worktree):
@@ -186,15 +188,15 @@ def view(
 
 def _containers(
     ws: Workspace, records: list[SessionRecord], session: str | None = None
-) -> list[engine.ContainerState]:
+) -> list[queries.ContainerState]:
     """The containers of `records`' sessions, asked of their engine (that of the first record:
     callers group records by engine), whatever the environment says (guarantee 10)."""
     if not any(r.groups for r in records):
         return []  # host mode: no engine needed, none asked
-    return engine.containers(remote.engine_of(records[0]), repo_id=ws.repo.repo_id, session=session)
+    return queries.containers(remote.engine_of(records[0]), repo_id=ws.repo.repo_id, session=session)
 
 
-def containers_of(ws: Workspace, record: SessionRecord) -> list[engine.ContainerState]:
+def containers_of(ws: Workspace, record: SessionRecord) -> list[queries.ContainerState]:
     return _containers(ws, [record], record.session)
 
 
@@ -279,7 +281,7 @@ def ls(ws: Workspace) -> Listing:
     problems: list[str] = []
     for path in sorted(ws.repo.sessions_dir.glob("*.json")) if ws.repo.sessions_dir.is_dir() else []:
         try:
-            record = state.read_record(path)
+            record = read_record(path)
         except DevupError as exc:
             problems.append(exc.message)  # one corrupt file never hides the others
             continue
@@ -294,7 +296,7 @@ def ls(ws: Workspace) -> Listing:
         except DevupError as exc:
             problems.append(exc.message)
             continue
-        if found is None or found.outcome is not None or state.is_locked(ws.repo.lock(name)):
+        if found is None or found.outcome is not None or is_locked(ws.repo.lock(name)):
             continue
         begin = found.begin
         if name in known:

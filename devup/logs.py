@@ -11,7 +11,7 @@ from pathlib import Path
 
 from devup import compose, remote, runner
 from devup.errors import DevupError
-from devup.state import SessionRecord
+from devup.records import SessionRecord
 from devup.workspace import Workspace
 
 Emit = Callable[[str, str], None]  # (source, line)

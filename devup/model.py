@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from devup.engine import LABEL_GROUP, LABEL_REPO, LABEL_SESSION
+from devup.engine.labels import LABEL_GROUP, LABEL_REPO, LABEL_SESSION
 from devup.paths import RepoPaths
 from devup.processes import TAG_REPO_ID, TAG_SESSION, TAG_UNIT
 

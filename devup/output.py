@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from devup.state import SessionRecord
+    from devup.records import SessionRecord
 
 _consoles: dict[str, Console] = {}
 

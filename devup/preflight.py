@@ -9,12 +9,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from devup import compose, compose_inputs, envvars, git, mounts, remote, state
+from devup import compose, compose_inputs, envvars, git, mounts, remote
 from devup.config import Config, GroupCfg, Mode, ServiceCfg
-from devup.engine import engine_version, foreign_objects
+from devup.engine.client import engine_version
+from devup.engine.removal import foreign_objects
 from devup.envvars import port_key
 from devup.errors import DevupError, EngineUnavailable, PreflightError, UsageError
 from devup.model import Identity
+from devup.records import SessionRecord
 from devup.steps import files, worktree
 from devup.workspace import Workspace
 
@@ -36,7 +38,7 @@ class Plan:
     models: dict[str, compose.GroupModel]
     lease_keys: list[str]  # one lease each
     aliases: dict[str, str]  # SERVICE -> SERVICE_TARGET of its first published port
-    previous: state.SessionRecord | None
+    previous: SessionRecord | None
     # group -> compose project: a recorded group keeps its recorded project (older devup
     # versions named them differently), a new one gets Identity.compose_project's name.
     projects: dict[str, str] = field(default_factory=dict)
@@ -50,7 +52,7 @@ def plan(
     branch: str | None,
     base: str | None,
     mode: Mode | None,
-    previous: state.SessionRecord | None,
+    previous: SessionRecord | None,
     attach: Path | None = None,
     engine: remote.Engine,
 ) -> Plan:

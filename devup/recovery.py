@@ -11,8 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from devup import journal, remote, state, steps
+from devup import journal, remote, steps
 from devup.errors import BusyError, DevupError, Leftover, NoSuchSession, RecoverIncomplete, leftover_text
+from devup.locks import is_locked
+from devup.records import SessionRecord, write_record
 from devup.report import Reporter
 from devup.undo import UndoRecord, unwind_records
 from devup.workspace import Workspace
@@ -115,7 +117,7 @@ def finish_all(ws: Workspace, name: str | None, reporter: Reporter) -> list[Reco
     return results
 
 
-def open_session(ws: Workspace, name: str, reporter: Reporter) -> state.SessionRecord:
+def open_session(ws: Workspace, name: str, reporter: Reporter) -> SessionRecord:
     """The record of session `name` for a command that reads it, an interrupted run of it
     finished first. A missing session raises `missing`
     (`path` and `exec` say exit 2, SPEC §2)."""
@@ -148,7 +150,7 @@ def busy_sessions(ws: Workspace) -> set[str]:
             found.add(path.stem)
     locks = ws.repo.state / "locks"
     if locks.is_dir():
-        found |= {p.stem for p in locks.glob("*.lock") if state.is_locked(p)}
+        found |= {p.stem for p in locks.glob("*.lock") if is_locked(p)}
     return found
 
 
@@ -160,7 +162,7 @@ def finish_rollback(ws: Workspace, name: str, *, resumed: bool, reporter: Report
         try:
             record = ws.record(name)
             if record is not None:
-                state.write_record(ws.repo.record(name), record.replace(status="failed", services={}))
+                write_record(ws.repo.record(name), record.replace(status="failed", services={}))
         except (OSError, DevupError) as exc:
             reporter.warn(f"could not mark session {name} failed: {getattr(exc, 'strerror', None) or exc}")
     path = ws.repo.journal(name)

@@ -227,13 +227,13 @@ def engine_of(record: Any) -> Engine:
 def remember(state_dir: Path, engine: Engine) -> None:
     """Add `engine` to the repository's list of engines its sessions used: `gc` looks for leftovers
     on each of them, also after a session's record is gone."""
-    from devup import state
+    from devup.locks import file_lock, write_atomic
 
     path = state_dir / "engines.json"
-    with state.file_lock(path.with_suffix(".lock")):
+    with file_lock(path.with_suffix(".lock")):
         known = _read_engines(path)
         if engine not in known:
-            state.write_atomic(path, json.dumps([e.to_json() for e in [*known, engine]], indent=1))
+            write_atomic(path, json.dumps([e.to_json() for e in [*known, engine]], indent=1))
 
 
 def known(state_dir: Path) -> list[Engine]:

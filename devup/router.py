@@ -24,8 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from devup import paths, processes, runner, state
+from devup import paths, processes, runner
 from devup.errors import CorruptState, RouterError
+from devup.locks import file_lock, write_atomic
+from devup.records import read_record
 
 SERVER = "devup"  # the one caddy server, listening on the HTTP and the HTTPS port
 _ID_PREFIX = "devup_"
@@ -114,7 +116,7 @@ def installed() -> str | None:
 def _locked() -> Iterator[None]:
     """Starting, stopping and changing the router, one devup at a time: `gc` must not stop it
     between another run's start and its first route (a few ms each; caddy serialises anyway)."""
-    with state.file_lock(folder() / "router.lock"):
+    with file_lock(folder() / "router.lock"):
         yield
 
 
@@ -291,7 +293,7 @@ def _start(fallback: tuple[int, int]) -> Router:
     paths.ensure_dir(where)
     http_port, https_port, loopbacks = _choose_ports(_previous_ports(), fallback)
     config = _config(where, http_port, https_port, loopbacks, _surviving_routes())
-    state.write_atomic(where / "caddy.json", json.dumps(config, indent=1))
+    write_atomic(where / "caddy.json", json.dumps(config, indent=1))
     # caddy's own files (its CA, certificates, autosaved config, smallstep's ~/.step) all stay
     # in this folder: nothing in the user's home, nothing in a worktree.
     env = {
@@ -322,7 +324,7 @@ def _start(fallback: tuple[int, int]) -> Router:
                 f"the router (caddy) did not answer within {_START_TIMEOUT:.0f} s", hint=f"its log: {log}"
             )
         time.sleep(0.02)
-    state.write_atomic(where / "router.json", json.dumps(found.to_json()))
+    write_atomic(where / "router.json", json.dumps(found.to_json()))
     _secure_ca()
     return found
 
@@ -427,7 +429,7 @@ def _still_up(rid: str) -> bool:
     repo_id, session = found
     path = paths.state_root() / "repos" / repo_id / "sessions" / f"{session}.json"
     try:
-        record = state.read_record(path)
+        record = read_record(path)
     except CorruptState:
         return False
     return record is not None and record.status == "up"

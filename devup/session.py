@@ -18,7 +18,6 @@ from devup import (
     paths,
     remote,
     run,
-    state,
 )
 from devup.envvars import port_key
 from devup.errors import (
@@ -27,12 +26,14 @@ from devup.errors import (
     PreflightError,
     UsageError,
 )
+from devup.locks import write_atomic
+from devup.records import GroupRecord, ProcessRecord, SessionRecord, write_record
 from devup.report import Reporter
 from devup.steps import files, group, hooks, ports, routes, service, worktree
 from devup.workspace import Workspace
 
 if TYPE_CHECKING:
-    from devup import data, preflight
+    from devup import clones, preflight
     from devup.config import Config, Mode
 
 
@@ -62,7 +63,7 @@ class UpResult:
     env_file: str
     resumed: bool
     duration_s: float
-    record: state.SessionRecord  # what the summary renders (output.up_summary)
+    record: SessionRecord  # what the summary renders (output.up_summary)
     noop: bool = False
     urls: dict[str, str] | None = None  # hostname URLs, target -> URL (SPEC §9)
 
@@ -140,10 +141,10 @@ def up(ws: Workspace, req: UpRequest, reporter: Reporter) -> UpResult:
         source = req.source or (cfg.project.data_from if previous is None else None)
         if source is None or not plan.groups:  # host mode: no volumes to fill, and no Docker
             return _Run(ws, cfg, req, plan, reporter, engine, hostnames=names).execute(started)
-        from devup import data
+        from devup import clones
 
-        planned = data.plan_clone(ws, source, new=req.name, eng=engine)
-        with data.held(ws, planned, engine) as clone:  # busy: exit 4, before anything changed
+        planned = clones.plan_clone(ws, source, new=req.name, eng=engine)
+        with clones.held(ws, planned, engine) as clone:  # busy: exit 4, before anything changed
             return _Run(ws, cfg, req, plan, reporter, engine, clone, hostnames=names).execute(started)
 
 
@@ -180,7 +181,7 @@ def _hostnames(
 
 
 def _unchanged_urls(
-    cfg: Config, plan: preflight.Plan, engine: remote.Engine, previous: state.SessionRecord | None
+    cfg: Config, plan: preflight.Plan, engine: remote.Engine, previous: SessionRecord | None
 ) -> dict[str, str]:
     """For `--dry-run`: the DEVUP_URL_ keys the session has and keeps (hostnames still on, its
     port key still routed), with the URLs it has: the router is not asked, nor started."""
@@ -262,14 +263,14 @@ def dry_run(ws: Workspace, req: UpRequest) -> DryRun:
     return DryRun(req.name, found.new, found.changes)
 
 
-def drifted(ws: Workspace, record: state.SessionRecord) -> list[str]:
+def drifted(ws: Workspace, record: SessionRecord) -> list[str]:
     """What changed since `record`'s session came up (SPEC §5.12; a few small reads)."""
     from devup import drift
 
     return drift.since(record, config=ws.config_digest)
 
 
-def _engine_for(ws: Workspace, req: UpRequest, previous: state.SessionRecord | None) -> remote.Engine:
+def _engine_for(ws: Workspace, req: UpRequest, previous: SessionRecord | None) -> remote.Engine:
     """A session stays on the engine it was created on (guarantee 10); a new one gets SPEC §6's
     choice. A record from before engines were recorded keeps the environment's engine."""
     if previous is None:
@@ -305,7 +306,7 @@ class _Run:
         plan: preflight.Plan,
         reporter: Reporter,
         engine: remote.Engine,
-        clone: data.CloneSource | None = None,
+        clone: clones.CloneSource | None = None,
         *,
         hostnames: Literal["required", "auto"] | None = None,
     ) -> None:
@@ -356,8 +357,8 @@ class _Run:
             )
         )
         self.env: dict[str, str] = {}
-        self.groups: dict[str, state.GroupRecord] = {}
-        self.procs: dict[str, state.ProcessRecord] = {}
+        self.groups: dict[str, GroupRecord] = {}
+        self.procs: dict[str, ProcessRecord] = {}
         self.created_worktree = bool(plan.previous and plan.previous.created_worktree)
         self._lock = threading.Lock()
         self.running = _running(ws, plan.previous)
@@ -371,7 +372,7 @@ class _Run:
         except (Exception, Interrupted) as exc:
             failed = self.run.fail(exc, keep=self.req.on_failure == "keep")
             if failed.status == "kept":
-                state.write_record(self.ws.repo.record(self.req.name), _record(self, "failed", time.time()))
+                write_record(self.ws.repo.record(self.req.name), _record(self, "failed", time.time()))
             raise failed from None
         from devup import usage
 
@@ -450,10 +451,10 @@ class _Run:
             self._hook("post_create", wt_path)
         if self.clone is not None and plan.groups:
             with self.run.step("data"):
-                from devup import data
+                from devup import clones
 
-                targets = data.clone_targets(self.ident, plan.groups, plan.projects, plan.models)
-                data.clone(ws, self.stack, self.clone, targets, new=self.req.name, reporter=self.reporter)
+                targets = clones.clone_targets(self.ident, plan.groups, plan.projects, plan.models)
+                clones.clone(ws, self.stack, self.clone, targets, new=self.req.name, reporter=self.reporter)
         if plan.groups:
             dag.run({n: g.depends_on for n, g in plan.groups.items()}, self._up_group)
         for name in [g for g, action in self.diff.groups.items() if action == "remove"]:
@@ -497,7 +498,7 @@ class _Run:
             if self.hostnames is not None:
                 self.hostnames.follow(self.leases.ports)
             self.env = self._vars()
-            state.write_atomic(self.plan.wt.path / paths.ENV_FILE, envvars.dotenv(self.env))
+            write_atomic(self.plan.wt.path / paths.ENV_FILE, envvars.dotenv(self.env))
         self.reporter.warn(
             f"port {avoid} was taken by someone else; moved {', '.join(moved)} to {sorted(set(moved.values()))}"
         )
@@ -624,10 +625,10 @@ def _held_keys(ws: Workspace, plan: preflight.Plan) -> frozenset[str]:
     )
 
 
-def _record(run: _Run, status: str, now: float) -> state.SessionRecord:
+def _record(run: _Run, status: str, now: float) -> SessionRecord:
     """The session record of what `run` brought up."""
     plan, ws, req = run.plan, run.ws, run.req
-    return state.SessionRecord(
+    return SessionRecord(
         session=req.name,
         project=plan.ident.project,
         repo=str(ws.repo.root),
@@ -674,7 +675,7 @@ def _inputs(run: _Run) -> dict[str, Any]:
     }
 
 
-def _running(ws: Workspace, previous: state.SessionRecord | None) -> set[str]:
+def _running(ws: Workspace, previous: SessionRecord | None) -> set[str]:
     """The groups (every container running and healthy) and native services (alive) of
     `previous` that run as they should now: only those are kept as they are; the others are
     brought up again, as any resume does."""
@@ -688,7 +689,7 @@ def _running(ws: Workspace, previous: state.SessionRecord | None) -> set[str]:
     }
 
 
-def _result(record: state.SessionRecord, *, resumed: bool, started: float, noop: bool = False) -> UpResult:
+def _result(record: SessionRecord, *, resumed: bool, started: float, noop: bool = False) -> UpResult:
     return UpResult(
         session=record.session,
         mode=record.mode,

@@ -9,11 +9,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from devup import compose, dag, envvars, git, paths, processes, recovery, remote, run, state, usage
+from devup import compose, dag, envvars, git, paths, processes, recovery, remote, run, usage
 from devup.errors import DevupError, NoSuchSession
 from devup.hookspec import Hook, teardown_settings
+from devup.leases import release_ports
 from devup.model import Identity
 from devup.paths import CONFIG_NAME
+from devup.records import GroupRecord, SessionRecord, write_record
 from devup.report import Reporter
 from devup.steps import hooks, service, worktree
 from devup.workspace import Workspace
@@ -30,7 +32,7 @@ class Outcome:
         return {"session": self.session, "status": self.status, "message": self.message, "leftovers": []}
 
 
-def _ident(ws: Workspace, record: state.SessionRecord) -> Identity:
+def _ident(ws: Workspace, record: SessionRecord) -> Identity:
     return Identity(repo=ws.repo, session=record.session, project=record.project)
 
 
@@ -45,7 +47,7 @@ def stop(ws: Workspace, name: str, reporter: Reporter) -> Outcome:
         _each_group_in_reverse(
             record, lambda g: compose.stop(where, project=g.project), reporter, "stop group"
         )
-        state.write_record(ws.repo.record(name), record.replace(status="stopped", services={}))
+        write_record(ws.repo.record(name), record.replace(status="stopped", services={}))
         return Outcome(name, "stopped", f"session {name} stopped; `devup up {name}` resumes it")
 
 
@@ -69,7 +71,7 @@ def down(
         )
         record = ws.record(name)
         if record is None:
-            state.release_ports(repo_id=ws.repo.repo_id, session=name)
+            release_ports(repo_id=ws.repo.repo_id, session=name)
             shutil.rmtree(ws.repo.session_dir(name), ignore_errors=True)
             return Outcome(name, "absent", f"no session named {name}: nothing to do")
         where = remote.engine_of(record)  # the session's engine, whatever the environment says
@@ -101,7 +103,7 @@ def down(
             # the record does, or the next `gc` would take it for an orphan of devup's and
             # remove what `down` just said it kept (hostile-input new-M1).
             worktree.drop_mark(ws.repo.common_dir, wt)
-        state.release_ports(repo_id=ws.repo.repo_id, session=name)
+        release_ports(repo_id=ws.repo.repo_id, session=name)
         shutil.rmtree(ws.repo.session_dir(name), ignore_errors=True)
         ws.repo.record(name).unlink(missing_ok=True)
         usage.forget(ws.repo, name)
@@ -116,7 +118,7 @@ def down(
         return Outcome(name, "down", f"session {name} removed")
 
 
-def _remove_route(ws: Workspace, record: state.SessionRecord, reporter: Reporter) -> None:
+def _remove_route(ws: Workspace, record: SessionRecord, reporter: Reporter) -> None:
     """The session's hostnames (SPEC §9) go first: nothing answers there while it stops."""
     if not record.urls:
         return  # never had hostnames: the router is not asked (nor started, nor imported)
@@ -126,7 +128,7 @@ def _remove_route(ws: Workspace, record: state.SessionRecord, reporter: Reporter
         routes.remove(repo_id=ws.repo.repo_id, session=record.session)
 
 
-def _stop_services(ws: Workspace, record: state.SessionRecord, reporter: Reporter, label: str) -> None:
+def _stop_services(ws: Workspace, record: SessionRecord, reporter: Reporter, label: str) -> None:
     """Native services in reverse dependency order, independent ones in parallel; then whatever
     else carries the session's tag (a service's child in another group, a hook's background job)."""
     services = record.services
@@ -143,7 +145,7 @@ def _stop_services(ws: Workspace, record: state.SessionRecord, reporter: Reporte
 
 
 def _each_group_in_reverse(
-    record: state.SessionRecord, work: Callable[[state.GroupRecord], None], reporter: Reporter, label: str
+    record: SessionRecord, work: Callable[[GroupRecord], None], reporter: Reporter, label: str
 ) -> None:
     groups = {g.name: g for g in record.groups}
     _in_reverse({n: g.depends_on for n, g in groups.items()}, lambda n: work(groups[n]), reporter, label)
@@ -169,7 +171,7 @@ def _remove_env_file(path: Path, *, attached: bool) -> None:
         path.unlink(missing_ok=True)
 
 
-def _refuse_if_dirty(record: state.SessionRecord, copied: tuple[str, ...]) -> None:
+def _refuse_if_dirty(record: SessionRecord, copied: tuple[str, ...]) -> None:
     wt = Path(record.worktree)
     if not wt.is_dir():
         return

@@ -11,8 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from devup import __version__, git, state
+from devup import __version__, git
+from devup.locks import file_lock
 from devup.paths import CONFIG_NAME, RepoPaths, check_session_name, digest, read_config
+from devup.records import SessionRecord, read_record
 
 if TYPE_CHECKING:
     from devup.config import Config
@@ -66,7 +68,7 @@ class Workspace:
             finally:
                 held[path] -= 1
             return
-        with state.file_lock(
+        with file_lock(
             path,
             blocking=False,
             busy_message=f"session {name} is busy: another devup run holds it",
@@ -77,8 +79,8 @@ class Workspace:
             finally:
                 del held[path]
 
-    def record(self, name: str) -> state.SessionRecord | None:
-        return state.read_record(self.repo.record(name))
+    def record(self, name: str) -> SessionRecord | None:
+        return read_record(self.repo.record(name))
 
 
 _held = threading.local()  # the session locks this thread holds: path -> depth

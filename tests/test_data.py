@@ -405,7 +405,9 @@ def test_a_session_without_data_volumes_says_so(make) -> None:
 def test_the_copy_streams_through_the_engine_when_the_image_has_no_tool(tmp_path: Path) -> None:
     """An image with no shell, cp or tar: the copy goes through get_archive/put_archive and
     still keeps owners, modes and symlinks."""
-    from devup import engine, remote
+    from devup import remote
+    from devup.engine.copies import copy_volume
+    from devup.engine.volumes import create_volume, remove_volume
 
     here = remote.current()
     rootfs = io.BytesIO()
@@ -418,8 +420,8 @@ def test_the_copy_streams_through_the_engine_when_the_image_has_no_tool(tmp_path
     labels = {"dev.devup.repo": f"test-{os.getpid()}"}
     src, dst = f"devup-test-src-{os.getpid()}", f"devup-test-dst-{os.getpid()}"
     try:
-        engine.create_volume(here, src, labels)
-        engine.create_volume(here, dst, labels)
+        create_volume(here, src, labels)
+        create_volume(here, dst, labels)
         world.docker(
             "run",
             "--rm",
@@ -430,7 +432,7 @@ def test_the_copy_streams_through_the_engine_when_the_image_has_no_tool(tmp_path
             "-c",
             "mkdir /d/pg && echo x > /d/pg/f && chown -R 999:999 /d/pg && chmod 700 /d/pg && ln -s pg/f /d/link",
         )
-        copied = engine.copy_volume(here, source=src, target=dst, image=tag, labels=labels)
+        copied = copy_volume(here, source=src, target=dst, image=tag, labels=labels)
         assert copied > 0
         seen = world.docker(
             "run",
@@ -450,7 +452,7 @@ def test_the_copy_streams_through_the_engine_when_the_image_has_no_tool(tmp_path
     finally:
         for v in (src, dst):
             with contextlib.suppress(Exception):
-                engine.remove_volume(here, v)
+                remove_volume(here, v)
         subprocess.run(["docker", "image", "rm", "-f", tag], capture_output=True)
 
 
@@ -464,7 +466,9 @@ def test_a_restores_copy_back_run_again_keeps_the_data_and_a_missing_source_is_n
     """Guarantee 4 for the restore's inverse: recovery may run it a second time after the first
     removed the kept snapshot; the session's data must survive (the engine would otherwise make
     the missing volume, empty, and copy that)."""
-    from devup import engine, remote
+    from devup import remote
+    from devup.engine.copies import copy_volume
+    from devup.engine.volumes import create_volume, remove_volume, volume_info
     from devup.steps import volumes
 
     here = remote.current()
@@ -473,23 +477,23 @@ def test_a_restores_copy_back_run_again_keeps_the_data_and_a_missing_source_is_n
     kept, target, manifest = (f"devup-test-{what}-{os.getpid()}" for what in ("kept", "target", "manifest"))
     try:
         for name, text in ((kept, "before-restore"), (target, "restored")):
-            engine.create_volume(here, name, labels)
+            create_volume(here, name, labels)
             world.docker("run", "--rm", "-v", f"{name}:/d", BUSYBOX, "sh", "-c", f"echo {text} > /d/f")
-        engine.create_volume(here, manifest, labels)
+        create_volume(here, manifest, labels)
         args = {"pairs": [[kept, target, BUSYBOX]], "labels": labels, "manifest": manifest}
         volumes.undo_restore(args, here)
         assert _volume_text(target) == "before-restore"
-        assert engine.volume_info(here, kept) is None and engine.volume_info(here, manifest) is None
+        assert volume_info(here, kept) is None and volume_info(here, manifest) is None
         volumes.undo_restore(args, here)  # again, as a recovery after a kill would
         assert _volume_text(target) == "before-restore"
         with pytest.raises(Exception, match="does not exist"):
-            engine.copy_volume(here, source=kept, target=target, image=BUSYBOX, labels=labels)
-        assert engine.volume_info(here, kept) is None  # not created by the attempt
+            copy_volume(here, source=kept, target=target, image=BUSYBOX, labels=labels)
+        assert volume_info(here, kept) is None  # not created by the attempt
         assert _volume_text(target) == "before-restore"
     finally:
         for v in (kept, target, manifest):
             with contextlib.suppress(Exception):
-                engine.remove_volume(here, v)
+                remove_volume(here, v)
 
 
 def test_a_snapshot_being_read_is_not_removed_under_the_reader(
@@ -497,12 +501,12 @@ def test_a_snapshot_being_read_is_not_removed_under_the_reader(
 ) -> None:
     """A clone or restore reading s1 holds it; `snapshot rm s1` meanwhile is busy (exit 4) and
     removes nothing, while a second reader is let in."""
-    from devup import data, remote
+    from devup import remote, snapshots
     from devup.workspace import open_workspace
 
     monkeypatch.setenv("DEVUP_HOME", str(pg.state))
     before = pg.snapshot_volumes("s1")
-    with data._snapshot_read(open_workspace(pg.repo.path), "s1", remote.current()):
+    with snapshots.reading(open_workspace(pg.repo.path), "s1", remote.current()):
         removed = pg.devup("snapshot", "rm", "s1")
         assert removed.returncode == 4, removed.stderr
         assert "s1" in removed.stderr
@@ -514,7 +518,7 @@ def test_a_snapshot_being_read_is_not_removed_under_the_reader(
     # restore reads it, and both say so before changing anything.
     pg.up("w")
     pg.sql("w", "create table t (i int primary key); insert into t values (7)")
-    with data._snapshot_lock(open_workspace(pg.repo.path), "s1"):
+    with snapshots.lock(open_workspace(pg.repo.path), "s1"):
         cloned = pg.devup("up", "q", "--from", "s1")
         restored = pg.devup("snapshot", "restore", "w", "s1")
     assert cloned.returncode == 4 and "s1" in cloned.stderr, cloned.stderr

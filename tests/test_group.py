@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from devup import compose, engine, remote, runner
+from devup import compose, remote, runner
+from devup.engine import queries, volumes
 from devup.journal import Journal
 from devup.steps import group
 from devup.undo import UndoStack
@@ -54,8 +55,8 @@ def test_a_moved_port_changes_the_shared_ports_only_under_the_leases_lock(
             ports.update(moved)
             return moved
 
-    monkeypatch.setattr(engine, "volumes", lambda *_, **__: set())
-    monkeypatch.setattr(engine, "restarts", lambda *_, **__: {})
+    monkeypatch.setattr(volumes, "project_volumes", lambda *_, **__: set())
+    monkeypatch.setattr(queries, "restarts", lambda *_, **__: {})
     monkeypatch.setattr(compose, "write_override", write_override)
     monkeypatch.setattr(compose, "up", up)
     monkeypatch.setattr(group, "_check_settled", lambda *_, **__: None)

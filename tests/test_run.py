@@ -179,24 +179,27 @@ def test_a_snapshot_is_complete_only_when_its_manifest_counts_its_volumes_and_th
 ) -> None:
     """code-review §5 bug 3: the incomplete-snapshot sweep could remove a volume that a running
     `create` had just copied, and the snapshot then looked complete with a volume missing."""
-    from devup import data, remote
-    from devup import engine as adapter
+    from devup import remote, snapshots
+    from devup.engine import volumes as adapter
+    from devup.engine.labels import LABEL_REPO
     from devup.workspace import open_workspace
 
     repo = make(isolated("host"))
     ws, eng = open_workspace(repo.path), remote.current()
-    base = {data.LABEL_REPO: repo.repo_id, data.LABEL_SNAPSHOT: "s1", data.LABEL_SOURCE: "gone"}
-    vol = data.volume_name(repo.repo_id, "s1", "g", "k")
-    manifest = data.manifest_name(repo.repo_id, "s1")
+    base = {LABEL_REPO: repo.repo_id, snapshots.LABEL_SNAPSHOT: "s1", snapshots.LABEL_SOURCE: "gone"}
+    vol = snapshots.volume_name(repo.repo_id, "s1", "g", "k")
+    manifest = snapshots.manifest_name(repo.repo_id, "s1")
     try:
-        adapter.create_volume(eng, vol, {**base, data.LABEL_SNAP_GROUP: "g", data.LABEL_SNAP_KEY: "k"})
-        with data._snapshot_lock(ws, "s1"):  # a `create` writing it
-            data.sweep_incomplete(ws, eng)
+        adapter.create_volume(
+            eng, vol, {**base, snapshots.LABEL_SNAP_GROUP: "g", snapshots.LABEL_SNAP_KEY: "k"}
+        )
+        with snapshots.lock(ws, "s1"):  # a `create` writing it
+            snapshots.sweep_incomplete(ws, eng)
             assert adapter.volume_info(eng, vol) is not None
-        adapter.create_volume(eng, manifest, {**base, data.LABEL_MANIFEST: "2"})  # it counted two
-        found = data.find(ws, "s1", eng)
+        adapter.create_volume(eng, manifest, {**base, snapshots.LABEL_MANIFEST: "2"})  # it counted two
+        found = snapshots.find(ws, "s1", eng)
         assert found is not None and not found.complete
-        data.sweep_incomplete(ws, eng)  # nobody writes it now: what is left goes
+        snapshots.sweep_incomplete(ws, eng)  # nobody writes it now: what is left goes
         assert adapter.volume_info(eng, vol) is None and adapter.volume_info(eng, manifest) is None
     finally:
         for name in (vol, manifest):

@@ -12,17 +12,17 @@ from pathlib import Path
 
 import pytest
 
-from devup import state
+from devup import locks
 from devup.errors import BusyError
 
 # A second process that probes the lock file in a loop until it is killed.
 _PROBE_WITH_IS_LOCKED = """
 from pathlib import Path
-from devup import state
+from devup import locks
 path = Path(sys.argv[1])
 print("ready", flush=True)
 while True:
-    state.is_locked(path)
+    locks.is_locked(path)
 """
 # What devup's is_locked did before it read /proc/locks (an older devup on the same machine).
 _PROBE_BY_TAKING_THE_LOCK = """
@@ -57,7 +57,7 @@ def _busy_count(path: Path, rounds: int) -> int:
     busy = 0
     for _ in range(rounds):
         try:
-            with state.file_lock(path, blocking=False):
+            with locks.file_lock(path, blocking=False):
                 pass
         except BusyError:
             busy += 1
@@ -83,9 +83,9 @@ def test_a_non_blocking_lock_rides_out_an_older_devups_brief_probe(tmp_path: Pat
 
 def test_is_locked_sees_a_lock_held_by_another_process_and_by_this_one(tmp_path: Path) -> None:
     path = tmp_path / "s.lock"
-    assert not state.is_locked(path)  # no file: no lock
+    assert not locks.is_locked(path)  # no file: no lock
     path.touch()
-    assert not state.is_locked(path)
+    assert not locks.is_locked(path)
     holder = subprocess.Popen(
         [
             sys.executable,
@@ -100,16 +100,16 @@ def test_is_locked_sees_a_lock_held_by_another_process_and_by_this_one(tmp_path:
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline() == "held\n"
-        assert state.is_locked(path)
-        with pytest.raises(BusyError), state.file_lock(path, blocking=False):
+        assert locks.is_locked(path)
+        with pytest.raises(BusyError), locks.file_lock(path, blocking=False):
             pass
     finally:
         holder.kill()
         holder.wait()
-    assert not state.is_locked(path)
-    with state.file_lock(path, shared=True):
-        assert state.is_locked(path)  # a shared holder keeps an exclusive taker out too
-    assert not state.is_locked(path)
+    assert not locks.is_locked(path)
+    with locks.file_lock(path, shared=True):
+        assert locks.is_locked(path)  # a shared holder keeps an exclusive taker out too
+    assert not locks.is_locked(path)
 
 
 def test_proc_locks_lines_are_matched_on_device_and_inode(tmp_path: Path) -> None:
@@ -119,14 +119,14 @@ def test_proc_locks_lines_are_matched_on_device_and_inode(tmp_path: Path) -> Non
     dev = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}"
     other = f"{os.major(st.st_dev) + 1:02x}:{os.minor(st.st_dev):02x}"
     line = "1: FLOCK  ADVISORY  WRITE 1234 {} 0 EOF\n"
-    assert state._flocked(st, line.format(f"{dev}:{st.st_ino}")) is True
-    assert state._flocked(st, line.format(f"{dev}:{st.st_ino + 1}")) is False
+    assert locks._flocked(st, line.format(f"{dev}:{st.st_ino}")) is True
+    assert locks._flocked(st, line.format(f"{dev}:{st.st_ino + 1}")) is False
     # A waiter is no holder; a POSIX lock does not conflict with flock.
-    assert state._flocked(st, f"1: -> FLOCK  ADVISORY  WRITE 1 {dev}:{st.st_ino} 0 EOF\n") is False
-    assert state._flocked(st, f"1: POSIX  ADVISORY  WRITE 1 {dev}:{st.st_ino} 0 EOF\n") is False
+    assert locks._flocked(st, f"1: -> FLOCK  ADVISORY  WRITE 1 {dev}:{st.st_ino} 0 EOF\n") is False
+    assert locks._flocked(st, f"1: POSIX  ADVISORY  WRITE 1 {dev}:{st.st_ino} 0 EOF\n") is False
     # The same inode on another device number: a filesystem (btrfs, overlayfs) whose /proc/locks
     # device is not stat's. Cannot tell: the caller falls back to probing.
-    assert state._flocked(st, line.format(f"{other}:{st.st_ino}")) is None
-    assert state._flocked(st, "") is False
-    with state.file_lock(path):
-        assert state._flocked(st, Path("/proc/locks").read_text()) is True
+    assert locks._flocked(st, line.format(f"{other}:{st.st_ino}")) is None
+    assert locks._flocked(st, "") is False
+    with locks.file_lock(path):
+        assert locks._flocked(st, Path("/proc/locks").read_text()) is True

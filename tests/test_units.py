@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
-from devup import compose, git, remote, state
+from devup import compose, git, remote
 from devup.errors import DevupError
+from devup.leases import all_leases, lease_ports, release_ports
 
 
 @pytest.mark.parametrize(
@@ -41,11 +42,11 @@ def _free_block(width: int = 30) -> tuple[int, int]:
 
 def test_lease_ports_prefers_a_free_preferred_port_and_never_gives_one_twice() -> None:
     low, high = _free_block()
-    first = state.lease_ports(
+    first = lease_ports(
         repo_id="r", session="a", keys=["WEB", "DB"], prefer={"WEB": low + 5}, port_range=(low, high)
     )
     assert first["WEB"] == low + 5 and low <= first["DB"] <= high and first["DB"] != low + 5
-    second = state.lease_ports(
+    second = lease_ports(
         repo_id="r", session="b", keys=["WEB"], prefer={"WEB": low + 5}, port_range=(low, high)
     )
     assert second["WEB"] not in first.values()  # preferred, but another session's
@@ -53,16 +54,14 @@ def test_lease_ports_prefers_a_free_preferred_port_and_never_gives_one_twice() -
 
 def test_a_kept_lease_is_not_granted_again_and_a_bound_one_moves_unless_held() -> None:
     low, high = _free_block()
-    granted = state.lease_ports(repo_id="r", session="a", keys=["WEB"], prefer={}, port_range=(low, high))
+    granted = lease_ports(repo_id="r", session="a", keys=["WEB"], prefer={}, port_range=(low, high))
     port = granted["WEB"]
-    again = state.lease_ports(
-        repo_id="r", session="a", keys=["WEB"], prefer={"WEB": port}, port_range=(low, high)
-    )
+    again = lease_ports(repo_id="r", session="a", keys=["WEB"], prefer={"WEB": port}, port_range=(low, high))
     assert again == {}  # still ours and free: nothing new
     with socket.socket() as busy:  # someone binds our leased port
         busy.bind(("0.0.0.0", port))
         busy.listen()
-        held = state.lease_ports(
+        held = lease_ports(
             repo_id="r",
             session="a",
             keys=["WEB"],
@@ -71,16 +70,16 @@ def test_a_kept_lease_is_not_granted_again_and_a_bound_one_moves_unless_held() -
             held=frozenset({"WEB"}),
         )
         assert held == {}  # the binder is the session's own unit: it stays
-        moved = state.lease_ports(
+        moved = lease_ports(
             repo_id="r", session="a", keys=["WEB"], prefer={"WEB": port}, port_range=(low, high)
         )
         assert set(moved) == {"WEB"} and moved["WEB"] != port
-    assert port not in state.all_leases()  # the displaced lease was dropped
+    assert port not in all_leases()  # the displaced lease was dropped
 
 
 def test_avoid_skips_a_port_even_when_preferred() -> None:
     low, high = _free_block()
-    got = state.lease_ports(
+    got = lease_ports(
         repo_id="r",
         session="a",
         keys=["WEB"],
@@ -93,20 +92,20 @@ def test_avoid_skips_a_port_even_when_preferred() -> None:
 
 def test_an_exhausted_range_is_a_clear_error() -> None:
     low, _ = _free_block()
-    state.lease_ports(repo_id="r", session="a", keys=["A"], prefer={}, port_range=(low, low))
+    lease_ports(repo_id="r", session="a", keys=["A"], prefer={}, port_range=(low, low))
     with pytest.raises(DevupError, match="no free port left"):
-        state.lease_ports(repo_id="r", session="b", keys=["B"], prefer={}, port_range=(low, low))
+        lease_ports(repo_id="r", session="b", keys=["B"], prefer={}, port_range=(low, low))
 
 
 def test_release_ports_releases_only_the_given_sessions_ports() -> None:
     low, high = _free_block()
-    a = state.lease_ports(repo_id="r", session="a", keys=["X", "Y"], prefer={}, port_range=(low, high))
-    b = state.lease_ports(repo_id="r", session="b", keys=["X"], prefer={}, port_range=(low, high))
-    state.release_ports(repo_id="r", session="a", ports=[a["X"]])
-    leases = state.all_leases()
+    a = lease_ports(repo_id="r", session="a", keys=["X", "Y"], prefer={}, port_range=(low, high))
+    b = lease_ports(repo_id="r", session="b", keys=["X"], prefer={}, port_range=(low, high))
+    release_ports(repo_id="r", session="a", ports=[a["X"]])
+    leases = all_leases()
     assert a["X"] not in leases and a["Y"] in leases and b["X"] in leases
-    state.release_ports(repo_id="r", session="a")
-    assert set(state.all_leases()) == {b["X"]}
+    release_ports(repo_id="r", session="a")
+    assert set(all_leases()) == {b["X"]}
 
 
 def _git(cwd: Path, *args: str) -> str:
@@ -151,16 +150,12 @@ def _leases(tmp_path: Path, session: str, low: int, high: int) -> tuple[Any, Any
 
 
 def _held_by(session: str) -> dict[str, int]:
-    return {
-        lease["key"]: port for port, lease in state.all_leases().items() if lease.get("session") == session
-    }
+    return {lease["key"]: port for port, lease in all_leases().items() if lease.get("session") == session}
 
 
 def test_a_rolled_back_resume_gets_back_the_lease_a_relet_moved_it_off(tmp_path: Path) -> None:
     low, high = _free_block()
-    before = state.lease_ports(
-        repo_id="r", session="a", keys=["WEB", "DB"], prefer={}, port_range=(low, high)
-    )
+    before = lease_ports(repo_id="r", session="a", keys=["WEB", "DB"], prefer={}, port_range=(low, high))
     stack, leases = _leases(tmp_path, "a", low, high)
     assert leases.lease(prefer=before, resumed=True, held=frozenset({"WEB", "DB"})) == {
         **before,
@@ -268,7 +263,7 @@ def test_emptiness_of_a_volume_is_read_from_the_start_of_its_archive_only(monkey
     import tarfile
     from types import SimpleNamespace
 
-    from devup import engine
+    from devup.engine import copies
     from devup.errors import EngineError
 
     data = io.BytesIO()
@@ -289,9 +284,9 @@ def test_emptiness_of_a_volume_is_read_from_the_start_of_its_archive_only(monkey
             yield raw[start : start + chunk]
 
     api = SimpleNamespace(get_archive=lambda cid, path: (chunks(), {}))
-    monkeypatch.setattr(engine, "client", lambda eng: SimpleNamespace(api=api))
+    monkeypatch.setattr(copies, "client", lambda eng: SimpleNamespace(api=api))
     with pytest.raises(EngineError, match="no shell"):
-        engine._empty_via_api(remote.Engine(None, remote.DEFAULT_HOST), "cid")
+        copies._empty_via_api(remote.Engine(None, remote.DEFAULT_HOST), "cid")
     assert len(read) <= 2 < len(raw) // chunk  # a chunk or two of 128, not the whole volume
 
 

@@ -136,7 +136,7 @@ def docker_lines(*args: str) -> list[str]:
 
 
 def port_is_free(port: int) -> bool:
-    """The same check devup makes (devup/state.py port_is_free)."""
+    """The same check devup makes (devup/leases.py port_is_free)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:

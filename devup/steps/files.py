@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from devup.errors import CopyRefused, DevupError
+from devup.locks import write_atomic
 from devup.paths import ENV_FILE, ensure_dir
-from devup.state import write_atomic
 from devup.undo import UndoRecord, UndoStack, inverse
 
 if TYPE_CHECKING:

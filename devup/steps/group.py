@@ -7,10 +7,12 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from devup import compose, engine, processes, state
+from devup import compose, processes
+from devup.engine import queries, removal, volumes
 from devup.errors import CommandFailed, DevupError
+from devup.locks import write_atomic
 from devup.model import Identity
-from devup.state import GroupRecord
+from devup.records import GroupRecord
 from devup.undo import UndoRecord, UndoStack, inverse
 
 if TYPE_CHECKING:  # pydantic loads only when devup.toml is read
@@ -53,8 +55,8 @@ def up(
     `project` is the plan's: a resumed session keeps the project it was recorded with.
     """
     eng = stack.engine
-    before = engine.volumes(eng, project=project)
-    restarts_before = engine.restarts(eng, project=project)
+    before = volumes.project_volumes(eng, project=project)
+    restarts_before = queries.restarts(eng, project=project)
     identity = {"project": project, "session": ident.session, "repo_id": ident.repo.repo_id}
     if restore is not None:
         stack.push(
@@ -92,7 +94,7 @@ def up(
             resolved = config.exception() is None and config.result()
         if result.ok:
             if resolved:
-                state.write_atomic(resolved_path(override), resolved)
+                write_atomic(resolved_path(override), resolved)
             else:  # never a stale one: a later rollback would bring back an older config
                 resolved_path(override).unlink(missing_ok=True)
             return
@@ -135,7 +137,7 @@ def keep_resolved(override: Path, *, tag: str) -> Path | None:
     if not source.is_file():
         return None
     kept = source.with_name(source.name.replace(".resolved.yaml", f".before-{tag}.yaml"))
-    state.write_atomic(kept, source.read_text(encoding="utf-8"))
+    write_atomic(kept, source.read_text(encoding="utf-8"))
     return kept
 
 
@@ -203,17 +205,17 @@ def _retry_transient(attempt: Callable[[], None]) -> None:
 
 
 def _check_settled(
-    eng: Engine, *, ident: Identity, project: str, name: str, restarts_before: dict[str, engine.Restarts]
+    eng: Engine, *, ident: Identity, project: str, name: str, restarts_before: dict[str, queries.Restarts]
 ) -> None:
     """`--wait` accepts a container that exited or is crash-looping between two restarts (a
     second `network_mode: host` copy did exactly that): either fails the group."""
     exited = [
         c
-        for c in engine.containers(eng, repo_id=ident.repo.repo_id, session=ident.session)
+        for c in queries.containers(eng, repo_id=ident.repo.repo_id, session=ident.session)
         if c.project == project and c.state == "exited" and c.exit_code != 0
     ]
     problems = [f"{c.service} (exit {c.exit_code})" for c in exited]
-    for cid, now in sorted(engine.restarts(eng, project=project).items(), key=lambda kv: kv[1].service):
+    for cid, now in sorted(queries.restarts(eng, project=project).items(), key=lambda kv: kv[1].service):
         earlier = restarts_before.get(cid)
         restarted = now.count - (earlier.count if earlier else 0)
         if now.state == "restarting" or restarted > 0:
@@ -239,7 +241,7 @@ def _check_uptime(eng: Engine, *, project: str, name: str, min_uptime: float) ->
         return
     first = {
         cid: u
-        for cid, u in engine.uptimes(eng, project=project).items()
+        for cid, u in queries.uptimes(eng, project=project).items()
         if not u.healthcheck and u.state != "exited"
     }
     since = time.monotonic()
@@ -265,10 +267,10 @@ def _check_uptime(eng: Engine, *, project: str, name: str, min_uptime: float) ->
         if left <= 0:
             return
         time.sleep(left + 0.05)
-        now = engine.uptimes(eng, project=project)
+        now = queries.uptimes(eng, project=project)
 
 
-def _run_ended(was: engine.Uptime, now: engine.Uptime | None) -> str | None:
+def _run_ended(was: queries.Uptime, now: queries.Uptime | None) -> str | None:
     """How the run seen first ended since, if it did."""
     if now is None:
         return "removed"
@@ -290,7 +292,7 @@ def undo(args: dict[str, Any], eng: Engine) -> None:
     # Confirmed through the engine, not assumed from compose's exit: what is still there (a
     # create that landed after `down`, a resumed session's new volume) is removed, a resumed
     # session's data volumes (`keep`) excepted, and what cannot be is a leftover (exit 3).
-    left = engine.sweep_project(
+    left = removal.sweep_project(
         eng, project=args["project"], session=args["session"], repo_id=args["repo_id"], keep_volumes=keep
     )
     if left:

@@ -10,9 +10,9 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from devup import state
 from devup.compose_model import PortSpec, port_keys
 from devup.envvars import port_key
+from devup.leases import lease_ports, port_is_free, release_ports, restore_leases
 from devup.undo import UndoRecord, UndoStack, inverse
 
 if TYPE_CHECKING:
@@ -46,10 +46,10 @@ def free_check(engine: Engine, *, native: list[str]) -> Callable[[str, int], boo
     if not engine.remote:
         return None
     from devup import remote
-    from devup.engine import published_ports
+    from devup.engine.queries import published_ports
 
     there = remote.port_checker(engine, lambda: published_ports(engine))
-    return lambda key, port: state.port_is_free(port) if key in native else there(port)
+    return lambda key, port: port_is_free(port) if key in native else there(port)
 
 
 class Leases:
@@ -82,7 +82,7 @@ class Leases:
             # Write-ahead: leasing may move the session off a port someone else binds now; a
             # rollback gives the session back the leases its record names.
             self._push_restore({k: prefer[k] for k in self.keys if k in prefer}, "previous port leases")
-        granted = state.lease_ports(
+        granted = lease_ports(
             repo_id=self.repo_id,
             session=self.session,
             keys=self.keys,
@@ -102,14 +102,14 @@ class Leases:
         if not leases:
             return
         self._push_restore(leases, "dropped port leases")
-        state.release_ports(repo_id=self.repo_id, session=self.session, ports=sorted(set(leases.values())))
+        release_ports(repo_id=self.repo_id, session=self.session, ports=sorted(set(leases.values())))
 
     def relet(self, keys: list[str], avoid: int) -> dict[str, int]:
         """Move `keys` off port `avoid` (someone else bound it); returns what moved, aliases
         included. Safe from the threads that bring groups and services up in parallel."""
         with self._lock:
             leased = [k for k in keys if k in self.keys]
-            granted = state.lease_ports(
+            granted = lease_ports(
                 repo_id=self.repo_id,
                 session=self.session,
                 keys=leased,
@@ -123,7 +123,7 @@ class Leases:
             self._push_restore(
                 {k: avoid for k in leased if self.ports.get(k) == avoid}, f"lease of port {avoid}"
             )
-            state.release_ports(repo_id=self.repo_id, session=self.session, ports=[avoid])
+            release_ports(repo_id=self.repo_id, session=self.session, ports=[avoid])
             moved = dict(granted)
             moved.update({a: granted[f] for a, f in self.aliases.items() if f in granted})
             self.ports.update(moved)
@@ -142,7 +142,7 @@ class Leases:
 @inverse("ports_release")
 def undo(args: dict[str, Any], _engine: Engine) -> None:
     """Release the session's leases (all of them when `ports` is None); already free is success."""
-    state.release_ports(repo_id=args["repo_id"], session=args["session"], ports=args["ports"])
+    release_ports(repo_id=args["repo_id"], session=args["session"], ports=args["ports"])
 
 
 @inverse("ports_restore")
@@ -150,7 +150,7 @@ def undo_restore(args: dict[str, Any], _engine: Engine) -> None:
     """Give the session back the leases a run moved it off (a port someone else bound): a
     rolled-back resume keeps the ports its record names. A port leased to another session
     meanwhile stays theirs; the next `up` moves this one."""
-    state.restore_leases(
+    restore_leases(
         repo_id=args["repo_id"],
         session=args["session"],
         leases={k: int(p) for k, p in args["leases"].items()},

@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 from devup import processes, runner
 from devup.errors import DevupError, PortConflict
+from devup.leases import port_is_free
 from devup.model import Identity
-from devup.state import ProcessRecord, port_is_free
+from devup.records import ProcessRecord
 from devup.undo import UndoRecord, UndoStack, inverse
 
 if TYPE_CHECKING:
@@ -247,14 +248,14 @@ def undo_respawn(args: dict[str, Any], _engine: Engine) -> None:
     """Start the service again as it ran before this run, and record its new pid."""
     import os
 
-    from devup import state
+    from devup.records import read_record, write_record
 
     if not args.get("run"):
         raise DevupError(
             f"service {args['name']}: its previous command is unknown; `devup up` starts it again"
         )
     path = Path(args["record"])
-    record = state.read_record(path)
+    record = read_record(path)
     if record is None:
         return  # the session is gone (a new one's rollback): nothing to bring back
     cwd = Path(args["cwd"])
@@ -269,7 +270,7 @@ def undo_respawn(args: dict[str, Any], _engine: Engine) -> None:
         stop_timeout=float(args["stop_timeout"]),
         depends_on=list(args["depends_on"]),
     )
-    state.write_record(path, record.replace(services={**record.services, args["name"]: again}))
+    write_record(path, record.replace(services={**record.services, args["name"]: again}))
 
 
 @inverse("process_stop")

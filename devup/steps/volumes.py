@@ -9,8 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from devup import engine, journal, remote, state
+from devup import journal, remote
+from devup.engine import copies, pausing, volumes
 from devup.errors import BusyError, EngineError
+from devup.locks import file_lock
 from devup.remote import Engine
 from devup.undo import UndoRecord, UndoStack, inverse, unwind_records
 
@@ -20,7 +22,7 @@ def pause(*, stack: UndoStack, ids: list[str], label: str) -> None:
     if not ids:
         return
     stack.push(UndoRecord("containers_unpause", {"ids": ids}, f"paused containers of {label}"))
-    engine.pause(stack.engine, ids)
+    pausing.pause(stack.engine, ids)
 
 
 @inverse("containers_unpause")
@@ -33,8 +35,8 @@ def undo_pause(args: dict[str, Any], eng: Engine) -> None:
 def resume(eng: Engine, ids: list[str]) -> None:
     """Unpause, then wait out a healthcheck that failed while paused (the engine marks a paused
     container unhealthy at once), so `status` right after says what is true: it serves."""
-    engine.unpause(eng, ids)
-    engine.wait_healthy(eng, ids, timeout=60)
+    pausing.unpause(eng, ids)
+    pausing.wait_healthy(eng, ids, timeout=60)
 
 
 def stop(*, stack: UndoStack, ids: list[str], label: str) -> None:
@@ -42,7 +44,7 @@ def stop(*, stack: UndoStack, ids: list[str], label: str) -> None:
     if not ids:
         return
     stack.push(UndoRecord("containers_start", {"ids": ids}, f"stopped containers of {label}"))
-    engine.stop(stack.engine, ids)
+    pausing.stop(stack.engine, ids)
 
 
 def start(*, stack: UndoStack, ids: list[str], label: str) -> None:
@@ -51,32 +53,32 @@ def start(*, stack: UndoStack, ids: list[str], label: str) -> None:
     if not ids:
         return
     stack.push(UndoRecord("containers_stop", {"ids": ids}, f"started containers of {label}"))
-    engine.start(stack.engine, ids)
+    pausing.start(stack.engine, ids)
 
 
 @inverse("containers_stop")
 def undo_start(args: dict[str, Any], eng: Engine) -> None:
-    engine.stop(eng, list(args["ids"]))
+    pausing.stop(eng, list(args["ids"]))
 
 
 @inverse("containers_start")
 def undo_stop(args: dict[str, Any], eng: Engine) -> None:
     """Start the stopped containers again and wait until they serve (healthy, where they have a
     healthcheck); running or removed ones are fine."""
-    engine.start(eng, list(args["ids"]))
-    engine.wait_healthy(eng, list(args["ids"]), timeout=120)
+    pausing.start(eng, list(args["ids"]))
+    pausing.wait_healthy(eng, list(args["ids"]), timeout=120)
 
 
 def create_volume(*, stack: UndoStack, name: str, labels: dict[str, str], label: str) -> None:
     """Create a volume this run owns (a clone's copy); the inverse removes it."""
     stack.push(UndoRecord("volume_remove", {"name": name}, label))
-    engine.create_volume(stack.engine, name, labels)
+    volumes.create_volume(stack.engine, name, labels)
 
 
 @inverse("volume_remove")
 def undo_create(args: dict[str, Any], eng: Engine) -> None:
     """Remove the volume (and a copy helper still writing to it); already gone is success."""
-    engine.remove_volume(eng, args["name"])
+    volumes.remove_volume(eng, args["name"])
 
 
 def create_snapshot_volume(
@@ -84,14 +86,14 @@ def create_snapshot_volume(
 ) -> None:
     """Create a volume of a snapshot; the inverse removes it unless the snapshot is complete."""
     stack.push(UndoRecord("snapshot_volume_remove", {"name": name, "manifest": manifest}, label))
-    engine.create_volume(stack.engine, name, labels)
+    volumes.create_volume(stack.engine, name, labels)
 
 
 @inverse("snapshot_volume_remove")
 def undo_snapshot_volume(args: dict[str, Any], eng: Engine) -> None:
     """An incomplete snapshot's volume goes; a complete snapshot (its manifest exists) stays."""
-    if engine.volume_info(eng, args["manifest"]) is None:
-        engine.remove_volume(eng, args["name"])
+    if volumes.volume_info(eng, args["manifest"]) is None:
+        volumes.remove_volume(eng, args["name"])
 
 
 def keep_for_restore(
@@ -116,14 +118,14 @@ def undo_restore(args: dict[str, Any], eng: Engine) -> None:
     The manifest goes only after every copy back: when it is gone, a run of this inverse that
     was interrupted afterwards has copied everything already, and copying again from volumes
     it may have removed would empty the session's data."""
-    if engine.volume_info(eng, args["manifest"]) is not None:
+    if volumes.volume_info(eng, args["manifest"]) is not None:
         for kept, target, image in args["pairs"]:
-            engine.copy_volume(
+            copies.copy_volume(
                 eng, source=kept, target=target, image=image, labels=args["labels"], phase="copy-back"
             )
-        engine.remove_volume(eng, args["manifest"])
+        volumes.remove_volume(eng, args["manifest"])
     for kept, _, _ in args["pairs"]:
-        engine.remove_volume(eng, kept)
+        volumes.remove_volume(eng, kept)
 
 
 def discard_snapshot(*, stack: UndoStack, manifest: str, names: list[str], label: str) -> None:
@@ -134,9 +136,9 @@ def discard_snapshot(*, stack: UndoStack, manifest: str, names: list[str], label
 
 @inverse("snapshot_remove")
 def undo_discard(args: dict[str, Any], eng: Engine) -> None:
-    engine.remove_volume(eng, args["manifest"])
+    volumes.remove_volume(eng, args["manifest"])
     for name in args["names"]:
-        engine.remove_volume(eng, name)
+        volumes.remove_volume(eng, name)
 
 
 def source_run(*, stack: UndoStack, journal_path: Path, lock_path: Path, session: str) -> None:
@@ -157,7 +159,7 @@ def undo_source(args: dict[str, Any], eng: Engine) -> None:
     run holds the source's lock, that run has finished it already (every run starts so)."""
     path = Path(args["journal"])
     try:
-        with state.file_lock(Path(args["lock"]), blocking=False):
+        with file_lock(Path(args["lock"]), blocking=False):
             found = journal.replay(path)
             if found is None or found.outcome is not None or found.begin.get("kind") != "clone-source":
                 return

@@ -77,7 +77,7 @@ MARK_FILE = "devup-session"
 
 
 def write_mark(worktree: Path, *, repo_id: str, session: str) -> None:
-    from devup.state import write_atomic
+    from devup.locks import write_atomic
 
     text = json.dumps({"repo_id": repo_id, "session": session})
     write_atomic(git.git_dir(worktree) / MARK_FILE, text + "\n")

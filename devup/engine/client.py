@@ -1,0 +1,88 @@
+"""The docker SDK client built from an Engine value, and the edge that translates its exceptions."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from devup.errors import DevupError, EngineError, EngineUnavailable
+from devup.remote import Engine
+
+_START_HINT = "start it (e.g. `sudo systemctl start docker` or `sudo dockerd &`); `devup doctor` checks"
+
+
+def unavailable(eng: Engine, why: object) -> EngineUnavailable:
+    """The one wording of "the engine does not answer", naming the engine (SPEC §2: exit 1)."""
+    return EngineUnavailable(f"the Docker engine {_named(eng)} does not answer: {why}", hint=_START_HINT)
+
+
+def _named(eng: Engine) -> str:
+    """How an error names the engine: its endpoint, and the context it came from."""
+    return f"{eng.host} (context {eng.context})" if eng.context not in (None, "default") else eng.host
+
+
+def explain(exc: Exception) -> str:
+    """What the engine said, or the exception itself."""
+    return str(getattr(exc, "explanation", None) or exc)
+
+
+@functools.cache
+def client(eng: Engine) -> Any:
+    """A docker SDK client for `eng` (one per engine for the process), built from the value:
+    its host, and the TLS files of its context or the user's own TLS settings."""
+    import docker
+    from docker.errors import DockerException
+
+    try:
+        environment = eng.environ()
+        if eng.host.startswith("ssh://"):
+            from devup import sshproxy  # the user's ssh, as the docker CLI uses it; no paramiko
+
+            environment["DOCKER_HOST"] = sshproxy.socket_for(eng.host)
+        return docker.from_env(timeout=30, environment=environment)
+    except DockerException as exc:
+        raise unavailable(eng, exc) from None
+
+
+_Fn = TypeVar("_Fn", bound=Callable[..., Any])
+
+
+def _foreign(exc: BaseException) -> bool:
+    """An exception of the docker SDK or the HTTP stack under it (never imported to check)."""
+    return type(exc).__module__.split(".")[0] in ("docker", "requests", "urllib3", "http")
+
+
+def edge(fn: _Fn) -> _Fn:
+    """Translate the SDK's exceptions at this adapter's edge: an engine that cannot be reached is
+    EngineUnavailable naming it, any other refusal an EngineError; none escapes as "a bug"."""
+
+    @functools.wraps(fn)
+    def translated(eng: Engine, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(eng, *args, **kwargs)
+        except Exception as exc:
+            if isinstance(exc, DevupError) or not (_foreign(exc) or isinstance(exc, ConnectionError)):
+                raise
+            if getattr(exc, "response", None) is None or isinstance(exc, ConnectionError):
+                raise unavailable(eng, explain(exc)) from None
+            raise EngineError(f"the Docker engine {_named(eng)} refused a request: {explain(exc)}") from None
+
+    return translated  # type: ignore[return-value]
+
+
+@edge
+def engine_version(eng: Engine, *, attempts: int = 5) -> str:
+    """The engine's version; an engine that does not answer is retried with backoff for ~4 s
+    (0.25, 0.5, 1, 2 s between attempts), so that a blip or a dockerd restart is ridden out."""
+    from docker.errors import DockerException
+    from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+    retrying = Retrying(
+        # client(eng) reports an engine it cannot reach as EngineUnavailable: retried too.
+        retry=retry_if_exception_type((DockerException, EngineUnavailable, ConnectionError)),
+        wait=wait_exponential(multiplier=0.25, max=2),
+        stop=stop_after_attempt(attempts),
+        reraise=True,
+    )
+    return str(retrying(lambda: client(eng).version().get("Version", "?")))
