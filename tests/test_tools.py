@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -224,7 +225,12 @@ def test_the_bundled_example_comes_up_and_answers(make):
     from pathlib import Path
 
     root = Path(__file__).resolve().parent.parent / "examples" / "demo"
-    repo = make((root / "devup.toml").read_text())
+    # Router ports of its own for where 80/443 (and the default fallback) are another router's:
+    # the README's demo, left running, has one (conftest.isolated does the same for the others).
+    low = random.randrange(41000, 49000, 2)
+    repo = make(
+        (root / "devup.toml").read_text() + f"\n[routes]\nhttp_port = {low}\nhttps_port = {low + 1}\n"
+    )
     for item in root.iterdir():
         if item.name != "devup.toml":
             (shutil.copytree if item.is_dir() else shutil.copy2)(item, repo.path / item.name)
