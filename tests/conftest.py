@@ -98,6 +98,21 @@ def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     world.stop_router(tmp_path / "state")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _no_router_outlives_the_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Routers (caddy) of state folders the per-test stop cannot reach (a module-scoped
+    fixture's, a test whose state folder was made read-only) are stopped when the run ends."""
+    yield
+    import psutil
+
+    base = str(tmp_path_factory.getbasetemp())
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        if proc.info["name"] == "caddy" and any(base in arg for arg in proc.info["cmdline"] or []):
+            with contextlib.suppress(psutil.Error):
+                proc.terminate()
+                proc.wait(10)
+
+
 @pytest.fixture(scope="session")
 def engine() -> None:
     """A Docker engine and Compose v2 must answer; a missing engine fails, never skips."""
