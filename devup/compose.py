@@ -201,7 +201,10 @@ def up(
     for f in files:
         args += ["-f", str(f)]
     args += ["up", "-d", "--wait", "--wait-timeout", str(int(wait_timeout)), "--remove-orphans"]
-    return runner.run(args, cwd=cwd, env=eng.environ(env), timeout=wait_timeout + 300)
+    from devup.engine import health
+
+    with health.tended(eng, project=project):  # Podman without systemd: devup runs the checks
+        return runner.run(args, cwd=cwd, env=eng.environ(env), timeout=wait_timeout + 300)
 
 
 def stop(eng: Engine, *, project: str, timeout: float = 10) -> None:

@@ -24,6 +24,19 @@ SKIP_DOCKER = os.environ.get("DEVUP_SKIP_DOCKER_TESTS") == "1"
 # Where no network namespace (or sshd in it) can be made, the remote-engine tests fail, unless
 # this says to skip them (tests/test_remote.py).
 SKIP_REMOTE = os.environ.get("DEVUP_SKIP_REMOTE_TESTS") == "1"
+# The engine the end-to-end tests run on (SPEC §6): docker (the default) or podman. scripts/test
+# runs the suite once per engine (`both`); one pytest process tests one engine. The test process
+# points DOCKER_HOST at it, so devup, the docker CLI and the docker SDK of the tests all talk to it.
+PODMAN_SOCKET = os.environ.get("DEVUP_TEST_PODMAN_SOCKET", "unix:///run/podman/podman.sock")
+TEST_ENGINE = os.environ.get("DEVUP_TEST_ENGINE", "docker")
+if TEST_ENGINE not in ("docker", "podman"):
+    raise pytest.UsageError(
+        f"DEVUP_TEST_ENGINE={TEST_ENGINE!r}: one pytest run tests docker or podman "
+        "(scripts/test runs both, one after the other)"
+    )
+if TEST_ENGINE == "podman":
+    os.environ["DOCKER_HOST"] = PODMAN_SOCKET
+    os.environ.pop("DOCKER_CONTEXT", None)
 _LEAKS: list[str] = []
 _REAL_HOME = Path.home()
 
@@ -115,9 +128,10 @@ def _no_router_outlives_the_run(tmp_path_factory: pytest.TempPathFactory) -> Ite
 
 @pytest.fixture(scope="session")
 def engine() -> None:
-    """A Docker engine and Compose v2 must answer; a missing engine fails, never skips."""
+    """The engine under test (DEVUP_TEST_ENGINE) and Compose v2 must answer; a missing engine
+    fails, never skips; and Podman, when Podman is asked, not another engine on its socket."""
     try:
-        world.docker("info", "--format", "{{.ServerVersion}}")
+        names = world.docker("version", "--format", "{{range .Server.Components}}{{.Name}};{{end}}")
         world.docker("image", "inspect", BUSYBOX)
         subprocess.run(["docker", "compose", "version"], check=True, capture_output=True)
     except (subprocess.CalledProcessError, FileNotFoundError) as exc:
@@ -125,6 +139,8 @@ def engine() -> None:
             f"docker tests need an engine, Compose v2 and {BUSYBOX}: {exc}; run scripts/test "
             "(or set DEVUP_SKIP_DOCKER_TESTS=1 to skip them, loudly)"
         )
+    if (TEST_ENGINE == "podman") != ("Podman Engine" in names):
+        pytest.fail(f"DEVUP_TEST_ENGINE={TEST_ENGINE} but {os.environ.get('DOCKER_HOST')} serves {names!r}")
 
 
 def project_name() -> str:

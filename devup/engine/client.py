@@ -86,3 +86,28 @@ def engine_version(eng: Engine, *, attempts: int = 5) -> str:
         reraise=True,
     )
     return str(retrying(lambda: client(eng).version().get("Version", "?")))
+
+
+# The libpod API's prefix on a Podman socket (any 4.x serves it): what the Docker API lacks there.
+LIBPOD = "/v4.0.0/libpod"
+
+
+@functools.cache
+def is_podman(eng: Engine) -> bool:
+    """Whether Podman serves `eng` (its /version names a "Podman Engine" component), once per
+    engine for the process; an engine that does not answer is not Podman (callers find out)."""
+    from docker.errors import DockerException
+
+    try:
+        components = client(eng).version().get("Components") or []
+    except (DockerException, EngineUnavailable, ConnectionError):
+        return False
+    return any(str(c.get("Name", "")).startswith("Podman") for c in components)
+
+
+def libpod(eng: Engine, method: str, path: str, *, timeout: float = 60) -> Any:
+    """A libpod API request (`path` after /libpod) on a Podman engine: its JSON, or None."""
+    api = client(eng).api
+    response = api.request(method, f"{api.base_url}{LIBPOD}{path}", timeout=timeout)  # a requests Session
+    response.raise_for_status()
+    return response.json() if response.content else None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from devup.engine.client import client, edge, explain
+from devup.engine.client import client, edge, explain, is_podman
 from devup.engine.labels import LABEL_HELPER, LABEL_PROJECT, LABEL_REPO, LABEL_SESSION
 from devup.errors import EngineError
 from devup.remote import Engine
@@ -93,10 +93,16 @@ def wait_healthy(eng: Engine, ids: list[str], *, timeout: float) -> list[str]:
     those that did not get there in time."""
     from docker.errors import NotFound
 
+    from devup.engine import health as checks
+
     api = client(eng).api
     deadline = time.monotonic() + timeout
     pending = list(ids)
+    due: dict[str, float] = {}
+    podman = is_podman(eng)
     while pending and time.monotonic() < deadline:
+        if podman:  # no systemd timer may run them: devup does, while it waits (engine/health.py)
+            checks.run_due(eng, ids=pending, due=due)
         still = []
         for cid in pending:
             try:
