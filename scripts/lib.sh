@@ -376,3 +376,155 @@ ensure_browser() {
     fi
     apt_install --no-install-recommends chromium
 }
+
+# ---------------------------------------------------------------- podman (the second engine, SPEC §6)
+
+# The socket the Podman part of the tests (DEVUP_TEST_ENGINE=podman) and devup use.
+DEVUP_PODMAN_SOCKET="${DEVUP_TEST_PODMAN_SOCKET:-unix:///run/podman/podman.sock}"
+
+podman_answers() {
+    local path="${DEVUP_PODMAN_SOCKET#unix://}"
+    [[ -S "$path" ]] && have curl || return 1
+    curl -fsS --max-time 5 --unix-socket "$path" http://podman/version 2>/dev/null | grep -q '"Podman Engine"'
+}
+
+# ensure_podman: Podman and catatonit (Podman's init for compose's `init: true`) from the OS
+# packages; the rlimit fix where this machine needs it; the API service on DEVUP_PODMAN_SOCKET;
+# the local test images, loaded from Docker offline. Dies when it cannot: callers that can do
+# without Podman check `have podman || can_apt` first.
+ensure_podman() {
+    local missing=()
+    have podman || missing+=(podman)
+    have catatonit || [[ -x /usr/libexec/podman/catatonit ]] || missing+=(catatonit)
+    have curl || missing+=(curl)
+    if ((${#missing[@]})); then
+        can_apt || die "Podman missing (${missing[*]}), and we are not root with apt-get to install it." \
+            "Fix: install podman and catatonit from your OS packages (Fedora/Debian/Ubuntu: podman catatonit)," \
+            "or test Docker alone: DEVUP_TEST_ENGINE=docker scripts/test"
+        apt_install_no_start "${missing[@]}"
+    fi
+    log "podman: $(podman version --format '{{.Client.Version}}' 2>/dev/null || echo '?') installed"
+    ensure_podman_images
+    ensure_podman_rlimits
+    ensure_podman_service
+}
+
+# ensure_podman_images: the local images, copied from Docker (docker save | podman load): no
+# registry. Loads only those Podman lacks or holds in another version (same image id = same image).
+ensure_podman_images() {
+    local want=() image id
+    for image in "$DEVUP_BUSYBOX_IMAGE" "$DEVUP_POSTGRES_IMAGE" "$DEVUP_REDIS_IMAGE"; do
+        id="$(docker image inspect -f '{{.Id}}' "$image" 2>/dev/null)" \
+            || die "image $image is not in Docker; scripts/build-images builds it"
+        if [[ "sha256:$(podman image inspect -f '{{.Id}}' "$image" 2>/dev/null)" != "$id" ]]; then
+            want+=("$image")
+        fi
+    done
+    if ((${#want[@]} == 0)); then
+        log "podman: local images present"
+        return 0
+    fi
+    local t0
+    t0="$(now)"
+    log "podman: loading ${want[*]} from Docker (offline)"
+    docker save "${want[@]}" | podman load -q >/dev/null || die "docker save | podman load failed"
+    log "podman: images loaded in $(elapsed "$t0") s"
+}
+
+_containers_conf() {
+    if is_root; then
+        printf '%s\n' /etc/containers/containers.conf
+    else
+        printf '%s\n' "${XDG_CONFIG_HOME:-$HOME/.config}/containers/containers.conf"
+    fi
+}
+
+# _podman_own_rlimits: "NOFILE NPROC", the hard limits a podman process runs with here (podman
+# sets its own at start, within what the machine allows): what its containers can be given.
+# Read from a short-lived `podman system service` on a socket of its own.
+_podman_own_rlimits() (
+    tmp="$(mktemp -d "${TMPDIR:-/tmp}/devup-podman.XXXXXX")"
+    trap 'rm -rf "$tmp"' EXIT
+    podman system service --time=5 "unix://$tmp/probe.sock" >/dev/null 2>&1 &
+    pid=$!
+    for _ in $(seq 50); do
+        [[ -S "$tmp/probe.sock" ]] && break
+        sleep 0.1
+    done
+    found="$(awk '/^Max open files/ { f = $5 } /^Max processes/ { p = $4 } END { if (f && p) print f, p }' "/proc/$pid/limits")"
+    kill "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+    [[ -n "$found" ]] && printf '%s\n' "$found"
+)
+
+# ensure_podman_rlimits: where this machine cannot raise rlimits inside containers (itself a
+# container, without CAP_SYS_RESOURCE), Podman's defaults (nofile 1048576) fail every start with
+# "error setting rlimit". Then containers.conf's default_ulimits is set to what the machine has
+# (`--ulimit host` shows it). Only when needed; said when done.
+ensure_podman_rlimits() {
+    local out conf limits
+    if out="$(podman run --rm --net=none "$DEVUP_BUSYBOX_IMAGE" true 2>&1)"; then
+        return 0
+    fi
+    if [[ "$out" != *"error setting rlimit"* ]]; then
+        die "podman cannot run a container: $out"
+    fi
+    conf="$(_containers_conf)"
+    if [[ -f "$conf" ]] && grep -q '^[[:space:]]*default_ulimits' "$conf"; then
+        die "podman: containers fail with 'error setting rlimit', and $conf sets default_ulimits already:" \
+            "$out" "Fix: set default_ulimits there to at most what this machine allows (ulimit -Hn, ulimit -Hu)."
+    fi
+    limits="$(_podman_own_rlimits)" || die "podman: cannot read the rlimits a podman process has here"
+    local nofile="${limits% *}" nproc="${limits#* }"
+    local line="default_ulimits = [\"nofile=$nofile:$nofile\", \"nproc=$nproc:$nproc\"]"
+    warn "podman: this machine cannot raise rlimits in containers ('error setting rlimit'): writing $line to $conf"
+    mkdir -p "$(dirname "$conf")"
+    if [[ -f "$conf" ]] && grep -q '^\[containers\]' "$conf"; then
+        sed -i "/^\[containers\]/a $line" "$conf"
+    else
+        printf '\n[containers]\n%s\n' "$line" >>"$conf"
+    fi
+    podman run --rm --net=none "$DEVUP_BUSYBOX_IMAGE" true >/dev/null 2>&1 \
+        || die "podman still cannot run a container after setting default_ulimits in $conf"
+    _DEVUP_PODMAN_CONF_CHANGED=1
+}
+
+# ensure_podman_service: `podman system service` on DEVUP_PODMAN_SOCKET, started in the
+# background when nothing answers there (systemd's podman.socket does the same where there is
+# systemd). One this script started is restarted when containers.conf changed under it.
+ensure_podman_service() {
+    local pidfile="$DEVUP_STATE_DIR/podman-service.pid" pid
+    mkdir -p "$DEVUP_STATE_DIR"
+    if podman_answers; then
+        if [[ -n "${_DEVUP_PODMAN_CONF_CHANGED:-}" && -f "$pidfile" ]]; then
+            pid="$(cat "$pidfile")"
+            if [[ "$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)" == "podman system service"* ]]; then
+                log "podman: restarting the API service (pid $pid) to read the new containers.conf"
+                kill "$pid"
+                while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+            fi
+        else
+            log "podman: API service answers on $DEVUP_PODMAN_SOCKET"
+            return 0
+        fi
+    fi
+    local path="${DEVUP_PODMAN_SOCKET#unix://}" log_file="$DEVUP_STATE_DIR/podman-service.log"
+    mkdir -p "$(dirname "$path")"
+    log "podman: starting 'podman system service' on $DEVUP_PODMAN_SOCKET (log: $log_file)"
+    printf '\n--- %s: started by devup scripts/lib.sh\n' "$(date -Is)" >>"$log_file"
+    setsid nohup podman system service --time=0 "$DEVUP_PODMAN_SOCKET" >>"$log_file" 2>&1 </dev/null &
+    pid=$!
+    disown "$pid" 2>/dev/null || true
+    printf '%s\n' "$pid" >"$pidfile"
+    local deadline=$((SECONDS + 30))
+    while ((SECONDS < deadline)); do
+        if podman_answers; then
+            log "podman: API service answers (pid $pid)"
+            return 0
+        fi
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.2
+    done
+    tail -n 20 "$log_file" >&2 || true
+    die "podman system service did not answer on $DEVUP_PODMAN_SOCKET (log: $log_file)"
+}
