@@ -137,7 +137,7 @@ def config_dir() -> Path:
 
 def contexts() -> dict[str, str]:
     """Every docker context the CLI knows, name -> engine endpoint (`default` included)."""
-    found = {"default": DEFAULT_HOST}
+    found = {"default": _user_env("DOCKER_HOST") or default_host()}
     for meta in sorted((config_dir() / "contexts" / "meta").glob("*/meta.json")):
         try:
             data = json.loads(meta.read_text())
@@ -161,11 +161,42 @@ def current_context() -> str:
     return current if isinstance(current, str) and current else "default"
 
 
+# Podman's API sockets (SPEC §6): rootful `podman system service`, then the rootless user's.
+PODMAN_HOST = "unix:///run/podman/podman.sock"
+
+
+def _podman_user_host() -> str:
+    runtime = os.environ.get("XDG_RUNTIME_DIR") or f"/run/user/{os.getuid()}"
+    return f"unix://{runtime}/podman/podman.sock"
+
+
+def _answers(host: str) -> bool:
+    """Whether something accepts a connection on a unix socket (microseconds: no HTTP)."""
+    import socket
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(1)
+        try:
+            sock.connect(host.removeprefix("unix://"))
+        except OSError:
+            return False
+    return True
+
+
+def default_host() -> str:
+    """The default context's engine: Docker's socket; where that does not answer, a Podman
+    socket that does (rootful, then rootless); else Docker's, whose error then names it."""
+    for host in (DEFAULT_HOST, PODMAN_HOST, _podman_user_host()):
+        if _answers(host):
+            return host
+    return DEFAULT_HOST
+
+
 def by_context(name: str, *, where: str) -> Engine:
     """The engine docker context `name` points at; an unknown name is exit 2."""
     known = contexts()
     if name == "default":
-        return Engine("default", _user_env("DOCKER_HOST") or DEFAULT_HOST)
+        return Engine("default", _user_env("DOCKER_HOST") or default_host())
     if name not in known:
         raise UsageError(
             f"docker context {name!r} ({where}) does not exist",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -125,3 +126,35 @@ def test_configured_context_is_read_without_validating_the_rest():
     assert remote.configured_context('[project]\ncontext = "big"\n[nonsense]\nx = 1\n') == "big"
     assert remote.configured_context("[project]\nname = 'x'\n") is None
     assert remote.configured_context("not toml [") is None
+
+
+def _listening(path: Path) -> socket.socket:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(str(path))
+    sock.listen()
+    return sock
+
+
+def test_without_docker_host_a_podman_socket_that_answers_is_used_when_dockers_does_not(
+    contexts, tmp_path, monkeypatch
+):
+    """SPEC §6: a Podman-only machine needs no DOCKER_HOST: where Docker's socket does not answer,
+    devup finds rootful Podman's, else the rootless user's (under XDG_RUNTIME_DIR)."""
+    docker_sock, rootful = tmp_path / "docker.sock", tmp_path / "run-podman" / "podman.sock"
+    monkeypatch.setattr(remote, "DEFAULT_HOST", f"unix://{docker_sock}")
+    monkeypatch.setattr(remote, "PODMAN_HOST", f"unix://{rootful}")
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "user"))
+    rootless = _listening(tmp_path / "user" / "podman" / "podman.sock")
+    assert remote.current() == remote.Engine("default", f"unix://{tmp_path}/user/podman/podman.sock")
+    served = _listening(rootful)
+    assert remote.current().host == f"unix://{rootful}"
+    stale = _listening(docker_sock)
+    stale.close()  # a socket file nobody listens on: Docker's daemon is stopped
+    assert remote.current().host == f"unix://{rootful}"
+    for sock in (rootless, served):
+        sock.close()
+    assert remote.current().host == f"unix://{docker_sock}"  # nothing answers: Docker's, named in errors
+    _listening(tmp_path / "docker2.sock")
+    monkeypatch.setattr(remote, "DEFAULT_HOST", f"unix://{tmp_path}/docker2.sock")
+    assert remote.current().host == f"unix://{tmp_path}/docker2.sock"  # Docker's answers: Docker first
