@@ -565,6 +565,8 @@ def doctor(as_json: JsonOpt = False) -> None:
             output.out.print(f"{mark} {name:<8} {c['version'] or c['error']}")
             if not c["ok"]:
                 output.out.print(f"   fix: {c['fix']}")
+            for lack in c.get("lacks") or []:
+                output.out.print(f"   [yellow]![/] {lack['what']}\n     fix: {lack['fix']}")
         output.contexts_table(contexts)
     raise typer.Exit(0 if ok else 1)
 

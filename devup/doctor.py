@@ -7,6 +7,7 @@ from typing import Any
 
 from devup import compose, remote, runner
 from devup.engine.client import engine_version
+from devup.engine.facts import facts
 from devup.errors import DevupError
 
 
@@ -28,13 +29,34 @@ def _git() -> str:
     return match.group(1)
 
 
+def _engine() -> dict[str, Any]:
+    """Which engine answers (Docker or Podman, version, rootless or not; SPEC §6) and what it
+    lacks for devup, with the fix."""
+    eng = remote.current()
+    check = _check(
+        lambda: engine_version(eng, attempts=1),  # a diagnosis of now: no waiting
+        "start a Docker engine (Debian: apt-get install docker.io; dockerd &), or Podman's API "
+        "service (podman system service --time=0 unix:///run/podman/podman.sock &)",
+    )
+    check.update(kind=None, rootless=None, host=eng.host, lacks=[])
+    if check["ok"]:
+        try:
+            found = facts(eng)
+        except DevupError:
+            return check
+        check.update(
+            version=f"{found.summary} at {eng.host}",
+            kind=found.name,
+            rootless=found.rootless,
+            lacks=[lack.to_json() for lack in found.lacks],
+        )
+    return check
+
+
 def run() -> dict[str, dict[str, Any]]:
     return {
         "git": _check(_git, "install git 2.30 or newer (Debian: apt-get install git)"),
-        "engine": _check(
-            lambda: engine_version(remote.current(), attempts=1),  # a diagnosis of now: no waiting
-            "start a Docker engine (Debian: apt-get install docker.io; dockerd &)",
-        ),
+        "engine": _engine(),
         "compose": _check(
             compose.compose_version,
             "install Compose v2 (docker compose plugin or a v2 docker-compose binary)",

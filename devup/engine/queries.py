@@ -6,10 +6,11 @@ from __future__ import annotations
 import json
 import re
 import time
+import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
-from devup.engine.client import client, edge, unavailable
+from devup.engine.client import LIBPOD, client, edge, is_podman, libpod, unavailable
 from devup.engine.labels import LABEL_PROJECT, LABEL_REPO, LABEL_SERVICE, LABEL_SESSION
 from devup.errors import DevupError
 from devup.remote import Engine
@@ -39,29 +40,47 @@ def _plain_tcp(eng: Engine) -> tuple[str, int] | None:
 
 def _list_containers(eng: Engine, labels: list[str]) -> list[dict[str, Any]]:
     """`GET /containers/json` by label. On a local socket, plain http.client: `ls` and `status`
-    run this on every call, and loading the docker SDK would cost more than the whole command."""
-    path = _engine_socket(eng)
-    tcp = _plain_tcp(eng)
-    if path is None and tcp is None:
-        return list(client(eng).api.containers(all=True, filters={"label": labels}))
+    run this on every call, and loading the docker SDK would cost more than the whole command.
+
+    Podman's answer (its Libpod-Api-Version header says so) carries no health in `Status`: libpod's
+    own list has it, and it is put there as Docker words it ("Up (healthy)")."""
+    query = urllib.parse.urlencode({"all": "1", "filters": json.dumps({"label": labels})})
+    if _engine_socket(eng) is None and _plain_tcp(eng) is None:
+        found = list(client(eng).api.containers(all=True, filters={"label": labels}))
+        podman = is_podman(eng)
+        health = libpod(eng, "GET", f"/containers/json?{query}") if podman and found else None
+    else:
+        found, podman = _get(eng, f"/containers/json?{query}")
+        health = _get(eng, f"{LIBPOD}/containers/json?{query}")[0] if podman and found else None
+    if health is not None:
+        states = {c.get("Id"): c.get("Status") for c in health if isinstance(c, dict)}
+        for c in found:
+            if states.get(c.get("Id")) in ("healthy", "unhealthy", "starting"):
+                word = states[c.get("Id")]
+                c["Status"] = f"{c.get('Status', '')} ({'health: ' if word == 'starting' else ''}{word})"
+    return found
+
+
+def _get(eng: Engine, path: str) -> tuple[list[dict[str, Any]], bool]:
+    """A GET on the engine's local socket or plain tcp: its JSON list, and whether Podman answered."""
     import http.client
     import socket
-    import urllib.parse
+
+    sock_path, tcp = _engine_socket(eng), _plain_tcp(eng)
 
     class UnixHTTPConnection(http.client.HTTPConnection):
         def connect(self) -> None:
             self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             self.sock.settimeout(self.timeout)
-            self.sock.connect(str(path))
+            self.sock.connect(str(sock_path))
 
-    query = urllib.parse.urlencode({"all": "1", "filters": json.dumps({"label": labels})})
     conn = (
         UnixHTTPConnection("localhost", timeout=30)
         if tcp is None
         else http.client.HTTPConnection(*tcp, timeout=10)
     )
     try:
-        conn.request("GET", f"/containers/json?{query}")
+        conn.request("GET", path)
         response = conn.getresponse()
         body = response.read()
     except OSError as exc:
@@ -71,7 +90,7 @@ def _list_containers(eng: Engine, labels: list[str]) -> list[dict[str, Any]]:
     if response.status != 200:
         raise DevupError(f"the Docker engine answered {response.status} to a container query: {body[:200]!r}")
     data = json.loads(body)
-    return data if isinstance(data, list) else []
+    return (data if isinstance(data, list) else []), response.getheader("Libpod-Api-Version") is not None
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,75 @@
+"""What differs between Docker and Podman, seen the way a user sees it (SPEC §6 Engines): run on
+whichever engine DEVUP_TEST_ENGINE names (scripts/test runs it on both)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import docker
+import pytest
+
+from devup.engine import facts
+from tests import world
+from tests.conftest import TEST_ENGINE, isolated
+
+pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("engine")]
+
+# Healthy while /tmp/ok exists: a test breaks it by removing the file.
+BREAKABLE = """
+services:
+  app:
+    image: devup-local/busybox:latest
+    init: true
+    command: ["sh", "-c", "touch /tmp/ok && exec sleep 600"]
+    healthcheck: {test: ["CMD", "test", "-e", "/tmp/ok"], interval: 1s, timeout: 2s, retries: 2}
+"""
+
+
+def _toml() -> str:
+    return isolated("container") + '\n[groups.app]\nfiles = ["compose/app.yaml"]\n'
+
+
+def test_status_reports_a_container_that_became_unhealthy(make):
+    """Podman's Docker-compatible container list carries no health: `status` said a container
+    was healthy when its check failed. The engine's timer runs the check on Docker; on Podman
+    without systemd nothing does after `up`, so the test runs it as the timer would."""
+    repo = make(_toml(), {"compose/app.yaml": BREAKABLE})
+    repo.up_json("h")
+    assert repo.devup("status", "h").returncode == 0
+    (cid,) = world.docker("ps", "-q", "--filter", f"label=dev.devup.repo={repo.repo_id}").split()
+    world.docker("exec", cid, "rm", "/tmp/ok")
+    api = docker.from_env().api
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if TEST_ENGINE == "podman":
+            api.get(f"{api.base_url}/v4.0.0/libpod/containers/{cid}/healthcheck")
+        if api.inspect_container(cid)["State"]["Health"]["Status"] == "unhealthy":
+            break
+        time.sleep(1)
+    status = repo.devup("status", "h", "--json")
+    assert status.returncode == 1, status.stdout
+    units = json.loads(status.stdout)["units"]
+    assert [u["healthy"] for u in units] == [False] and "unhealthy" in units[0]["state"]
+    assert repo.devup("down", "h").returncode == 0
+
+
+def test_doctor_names_the_engine_that_answers(make):
+    repo = make("")
+    doc = json.loads(repo.devup("doctor", "--json").stdout)
+    engine = doc["checks"]["engine"]
+    assert engine["ok"] and engine["kind"] == {"docker": "Docker", "podman": "Podman"}[TEST_ENGINE]
+    assert engine["version"].startswith(engine["kind"]) and engine["rootless"] in (True, False)
+    text = repo.devup("doctor").stdout
+    assert f"{engine['kind']} " in text
+
+
+def test_podman_lacks_are_named_with_their_fix():
+    """No engine needed: what `doctor` derives from libpod's /info."""
+    under_systemd = facts.podman_lacks(
+        local=False, rootless=False, cgroup_version="2", cgroup_manager="systemd"
+    )
+    assert under_systemd == []
+    bare = facts.podman_lacks(local=False, rootless=True, cgroup_version="1", cgroup_manager="cgroupfs")
+    said = " | ".join(lack.what + " / " + lack.fix for lack in bare)
+    assert "devup runs the healthchecks" in said and "cannot pause" in said and "cgroup v2" in said
