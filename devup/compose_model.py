@@ -6,6 +6,7 @@ the file; everything decided in between is here, where it can be tested without 
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +42,19 @@ class Refusal:
 
 
 @dataclass(frozen=True)
+class EngineGap:
+    """A setting an engine's Docker-compatible API accepts and then ignores (SPEC §6): on that
+    engine, before `fixed_in`, it is an error at preflight, never a silent difference."""
+
+    where: str  # "service web"
+    key: str  # the compose key path
+    value: str
+    engine: str  # "Podman"
+    fixed_in: str | None  # the first version that honours it; None: none does yet
+    why: str
+
+
+@dataclass(frozen=True)
 class GroupModel:
     """What `docker compose config` says about a group, reduced to what devup rewrites."""
 
@@ -56,6 +70,7 @@ class GroupModel:
     external_networks: dict[str, str] = field(default_factory=dict)
     external_volumes: dict[str, str] = field(default_factory=dict)
     refusals: list[Refusal] = field(default_factory=list)
+    gaps: list[EngineGap] = field(default_factory=list)  # refused only on the engine they name
     # key -> per-session name: an external one that names another group's fixed-name object
     # of the same session (group A creates `name: temporal-network`, B joins it as external)
     linked_networks: dict[str, str] = field(default_factory=dict)
@@ -89,6 +104,42 @@ class GroupModel:
         return [f"{src} (service {svc})" for svc, sources in self.outside_binds.items() for src in sources]
 
 
+def _podman_gaps(name: str, svc: dict[str, Any]) -> list[EngineGap]:
+    """What Podman's Docker-compatible API (4.3) takes from compose and does not do, found by
+    trying (docs/troubleshooting.md): the container starts, without it."""
+    gaps = []
+    for entry in svc.get("extra_hosts") or []:
+        if str(entry).endswith(("=host-gateway", ":host-gateway")):
+            gaps.append(
+                EngineGap(
+                    f"service {name}",
+                    "extra_hosts",
+                    str(entry),
+                    "Podman",
+                    "4.7",
+                    "Podman before 4.7 writes the word `host-gateway` into /etc/hosts instead of the "
+                    "host's address, so the name does not resolve; use host.containers.internal, "
+                    "which Podman adds by itself",
+                )
+            )
+    devices = ((svc.get("deploy") or {}).get("resources") or {}).get("reservations", {}).get("devices")
+    for key, value in (("deploy.resources.reservations.devices", devices), ("gpus", svc.get("gpus"))):
+        if value:
+            gaps.append(
+                EngineGap(
+                    f"service {name}",
+                    key,
+                    json.dumps(value),
+                    "Podman",
+                    None,
+                    "Podman's Docker-compatible API ignores device requests (the container starts "
+                    "without the GPU); name the CDI device under `devices:` instead "
+                    "(e.g. nvidia.com/gpu=all)",
+                )
+            )
+    return gaps
+
+
 def parse(data: dict[str, Any], *, project: str, root: Path | None = None) -> GroupModel:
     """The model of `docker compose -p project config --format json`'s output; `root` is the
     folder compose read the files in (the worktree, or preflight's copy of the branch)."""
@@ -102,6 +153,7 @@ def parse(data: dict[str, Any], *, project: str, root: Path | None = None) -> Gr
     outside: dict[str, list[str]] = {}
     mounts: dict[str, list[str]] = {}
     refusals: list[Refusal] = []
+    gaps: list[EngineGap] = []
     for name, svc in (data.get("services") or {}).items():
         services[name] = [
             PortSpec(
@@ -136,6 +188,7 @@ def parse(data: dict[str, Any], *, project: str, root: Path | None = None) -> Gr
         ]
         if named:
             mounts[name] = named
+        gaps += _podman_gaps(name, svc)
         mode = svc.get("network_mode")
         if mode == "host":
             refusals.append(
@@ -197,6 +250,7 @@ def parse(data: dict[str, Any], *, project: str, root: Path | None = None) -> Gr
         external_networks={n: str(v.get("name") or n) for n, v in nets.items() if v.get("external")},
         external_volumes={n: str(v.get("name") or n) for n, v in vols.items() if v.get("external")},
         refusals=refusals,
+        gaps=gaps,
         binds=binds,
         outside_binds=outside,
         volume_names={

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from devup import compose, compose_inputs, envvars, git, mounts, remote
 from devup.config import Config, GroupCfg, Mode, ServiceCfg
-from devup.engine.client import engine_version
+from devup.engine.client import engine_version, podman_version
 from devup.engine.removal import foreign_objects
 from devup.envvars import port_key
 from devup.errors import DevupError, EngineUnavailable, PreflightError, UsageError
@@ -21,7 +22,7 @@ from devup.steps import files, worktree
 from devup.workspace import Workspace
 
 if TYPE_CHECKING:
-    from devup.compose_model import Refusal
+    from devup.compose_model import EngineGap, Refusal
 
 
 @dataclass
@@ -288,6 +289,8 @@ def compose_models(
                 raise _no_service(gname, model.profiles, mode)
             if model.refusals:
                 raise _refused(gname, model.refusals)
+            if model.gaps:
+                _refuse_gaps(engine, gname, model.gaps)
             project = projects[gname]
             foreign = foreign_objects(
                 engine,
@@ -314,6 +317,34 @@ def compose_models(
             )
             mounts.refuse_host_volumes(models=models, engine_label=engine.label)
         return models
+
+
+def _refuse_gaps(engine: remote.Engine, group: str, gaps: list[EngineGap]) -> None:
+    """SPEC §6: what the engine would accept and not do is exit 2 here, naming each setting."""
+    version = podman_version(engine)
+    if version is None:
+        return
+    found = [g for g in gaps if g.engine == "Podman" and (g.fixed_in is None or _older(version, g.fixed_in))]
+    if not found:
+        return
+    lines = [
+        f"- {g.where} sets {g.key}: {g.value}\n  ({g.why}; "
+        + (f"Podman {g.fixed_in} and later do it)" if g.fixed_in else "no Podman version does it yet)")
+        for g in found
+    ]
+    raise PreflightError(
+        f"group {group}: Podman {version} ({engine.host}) would start these services without what "
+        f"they ask for:\n" + "\n".join(lines),
+        hint="change each setting as the note says, or run the session on Docker "
+        "(DOCKER_HOST, --context); docs/troubleshooting.md lists what differs",
+    )
+
+
+def _older(version: str, than: str) -> bool:
+    def parts(v: str) -> tuple[int, ...]:
+        return tuple(int(x) for x in re.findall(r"\d+", v)[:3])
+
+    return parts(version) < parts(than)
 
 
 def _refused(group: str, refusals: list[Refusal]) -> PreflightError:

@@ -73,3 +73,56 @@ def test_podman_lacks_are_named_with_their_fix():
     bare = facts.podman_lacks(local=False, rootless=True, cgroup_version="1", cgroup_manager="cgroupfs")
     said = " | ".join(lack.what + " / " + lack.fix for lack in bare)
     assert "devup runs the healthchecks" in said and "cannot pause" in said and "cgroup v2" in said
+
+
+HOST_GATEWAY = """
+services:
+  app:
+    image: devup-local/busybox:latest
+    command: ["sleep", "600"]
+    extra_hosts: ["host.docker.internal:host-gateway"]
+"""
+
+
+def test_what_podman_would_silently_not_do_is_refused_at_preflight(make):
+    """SPEC §6: Podman 4.3 starts a container with `extra_hosts: NAME:host-gateway` and writes the
+    word host-gateway into its /etc/hosts (the name does not resolve); devup refuses it there
+    (exit 2, naming the service, the key and the version that does it), and Docker does it."""
+    repo = make(_toml(), {"compose/app.yaml": HOST_GATEWAY})
+    result = repo.devup("up", "g")
+    if TEST_ENGINE == "podman" and tuple(int(x) for x in podman_version().split(".")[:2]) < (4, 7):
+        assert result.returncode == 2, result.stderr
+        assert "service app sets extra_hosts: host.docker.internal=host-gateway" in result.stderr
+        assert "Podman 4.7" in result.stderr
+        assert world.labelled("container", repo_id=repo.repo_id) == []
+    else:
+        assert result.returncode == 0, result.stderr
+        (cid,) = world.docker("ps", "-q", "--filter", f"label=dev.devup.repo={repo.repo_id}").split()
+        hosts = world.docker("exec", cid, "cat", "/etc/hosts")
+        assert any(
+            line.split()[1:] == ["host.docker.internal"] and line[0].isdigit() for line in hosts.splitlines()
+        )
+        assert repo.devup("down", "g").returncode == 0
+
+
+def podman_version() -> str:
+    return world.docker("version", "--format", "{{.Server.Version}}").strip()
+
+
+def test_engine_gaps_are_found_in_the_model_with_the_version_that_fixes_them():
+    from devup import compose_model, preflight
+
+    data = {
+        "services": {
+            "web": {"image": "x", "extra_hosts": ["h=host-gateway", "db=10.0.0.9"]},
+            "ml": {"image": "x", "deploy": {"resources": {"reservations": {"devices": [{"count": -1}]}}}},
+            "ok": {"image": "x", "extra_hosts": ["db=10.0.0.9"]},
+        }
+    }
+    gaps = compose_model.parse(data, project="p").gaps
+    assert [(g.where, g.key, g.fixed_in) for g in gaps] == [
+        ("service web", "extra_hosts", "4.7"),
+        ("service ml", "deploy.resources.reservations.devices", None),
+    ]
+    assert preflight._older("4.3.1", "4.7") and not preflight._older("4.7.0", "4.7")
+    assert not preflight._older("5.0.2", "4.7")
