@@ -126,3 +126,29 @@ def test_engine_gaps_are_found_in_the_model_with_the_version_that_fixes_them():
     ]
     assert preflight._older("4.3.1", "4.7") and not preflight._older("4.7.0", "4.7")
     assert not preflight._older("5.0.2", "4.7")
+
+
+WITH_VOLUME = """
+services:
+  app:
+    image: devup-local/busybox:latest
+    command: ["sleep", "600"]
+    volumes: [data:/data]
+volumes:
+  data: {}
+"""
+
+
+def test_a_rollback_removes_only_its_own_volumes(make):
+    """SPEC §5.6 on Podman: a rollback lists what is left of its project by three labels, and
+    Podman 4.3 answered a volume list filtered by several labels with the volumes carrying any of
+    them: the rollback of one session removed the volumes of every other session of the repo."""
+    repo = make(_toml(), {"compose/app.yaml": WITH_VOLUME})
+    repo.up_json("keep")
+    kept = world.labelled("volume", repo_id=repo.repo_id, session="keep")
+    assert len(kept) == 1
+    failed = repo.devup("up", "n", env={"DEVUP_FAULT": "raise@after:group:app"})
+    assert failed.returncode == 1, failed.stderr
+    assert world.labelled("volume", repo_id=repo.repo_id, session="n") == []
+    assert world.labelled("volume", repo_id=repo.repo_id) == kept
+    assert repo.devup("down", "keep").returncode == 0

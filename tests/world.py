@@ -15,12 +15,13 @@ def docker(*args: str) -> str:
 
 def labelled(kind: str, *, repo_id: str, session: str | None = None) -> list[str]:
     """Names of containers/networks/volumes carrying devup's labels for this repo (and session)."""
+    # One label filter, the session compared here: Podman 4.3 answers a volume list filtered by
+    # two labels with the volumes carrying either (Docker: both).
     filters = ["--filter", f"label=dev.devup.repo={repo_id}"]
-    if session:
-        filters += ["--filter", f"label=dev.devup.session={session}"]
     cmd = {"container": ["ps", "-a"], "network": ["network", "ls"], "volume": ["volume", "ls"]}[kind]
-    fmt = "{{.Names}}" if kind == "container" else "{{.Name}}"
-    return sorted(filter(None, docker(*cmd, *filters, "--format", fmt).splitlines()))
+    fmt = ("{{.Names}}" if kind == "container" else "{{.Name}}") + '\t{{.Label "dev.devup.session"}}'
+    rows = [line.split("\t") for line in docker(*cmd, *filters, "--format", fmt).splitlines() if line]
+    return sorted(name for name, of in rows if session is None or of == session)
 
 
 def running_containers(*, repo_id: str, session: str) -> list[str]:

@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 
 from devup.engine.client import client, edge
-from devup.engine.labels import LABEL_PROJECT, LABEL_REPO, LABEL_SESSION
+from devup.engine.labels import LABEL_PROJECT, LABEL_REPO, LABEL_SESSION, carries
 from devup.errors import DevupError
 from devup.remote import Engine
 
@@ -137,7 +137,7 @@ def sweep_project(
         found += [
             ("volume", v["Name"], v["Name"])
             for v in api.volumes(filters={"label": labels}).get("Volumes") or []
-            if v["Name"] not in keep_volumes
+            if v["Name"] not in keep_volumes and carries(v.get("Labels"), labels)  # Podman ORs them
         ]
         if not found:
             quiet += 1

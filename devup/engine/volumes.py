@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from devup.engine.client import client, edge, explain
-from devup.engine.labels import LABEL_HELPER, LABEL_PROJECT
+from devup.engine.labels import LABEL_HELPER, LABEL_PROJECT, carries
 from devup.errors import EngineError
 from devup.remote import Engine
 
@@ -41,6 +41,7 @@ def volumes_with(eng: Engine, labels: list[str]) -> list[Volume]:
             dict(v.attrs.get("Options") or {}),
         )
         for v in found
+        if carries(v.attrs.get("Labels"), labels)
     ]
 
 
