@@ -120,7 +120,7 @@ def _no_router_outlives_the_run(tmp_path_factory: pytest.TempPathFactory) -> Ite
 
     base = str(tmp_path_factory.getbasetemp())
     for proc in psutil.process_iter(["name", "cmdline"]):
-        if proc.info["name"] == "caddy" and any(base in arg for arg in proc.info["cmdline"] or []):
+        if proc.info["name"] == "caddy" and any(base + "/" in arg for arg in proc.info["cmdline"] or []):
             with contextlib.suppress(psutil.Error):
                 proc.terminate()
                 proc.wait(10)
