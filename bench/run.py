@@ -1,6 +1,6 @@
 """devup performance benchmark: devup against the equivalent raw commands, in the same run.
 
-Run from the repository root:  .venv/bin/python bench/run.py [--rounds N] [--json FILE]
+Run from the repository root:  .venv/bin/python bench/run.py [--rounds N] [--json FILE] [--engine podman]
 
 It is a measurement, not a test: it prints a table of ratios against the targets and exits 0
 whatever they say. It exits 1 only when the bench itself could not measure (a command it needs
@@ -10,12 +10,14 @@ failed) or could not clean up after itself. See bench/README.md.
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import signal
 import sys
 import tempfile
 from pathlib import Path
 
+from kit import proc
 from kit.cleanup import cleanup
 from kit.proc import BenchBroken, log
 from kit.project import Ctx, devup_version, preflight, setup
@@ -40,6 +42,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="also show where import time goes: `devup --help`, `ls` (20 sessions), `up` of an up session",
     )
     parser.add_argument("--json", metavar="FILE", help="write the samples and results to FILE")
+    parser.add_argument(
+        "--engine",
+        choices=("docker", "podman"),
+        default="docker",
+        help="the engine both sides run on (podman: DOCKER_HOST=--podman-socket for devup and the raw commands)",
+    )
+    parser.add_argument(
+        "--podman-socket",
+        default="unix:///run/podman/podman.sock",
+        help="Podman's API socket (default unix:///run/podman/podman.sock)",
+    )
     opts = parser.parse_args(argv)
     if opts.rounds < 1:
         parser.error("--rounds must be at least 1")
@@ -54,6 +67,12 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started with SIGINT ignored
+    if opts.engine == "podman":
+        # Before anything reads the environment: devup, compose, the docker CLI and SDK of both
+        # sides inherit it.
+        os.environ["DOCKER_HOST"] = opts.podman_socket
+        os.environ.pop("DOCKER_CONTEXT", None)
+    proc.ENGINE = opts.engine
     version = devup_version()
     tmp = Path(tempfile.mkdtemp(prefix="devup-bench-"))
     ctx: Ctx | None = None

@@ -20,6 +20,7 @@ BUSYBOX = os.environ.get("DEVUP_BENCH_BUSYBOX", "devup-local/busybox:latest")
 BENCH_LABEL = "dev.devup.bench"
 TAG_ENV = "DEVUP_BENCH_RUN"  # in the environment of every process the bench starts (and their children)
 POLL = 0.05  # the raw script's readiness poll interval
+ENGINE = "docker"  # set by run.py --engine: both sides talk to it through DOCKER_HOST
 LS_SESSIONS = 20
 
 # (service, container port) per compose group; the same files serve devup and the raw sequence.

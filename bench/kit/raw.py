@@ -8,8 +8,11 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 
+from kit import proc as kit_proc
 from kit.proc import BENCH_LABEL, GROUPS, NATIVE, POLL, BenchBroken, answers, port_is_free, run
 from kit.project import Ctx, RawEnv
 
@@ -23,6 +26,35 @@ def raw_override(group: str, ports: dict[str, int], run_id: str) -> str:
     lines += ["volumes:", *[f"  {svc}-data: {{labels: {label}}}" for svc, _ in GROUPS[group]]]
     lines += ["networks:", f"  default: {{labels: {label}}}"]
     return "\n".join(lines) + "\n"
+
+
+@contextlib.contextmanager
+def podman_healthchecks(project: str) -> Iterator[None]:
+    """On Podman without systemd nothing runs a healthcheck and `up --wait` never ends: the raw
+    script does what its user would, `podman healthcheck run` for the project's containers every
+    second (the bench's interval) while compose waits. On Docker, nothing."""
+    if kit_proc.ENGINE != "podman":
+        yield
+        return
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(1.0):
+            listed = subprocess.run(
+                ["docker", "ps", "-q", "--filter", f"label=com.docker.compose.project={project}"],
+                capture_output=True,
+                text=True,
+            )
+            for cid in listed.stdout.split():
+                subprocess.run(["podman", "healthcheck", "run", cid], capture_output=True)
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=10)
 
 
 def raw_port(ctx: Ctx) -> int:
@@ -57,23 +89,24 @@ def raw_up(ctx: Ctx, name: str) -> RawEnv:
     for group, project in raw.projects.items():
         override = overrides / f"{group}.override.yaml"
         override.write_text(raw_override(group, compose_ports, ctx.run_id))
-        run(
-            [
-                "docker",
-                "compose",
-                "-p",
-                project,
-                "-f",
-                str(raw.worktree / "compose" / f"{group}.yaml"),
-                "-f",
-                str(override),
-                "up",
-                "-d",
-                "--wait",
-            ],
-            cwd=raw.worktree,
-            env=ctx.env,
-        )
+        with podman_healthchecks(project):
+            run(
+                [
+                    "docker",
+                    "compose",
+                    "-p",
+                    project,
+                    "-f",
+                    str(raw.worktree / "compose" / f"{group}.yaml"),
+                    "-f",
+                    str(override),
+                    "up",
+                    "-d",
+                    "--wait",
+                ],
+                cwd=raw.worktree,
+                env=ctx.env,
+            )
     for svc in NATIVE:
         with open(logs / f"{svc}.log", "ab") as log:
             raw.procs.append(

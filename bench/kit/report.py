@@ -130,7 +130,8 @@ def print_report(
     rows = build_rows(samples)
     print()
     print(
-        f"devup bench: {opts.rounds} round(s), medians; startup: {opts.startup_runs} runs each; "
+        f"devup bench on {getattr(opts, 'engine', 'docker')}: {opts.rounds} round(s), medians; "
+        f"startup: {opts.startup_runs} runs each; "
         f"Python {platform.python_version()}; devup at {version}; load average at the end "
         f"{' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs"
     )
