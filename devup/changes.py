@@ -46,6 +46,20 @@ def group_digests(plan: Plan, name: str, env: dict[str, str]) -> dict[str, str]:
     }
 
 
+def changed_services(plan: Plan, name: str, env: dict[str, str]) -> list[str] | None:
+    """The group's services whose resolved config changed since the session's last `up` (new
+    ones included); None when that is not known or the group as a whole changed (its settings,
+    ports, networks or volumes): compose then decides alone."""
+    previous = plan.previous
+    was = ((previous.inputs if previous else {}).get("groups") or {}).get(name)
+    if not was:
+        return None
+    now = group_digests(plan, name, env)
+    if any(was.get(key) != now.get(key) for key in ("#cfg", "#ports", "")):
+        return None
+    return sorted(s for s in plan.models[name].services if was.get(s) != now.get(s))
+
+
 def service_digest(cfg: ServiceCfg, env: dict[str, str]) -> str:
     return drift.digest([cfg.model_dump(), {k: v for k, v in env.items() if k not in _RUN_ONLY}])
 

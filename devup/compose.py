@@ -195,16 +195,49 @@ def taken_port(output: str) -> int | None:
 
 
 def up(
-    eng: Engine, *, project: str, files: list[Path], cwd: Path, env: Mapping[str, str], wait_timeout: float
+    eng: Engine,
+    *,
+    project: str,
+    files: list[Path],
+    cwd: Path,
+    env: Mapping[str, str],
+    wait_timeout: float,
+    recreate: list[str] | None = None,
 ) -> runner.Result:
+    """`compose up -d --wait`. `recreate`: the services whose config changed since the group last
+    came up (None: not known; compose decides alone).
+
+    On Podman, compose finds every existing container's networks changed (Podman gives a network's
+    name where Docker gives its id) and recreates all of them on every `up`: there, when devup
+    knows what changed, the others are kept (`--no-recreate`) and only those are recreated.
+    """
+    from devup.engine import health
+    from devup.engine.client import is_podman
+
     args = [*compose_command(), "-p", project]
     for f in files:
         args += ["-f", str(f)]
-    args += ["up", "-d", "--wait", "--wait-timeout", str(int(wait_timeout)), "--remove-orphans"]
-    from devup.engine import health
-
+    wait = ["up", "-d", "--wait", "--wait-timeout", str(int(wait_timeout))]
+    timeout = wait_timeout + 300
     with health.tended(eng, project=project):  # Podman without systemd: devup runs the checks
-        return runner.run(args, cwd=cwd, env=eng.environ(env), timeout=wait_timeout + 300)
+        if recreate is None or not is_podman(eng):
+            return runner.run(
+                [*args, *wait, "--remove-orphans"], cwd=cwd, env=eng.environ(env), timeout=timeout
+            )
+        kept = runner.run(
+            [*args, *wait, "--remove-orphans", "--no-recreate"],
+            cwd=cwd,
+            env=eng.environ(env),
+            timeout=timeout,
+        )
+        if not kept.ok or not recreate:
+            return kept
+        return runner.run(
+            [*args, *wait, "--force-recreate", "--no-deps", *recreate],
+            cwd=cwd,
+            env=eng.environ(env),
+            timeout=timeout,
+        )
 
 
 def stop(eng: Engine, *, project: str, timeout: float = 10) -> None:

@@ -532,6 +532,7 @@ class _Run:
             restore = self._previous_config(name) if self.diff.groups[name] == "recreate" else None
             record = group.up(
                 restore=restore,
+                recreate=changes.changed_services(self.plan, name, self.env),
                 stack=self.stack,
                 ident=self.ident,
                 name=name,

@@ -46,6 +46,7 @@ def up(
     override: Path,
     relet: Relet,
     restore: Path | None = None,
+    recreate: list[str] | None = None,
 ) -> GroupRecord:
     """Bring the group up with --wait; the inverse takes down what this run made, volumes that
     existed before (a resumed session's data) excepted. With `restore` (a reconcile of a running
@@ -53,6 +54,7 @@ def up(
     instead: compose recreates what this run changed and keeps the rest (SPEC §5.12).
 
     `project` is the plan's: a resumed session keeps the project it was recorded with.
+    `recreate`: the services whose config changed, when known (compose.up).
     """
     eng = stack.engine
     before = volumes.project_volumes(eng, project=project)
@@ -60,7 +62,11 @@ def up(
     identity = {"project": project, "session": ident.session, "repo_id": ident.repo.repo_id}
     if restore is not None:
         stack.push(
-            UndoRecord("compose_restore", {**identity, "config": str(restore)}, f"compose project {project}")
+            UndoRecord(
+                "compose_restore",
+                {**identity, "config": str(restore), "recreate": recreate},
+                f"compose project {project}",
+            )
         )
     else:
         stack.push(
@@ -90,6 +96,7 @@ def up(
                 cwd=worktree,
                 env={**env, **ident.tags(f"compose:{project}")},
                 wait_timeout=cfg.wait_timeout,
+                recreate=recreate,
             )
             resolved = config.exception() is None and config.result()
         if result.ok:
@@ -163,7 +170,13 @@ def undo_restore(args: dict[str, Any], eng: Engine) -> None:
     if not config.is_file():
         raise DevupError(f"the previous config of compose project {args['project']} ({config}) is gone")
     result = compose.up(
-        eng, project=args["project"], files=[config], cwd=config.parent, env=eng.environ(), wait_timeout=120
+        eng,
+        project=args["project"],
+        files=[config],
+        cwd=config.parent,
+        env=eng.environ(),
+        wait_timeout=120,
+        recreate=args.get("recreate"),  # what this run changed: back to before (on Podman)
     )
     if not result.ok:
         raise CommandFailed(
