@@ -122,6 +122,19 @@ def _podman_gaps(name: str, svc: dict[str, Any]) -> list[EngineGap]:
                     "which Podman adds by itself",
                 )
             )
+    for port in svc.get("ports") or []:
+        if port.get("host_ip") == "::1":
+            gaps.append(
+                EngineGap(
+                    f"service {name}",
+                    "ports",
+                    f"[::1]:{port.get('published', '')}:{port.get('target')}",
+                    "Podman",
+                    None,
+                    "Podman 4.3 does not forward a port published on the IPv6 loopback: the "
+                    "container starts and nothing answers there; publish it on 127.0.0.1",
+                )
+            )
     devices = ((svc.get("deploy") or {}).get("resources") or {}).get("reservations", {}).get("devices")
     for key, value in (("deploy.resources.reservations.devices", devices), ("gpus", svc.get("gpus"))):
         if value:

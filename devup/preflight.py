@@ -329,7 +329,11 @@ def _refuse_gaps(engine: remote.Engine, group: str, gaps: list[EngineGap]) -> No
         return
     lines = [
         f"- {g.where} sets {g.key}: {g.value}\n  ({g.why}; "
-        + (f"Podman {g.fixed_in} and later do it)" if g.fixed_in else "no Podman version does it yet)")
+        + (
+            f"Podman {g.fixed_in} and later do it)"
+            if g.fixed_in
+            else "no Podman version known to devup does it)"
+        )
         for g in found
     ]
     raise PreflightError(

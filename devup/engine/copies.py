@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from typing import IO, Any, cast
 
 from devup import faults
-from devup.engine.client import client, edge, explain
+from devup.engine.client import client, edge, explain, is_podman
 from devup.engine.labels import LABEL_HELPER
 from devup.engine.volumes import remove_helpers, volume_info
 from devup.errors import EngineError
@@ -126,6 +126,14 @@ def _stream(eng: Engine, cid: str, target: str, image: str, labels: dict[str, st
     """
     from docker.errors import APIError
 
+    if is_podman(eng):
+        # Podman's archive API hands every file out as root's: a copy would silently lose its
+        # owners (PostgreSQL then refuses its data directory). Refused, with what to do.
+        raise EngineError(
+            f"cannot copy into volume {target} on Podman: image {image} has no sh, cp or tar for "
+            "the copy helper, and Podman's archive API does not keep file owners",
+            hint="use an image with a shell for that service (any busybox- or Debian-based one)",
+        )
     api = client(eng).api
     size = 0
     writer = client(eng).containers.create(

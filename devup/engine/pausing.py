@@ -109,8 +109,8 @@ def wait_healthy(eng: Engine, ids: list[str], *, timeout: float) -> list[str]:
                 state = api.inspect_container(cid)["State"]
             except NotFound:
                 continue
-            health = (state.get("Health") or {}).get("Status")
-            if not (state.get("Running") and health in (None, "healthy")):
+            health = (state.get("Health") or {}).get("Status")  # Podman: "" without a healthcheck
+            if not (state.get("Running") and health in (None, "", "healthy")):
                 still.append(cid)
         pending = still
         if pending:

@@ -201,7 +201,8 @@ def uptimes(eng: Engine, *, project: str) -> dict[str, Uptime]:
             restarts=int(state.get("RestartCount") or 0),
             started_at=started,
             up_for=max(now - since, 0.0) if run.get("Running") and since is not None else 0.0,
-            healthcheck=run.get("Health") is not None,
+            # Podman gives a container without a healthcheck {"Status": ""}, Docker no Health.
+            healthcheck=bool((run.get("Health") or {}).get("Status")),
         )
     return found
 
