@@ -103,8 +103,7 @@ def _guard(
     except Exception as exc:
         from devup import crashlog, output
 
-        log = crashlog.write(exc)
-        output.error(f"unexpected error: {type(exc).__name__}: {exc}", f"details in {log}; please report it")
+        output.error(*crashlog.describe(exc))
         raise typer.Exit(1) from None
 
 
@@ -683,8 +682,8 @@ def main() -> None:
     except Exception as exc:  # typer.Exit and SystemExit are no Exception of this kind
         from devup import crashlog
 
-        log = crashlog.write(exc)
-        _last_words(f"devup: unexpected error: {type(exc).__name__}: {exc}; details in {log}\n")
+        message, hint = crashlog.describe(exc)
+        _last_words(f"devup: {message}; {hint}\n")
         sys.exit(1)
 
 

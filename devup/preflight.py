@@ -108,6 +108,27 @@ def plan(
     )
 
 
+# Folders the OS and its packages own: session worktrees (and `down` removing them) never go there.
+_SYSTEM_FOLDERS = tuple(
+    Path(p)
+    for p in (
+        "/bin",
+        "/boot",
+        "/dev",
+        "/etc",
+        "/lib",
+        "/lib32",
+        "/lib64",
+        "/libx32",
+        "/proc",
+        "/run",
+        "/sbin",
+        "/sys",
+        "/usr",
+    )
+)
+
+
 def _worktrees_folder(ws: Workspace) -> Path:
     """[project].worktrees, checked: a folder (or none yet), never a file or the filesystem root."""
     folder = ws.worktrees_dir
@@ -115,6 +136,13 @@ def _worktrees_folder(ws: Workspace) -> Path:
     if folder == Path(folder.anchor) or folder == ws.repo.root or folder == ws.repo.common_dir:
         raise PreflightError(
             f"{where}: {folder} cannot hold session worktrees",
+            hint='point it at a folder of its own, e.g. worktrees = "../myapp-worktrees"',
+        )
+    system = next((s for s in _SYSTEM_FOLDERS if folder == s or s in folder.parents), None)
+    if system is not None and (folder == system or system not in ws.repo.root.parents):
+        # A checkout kept in /usr/src may have its worktrees beside it; /etc/x may not.
+        raise PreflightError(
+            f"{where}: {folder} is {'' if folder == system else f'inside {system}, '}a folder of the operating system",
             hint='point it at a folder of its own, e.g. worktrees = "../myapp-worktrees"',
         )
     if folder.exists() and not folder.is_dir():

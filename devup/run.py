@@ -160,8 +160,5 @@ def _unexpected(exc: Exception) -> UnexpectedError:
     traceback in the crash log for a report."""
     from devup import crashlog
 
-    log = crashlog.write(exc)
-    return UnexpectedError(
-        f"unexpected error (a bug in devup): {type(exc).__name__}: {exc}; "
-        + (f"the details are in {log}; please report it" if log else "please report it")
-    )
+    message, hint = crashlog.describe(exc)
+    return UnexpectedError(f"{message}; {hint}")
