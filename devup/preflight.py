@@ -62,17 +62,10 @@ def plan(
             f"session {name} already exists with worktree {previous.worktree}, not {attach}",
             hint="pass another NAME, or `devup down` that session first",
         )
-    if previous is not None:
-        if branch not in (None, previous.branch):
-            raise UsageError(f"session {name} is on branch {previous.branch}, not {branch}")
-        if mode not in (None, previous.mode):
-            raise UsageError(
-                f"session {name} runs in {previous.mode} mode",
-                hint=f"`devup down {name}` first to change its mode",
-            )
+    if previous is not None and branch not in (None, previous.branch):
+        raise UsageError(f"session {name} is on branch {previous.branch}, not {branch}")
     branch = previous.branch if previous else (branch or name)
-    mode = previous.mode if previous else (mode or cfg.project.mode)  # type: ignore[assignment]
-    assert mode is not None
+    mode = mode or (_mode_now(cfg, previous) if previous else cfg.project.mode)
     ident = Identity(repo=ws.repo, session=name, project=ws.project)
     groups, services = cfg.groups_for(mode), cfg.services_for(mode)
     if groups:
@@ -106,6 +99,13 @@ def plan(
         previous,
         projects,
     )
+
+
+def _mode_now(cfg: Config, previous: SessionRecord) -> Mode:
+    """An existing session's mode when `--mode` is not given: the one it runs in, unless
+    devup.toml's own mode changed since it came up (SPEC §5.12: an edit is applied)."""
+    was = previous.inputs.get("config_mode")
+    return cfg.project.mode if was is not None and was != cfg.project.mode else previous.mode  # type: ignore[return-value]
 
 
 # Folders the OS and its packages own: session worktrees (and `down` removing them) never go there.

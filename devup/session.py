@@ -363,6 +363,7 @@ class _Run:
         self._lock = threading.Lock()
         self.running = _running(ws, plan.previous)
         self.retired = list(plan.previous.retired) if plan.previous else []
+        self.stopped: list[str] = []  # retired by this run: stopped, removed once it commits
         self.diff: changes.Diff | None = None  # decided once the session's variables are known
         self.reconciling = bool(plan.previous and plan.previous.status == "up")
 
@@ -474,6 +475,8 @@ class _Run:
                 label="session record",
             )
         self.run.commit()
+        for project in self.stopped:  # final now: the containers go, the volumes stay until `down`
+            group.remove_stopped(self.engine, project=project, reporter=self.reporter)
 
     def _vars(self) -> dict[str, str]:
         plan = self.plan
@@ -561,6 +564,7 @@ class _Run:
         with self.run.step(f"group:{name}"):
             group.retire(stack=self.stack, ident=self.ident, record=gone, restore=self._previous_config(name))
             self.retired.append(gone.project)
+            self.stopped.append(gone.project)
 
     def _stop_service(self, name: str) -> None:
         """A native service the config no longer has (or whose command changed): stopped; the
@@ -668,6 +672,7 @@ def _inputs(run: _Run) -> dict[str, Any]:
             session_env=run.env,
             env_values=run.cfg.env.values(),
         ),
+        "config_mode": run.cfg.project.mode,  # an edit of it is a change to apply
         "groups": {g: changes.group_digests(plan, g, run.env) for g in plan.groups},
         "services": {
             s: {"digest": changes.service_digest(c, run.env), "run": c.run} for s, c in plan.services.items()

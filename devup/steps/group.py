@@ -18,6 +18,7 @@ from devup.undo import UndoRecord, UndoStack, inverse
 if TYPE_CHECKING:  # pydantic loads only when devup.toml is read
     from devup.config import GroupCfg
     from devup.remote import Engine
+    from devup.report import Reporter
 
 _TRANSIENT = (
     "Cannot connect to the Docker daemon",
@@ -142,8 +143,9 @@ def keep_resolved(override: Path, *, tag: str) -> Path | None:
 
 
 def retire(*, stack: UndoStack, ident: Identity, record: GroupRecord, restore: Path | None) -> None:
-    """Take down a group the config no longer has, its volumes kept (a reconcile never removes
-    data, SPEC §5.12); the inverse brings it back as it ran, from `restore`."""
+    """Stop a group the config no longer has: its containers stop and stay, with its volumes (a
+    reconcile never removes data, SPEC §5.12), until `down`. The inverse brings it back as it
+    ran, from `restore`: compose starts the same containers again."""
     if restore is not None:
         identity = {"project": record.project, "session": ident.session, "repo_id": ident.repo.repo_id}
         stack.push(
@@ -151,7 +153,17 @@ def retire(*, stack: UndoStack, ident: Identity, record: GroupRecord, restore: P
                 "compose_restore", {**identity, "config": str(restore)}, f"compose project {record.project}"
             )
         )
-    compose.down(stack.engine, project=record.project, volumes=False)
+    compose.stop(stack.engine, project=record.project)
+
+
+def remove_stopped(eng: Engine, *, project: str, reporter: Reporter) -> None:
+    """After the commit of a run that retired `project`: its stopped containers and networks
+    removed, its volumes kept. Not undoable, so never before the commit; what fails here is
+    said and left to `down` (the record lists the project as retired)."""
+    try:
+        compose.down(eng, project=project, volumes=False)
+    except DevupError as exc:
+        reporter.warn(f"the stopped containers of {project} stay until `devup down`: {exc.message}")
 
 
 @inverse("compose_restore")
