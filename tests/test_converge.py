@@ -246,7 +246,9 @@ def test_a_mode_change_applies_as_a_reconcile_and_a_failed_one_puts_the_session_
     to_container = repo.devup("up", "s", "--mode", "container")
     assert to_container.returncode == 0, to_container.stderr
     assert _ids(repo, "s") == before  # the groups run on, untouched
-    assert [p for p in world.tagged_processes(repo_id=repo.repo_id, session="s") if "http.server" in p.cmdline()] == []
+    assert [
+        p for p in world.tagged_processes(repo_id=repo.repo_id, session="s") if "http.server" in p.cmdline()
+    ] == []
     assert "DEVUP_PORT_WEB" not in repo.devup("env", "s").stdout
     assert json.loads(repo.devup("ls", "--json").stdout)[0]["mode"] == "container"
 
