@@ -6,7 +6,7 @@ import re
 from typing import Any
 
 from devup import compose, remote, runner
-from devup.engine.client import engine_version
+from devup.engine.http import engine_version
 from devup.errors import DevupError
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from devup import git, processes, remote
 from devup.engine import removal
-from devup.engine.client import engine_version
+from devup.engine.http import engine_version
 from devup.engine.labels import LABEL_REPO
 from devup.engine.volumes import volumes_with
 from devup.errors import DevupError

@@ -488,3 +488,18 @@ def test_a_full_state_disk_is_said_as_such_and_leaves_no_ghost_session(make, tmp
         assert listed.returncode == 0 and "f2" not in listed.stdout, listed.stdout
     finally:
         subprocess.run(["umount", "-l", str(state)], check=False)
+
+
+@pytest.mark.parametrize("host", ["tcp://127.0.0.1:99999", "ssh://127.0.0.1:abc", "ssh://[::1"])
+def test_a_docker_host_that_is_no_address_is_a_clear_error_never_a_crash(make, host):
+    """new-L12: the SDK's and urllib's ValueError escaped as "unexpected error"."""
+    repo = make(
+        isolated("container") + '[groups.app]\nfiles = ["app.yaml"]\n', {"app.yaml": "services: {}\n"}
+    )
+    up = repo.devup("up", "bad", env={"DOCKER_HOST": host})
+    assert up.returncode == 2, up.stderr
+    assert "is not an engine address" in up.stderr and "unexpected" not in up.stderr, up.stderr
+    for args in (["gc", "--dry-run"], ["ls"]):
+        result = repo.devup(*args, env={"DOCKER_HOST": host})
+        assert result.returncode == 0 and "unexpected" not in result.stderr, result.stderr
+    assert world.worktree_paths(repo.path) == [repo.path]
