@@ -95,8 +95,10 @@ def _guard(
     except DevupError as exc:
         _fail(exc, as_json=as_json, session=session, status=status)
     except Interrupted as exc:
-        # Before a run's first step (preflight, recovery, a read): nothing to roll back.
-        cancelled = Cancelled(f"interrupted by {signal.Signals(exc.signum).name}; nothing was changed")
+        # Before a run's first step (preflight, a read): nothing to roll back; else the raiser
+        # says what became of the world (a teardown part way, the rest of a recovery).
+        said = exc.context or "nothing was changed"
+        cancelled = Cancelled(f"interrupted by {signal.Signals(exc.signum).name}; {said}")
         _fail(cancelled, as_json=as_json, session=session, status="interrupted")
     except typer.Exit:
         raise
@@ -528,12 +530,10 @@ def recover(
     as_json: JsonOpt = False,
 ) -> None:
     """Finish rolling back interrupted runs."""
-    from devup import output, recovery
+    from devup import output, teardown
 
     reporter = _reporter(as_json)
-    outcomes = _guard(
-        lambda: recovery.finish_all(_workspace(), name, reporter), as_json=as_json, session=name
-    )
+    outcomes = _guard(lambda: teardown.recover(_workspace(), name, reporter), as_json=as_json, session=name)
     if as_json:
         output.emit_json([o.to_json() for o in outcomes])
     else:

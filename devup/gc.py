@@ -15,18 +15,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from devup import git, processes, remote
+from devup import git, journal, processes, remote
 from devup.engine import removal
 from devup.engine.http import engine_version
 from devup.engine.labels import LABEL_REPO
 from devup.engine.volumes import volumes_with
-from devup.errors import DevupError
+from devup.errors import BusyError, DevupError
 from devup.hookspec import teardown_settings
 from devup.leases import all_leases, release_ports
 from devup.paths import CONFIG_NAME, ENV_FILE
 from devup.records import SessionRecord, read_record
-from devup.recovery import busy_sessions, finish_if_idle
+from devup.recovery import busy_sessions
 from devup.report import Reporter
+from devup.run import finish, saying
 from devup.steps import worktree
 from devup.workspace import Workspace
 
@@ -187,25 +188,44 @@ def run(ws: Workspace, reporter: Reporter, *, dry_run: bool, force: bool = False
                 f"the Docker engine {where.label} does not answer: "
                 "its containers, networks and volumes were not checked"
             )
-    if not dry_run:
-        # An interrupted run is undone from its journal first: that removes exactly what it
-        # made (branch included), which the sweep below could not know.
-        for journal_path in (
-            sorted(ws.repo.journals_dir.glob("*.jsonl")) if ws.repo.journals_dir.is_dir() else []
-        ):
-            try:
-                finish_if_idle(ws, journal_path.stem, reporter)
-            except DevupError as exc:
-                # A corrupt or untrusted journal is that session's problem: it stays owned
-                # (see _owned) and the sweep goes on for everything else.
-                reporter.warn(f"session {journal_path.stem}: {exc.message}")
-    found = find(ws, on=answering)
     if dry_run:
-        return found + _router(reporter, dry_run=True)
-    order = {"route": 0, "process": 1, "container": 2, "network": 3, "volume": 4, "worktree": 5, "lease": 6}
-    copied = teardown_settings(ws.repo.root / CONFIG_NAME).copy
-    removed = [_remove(ws, o, force=force, copied=copied) for o in sorted(found, key=lambda o: order[o.kind])]
-    return removed + _router(reporter, dry_run=False)
+        return find(ws, on=answering) + _router(reporter, dry_run=True)
+    with saying("gc stopped part way; `devup gc` again finishes"):
+        _finish_interrupted(ws, reporter)
+        found = find(ws, on=answering)
+        order = {
+            "route": 0,
+            "process": 1,
+            "container": 2,
+            "network": 3,
+            "volume": 4,
+            "worktree": 5,
+            "lease": 6,
+        }
+        copied = teardown_settings(ws.repo.root / CONFIG_NAME).copy
+        removed = [
+            _remove(ws, o, force=force, copied=copied) for o in sorted(found, key=lambda o: order[o.kind])
+        ]
+        return removed + _router(reporter, dry_run=False)
+
+
+def _finish_interrupted(ws: Workspace, reporter: Reporter) -> None:
+    """An interrupted run is undone from its journal first, through the run's prologue: that
+    removes exactly what it made (branch included), which the sweep could not know. A session
+    whose run is in progress (busy), kept, or whose journal cannot be read is left alone: it
+    stays owned (see _owned) and the sweep goes on for everything else."""
+    folder = ws.repo.journals_dir
+    for path in sorted(folder.glob("*.jsonl")) if folder.is_dir() else []:
+        name = path.stem
+        try:
+            found = journal.replay(path)
+            if found is None or found.outcome is not None:
+                continue  # not interrupted: its lock is not taken (a run on it must never meet gc)
+            finish(ws, name, reporter)
+        except BusyError:
+            reporter.note(f"session {name}: a devup run holds it; left alone")
+        except DevupError as exc:
+            reporter.warn(f"session {name}: {exc.message}")
 
 
 def _precious(ws: Workspace, path: Path, copied: tuple[str, ...]) -> list[str]:
