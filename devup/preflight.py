@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -42,6 +43,30 @@ class Plan:
     # group -> compose project: a recorded group keeps its recorded project (older devup
     # versions named them differently), a new one gets Identity.compose_project's name.
     projects: dict[str, str] = field(default_factory=dict)
+
+    def variables(
+        self,
+        *,
+        repo: Path,
+        ports: Mapping[str, int],
+        extra: Mapping[str, str],
+        host: str,
+        urls: Mapping[str, str] | None,
+    ) -> dict[str, str]:
+        """The session's variables (SPEC §4), with these ports and hostname URLs."""
+        return envvars.session_vars(
+            session=self.ident.session,
+            project=self.ident.project,
+            branch=self.branch,
+            worktree=str(self.wt.path),
+            repo=str(repo),
+            mode=self.mode,
+            resumed=self.resumed,
+            ports=ports,
+            extra=extra,
+            host=host,
+            urls=urls,
+        )
 
 
 def plan(

@@ -166,6 +166,28 @@ def remove_stopped(eng: Engine, *, project: str, reporter: Reporter) -> None:
         reporter.warn(f"the stopped containers of {project} stay until `devup down`: {exc.message}")
 
 
+def sharing(name: str, model: compose.GroupModel) -> list[str]:
+    """What group `name` shares with every other session, said at each `up` (never refused)."""
+    said = []
+    shared = model.shared()
+    if shared:
+        # External objects are the user's: never renamed, labelled or removed (SPEC §3).
+        said.append(
+            f"group {name} uses external {', '.join(shared)}: every session shares "
+            f"{'them' if len(shared) > 1 else 'it'}; devup never changes or removes external objects"
+        )
+    binds = model.shared_binds()
+    if binds:
+        # Not refused: a host folder may be meant to be shared; but two sessions writing one
+        # config folder (jitsi's ~/.jitsi-meet-cfg) is a surprise unless said.
+        said.append(
+            f"group {name} bind-mounts {', '.join(binds)} from outside the worktree: every session "
+            f"shares {'them' if len(binds) > 1 else 'it'}; for a copy per session use a folder "
+            "of the worktree (a relative path) or a named volume"
+        )
+    return said
+
+
 @inverse("compose_restore")
 def undo_restore(args: dict[str, Any], eng: Engine) -> None:
     """Bring the project back to the config it ran with before this run: compose recreates the
