@@ -295,3 +295,25 @@ def test_gc_and_recover_leave_a_busy_session_alone_and_recover_of_it_is_exit_4(m
     assert first.returncode == 0, err
     assert json.loads(out)["status"] == "up"
     assert repo.devup("down", "a").returncode == 0
+
+
+def test_sigint_in_the_middle_of_down_is_130_saying_to_run_it_again_which_finishes(make) -> None:
+    """An interrupt while `down` stops a service that ignores SIGTERM (stop_timeout 10 s): exit
+    130 with no traceback, saying the session is partly removed (not "nothing was changed"); the
+    session is still listed, and the same `down` again removes everything."""
+    repo = make(
+        isolated("host") + "[services.web]\nrun = \"trap '' TERM; exec sleep 300\"\nstop_timeout = 10\n"
+    )
+    assert repo.devup("up", "x").returncode == 0
+    proc = repo.popen("down", "x")
+    time.sleep(2.5)  # into the 10 s wait for the service that ignores SIGTERM
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, (proc.returncode, err)
+    assert "Traceback" not in err and "partly removed" in err and "nothing was changed" not in err, err
+    assert [s["session"] for s in json.loads(repo.devup("ls", "--json").stdout)] == ["x"]
+    again = repo.devup("down", "x")
+    assert again.returncode == 0, again.stderr
+    assert not repo.worktree("x").exists()
+    assert world.tagged_processes(repo_id=repo.repo_id, session="x") == []
+    assert json.loads(repo.devup("ls", "--json").stdout) == []
