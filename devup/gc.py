@@ -4,8 +4,10 @@ Only objects carrying this repository's identity are candidates: docker objects 
 `dev.devup.repo` label, processes with its DEVUP_REPO_ID tag, leases in its name, routes on the
 router whose id names it, and registered git worktrees of this repository that carry devup's own
 mark for a session with no record (never the main checkout, never one without the mark). Nothing
-else. Last, the router itself, shared by every repository, is stopped when no session of any
-repository has a route on it (SPEC §9).
+else. Each session's orphans are removed under that session's lock, once it is seen there to
+own nothing still (a run of the same name may have begun since they were found). Last, the
+router itself, shared by every repository, is stopped when no session of any repository has a
+route on it (SPEC §9).
 """
 
 from __future__ import annotations
@@ -23,11 +25,11 @@ from devup.engine.volumes import volumes_with
 from devup.errors import BusyError, DevupError
 from devup.hookspec import teardown_settings
 from devup.leases import all_leases, release_ports
-from devup.paths import CONFIG_NAME, ENV_FILE
+from devup.paths import CONFIG_NAME, ENV_FILE, check_session_name
 from devup.records import SessionRecord, read_record
 from devup.recovery import busy_sessions
 from devup.report import Reporter
-from devup.run import finish, saying
+from devup.run import finish, held, saying
 from devup.steps import worktree
 from devup.workspace import Workspace
 
@@ -41,6 +43,7 @@ class Orphan:
     error: str | None = None
     engine: remote.Engine | None = None  # where a container, network or volume is
     started: float | None = None  # a process's start time when found: a recycled pid is not it
+    snapshot: bool = False  # an incomplete snapshot's volume: its sweep's, not its source session's
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -102,7 +105,8 @@ def _on_engine(ws: Workspace, owned: set[str], where: remote.Engine) -> list[Orp
         if obj.session not in owned and not (obj.kind == "volume" and obj.name in snapshot_volumes)
     ]
     return found + [
-        Orphan("volume", name, source, engine=where) for name, source in sorted(incomplete.items())
+        Orphan("volume", name, source, engine=where, snapshot=True)
+        for name, source in sorted(incomplete.items())
     ]
 
 
@@ -193,19 +197,12 @@ def run(ws: Workspace, reporter: Reporter, *, dry_run: bool, force: bool = False
     with saying("gc stopped part way; `devup gc` again finishes"):
         _finish_interrupted(ws, reporter)
         found = find(ws, on=answering)
-        order = {
-            "route": 0,
-            "process": 1,
-            "container": 2,
-            "network": 3,
-            "volume": 4,
-            "worktree": 5,
-            "lease": 6,
-        }
         copied = teardown_settings(ws.repo.root / CONFIG_NAME).copy
-        removed = [
-            _remove(ws, o, force=force, copied=copied) for o in sorted(found, key=lambda o: order[o.kind])
-        ]
+        removed: list[Orphan] = []
+        for session in sorted({o.session for o in found if not o.snapshot}):
+            mine = [o for o in found if o.session == session and not o.snapshot]
+            removed += _remove_held(ws, session, mine, reporter, force=force, copied=copied)
+        removed += [_remove(ws, o, force=force, copied=copied) for o in found if o.snapshot]
         return removed + _router(reporter, dry_run=False)
 
 
@@ -226,6 +223,52 @@ def _finish_interrupted(ws: Workspace, reporter: Reporter) -> None:
             reporter.note(f"session {name}: a devup run holds it; left alone")
         except DevupError as exc:
             reporter.warn(f"session {name}: {exc.message}")
+
+
+_ORDER = {"route": 0, "process": 1, "container": 2, "network": 3, "volume": 4, "worktree": 5, "lease": 6}
+
+
+def _remove_held(
+    ws: Workspace,
+    session: str,
+    orphans: list[Orphan],
+    reporter: Reporter,
+    *,
+    force: bool,
+    copied: tuple[str, ...],
+) -> list[Orphan]:
+    """The orphans of `session`, removed under its lock (the run's prologue) once it is seen
+    there to own nothing still: a run of it that began after `find` looked (an `up` of the same
+    name makes objects of the same names) is never swept. Objects of no valid session name (a
+    process tagged without one) need no lock: no run can claim them."""
+    ordered = sorted(orphans, key=lambda o: _ORDER[o.kind])
+    try:
+        check_session_name(session)
+    except DevupError:
+        return [_remove(ws, o, force=force, copied=copied) for o in ordered]
+    try:
+        with held(ws, session, reporter, kept="leave"):
+            if _claimed(ws, session):
+                reporter.note(f"session {session} exists again: its objects are left to it")
+                return []
+            return [_remove(ws, o, force=force, copied=copied) for o in ordered]
+    except BusyError:
+        reporter.note(f"session {session}: a devup run holds it now; its objects are left to it")
+        return []
+    except DevupError as exc:  # an earlier run of it that cannot be finished: left, and said
+        return [Orphan(o.kind, o.name, o.session, False, exc.message, o.engine) for o in ordered]
+
+
+def _claimed(ws: Workspace, name: str) -> bool:
+    """Under `name`'s lock, its run finished: whether it owns its objects after all (a record, a
+    run kept for debugging, or state that cannot be read: a person must look)."""
+    try:
+        if ws.record(name) is not None:
+            return True
+        found = journal.replay(ws.repo.journal(name))
+    except DevupError:
+        return True
+    return found is not None and found.outcome == "kept"
 
 
 def _precious(ws: Workspace, path: Path, copied: tuple[str, ...]) -> list[str]:
