@@ -97,7 +97,7 @@ def main() -> int:
         )
 
         from devup import compose, compose_inputs, preflight, remote, workspace
-        from devup.engine.client import engine_version
+        from devup.engine.http import engine_version
 
         ws = workspace.open_workspace(repo)
         cfg = ws.config

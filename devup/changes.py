@@ -64,6 +64,22 @@ def service_digest(cfg: ServiceCfg, env: dict[str, str]) -> str:
     return drift.digest([cfg.model_dump(), {k: v for k, v in env.items() if k not in _RUN_ONLY}])
 
 
+def inputs(plan: Plan, cfg: Config, env: dict[str, str]) -> dict[str, Any]:
+    """The fingerprints of a session brought up by `plan` with variables `env`, which the next
+    `up` (`diff`), `ls` and `status` (drift.py) compare with."""
+    return {
+        **drift.watch(
+            worktree=plan.wt.path,
+            groups=[g.files for g in plan.groups.values()],
+            session_env=env,
+            env_values=cfg.env.values(),
+        ),
+        "config_mode": cfg.project.mode,  # an edit of it is a change to apply
+        "groups": {g: group_digests(plan, g, env) for g in plan.groups},
+        "services": {s: {"digest": service_digest(c, env), "run": c.run} for s, c in plan.services.items()},
+    }
+
+
 @dataclass(frozen=True)
 class Diff:
     """The answer, by unit; `changes` lists it in SPEC §5.12's vocabulary."""

@@ -95,16 +95,17 @@ def _guard(
     except DevupError as exc:
         _fail(exc, as_json=as_json, session=session, status=status)
     except Interrupted as exc:
-        # Before a run's first step (preflight, recovery, a read): nothing to roll back.
-        cancelled = Cancelled(f"interrupted by {signal.Signals(exc.signum).name}; nothing was changed")
+        # Before a run's first step (preflight, a read): nothing to roll back; else the raiser
+        # says what became of the world (a teardown part way, the rest of a recovery).
+        said = exc.context or "nothing was changed"
+        cancelled = Cancelled(f"interrupted by {signal.Signals(exc.signum).name}; {said}")
         _fail(cancelled, as_json=as_json, session=session, status="interrupted")
     except typer.Exit:
         raise
     except Exception as exc:
         from devup import crashlog, output
 
-        log = crashlog.write(exc)
-        output.error(f"unexpected error: {type(exc).__name__}: {exc}", f"details in {log}; please report it")
+        output.error(*crashlog.describe(exc))
         raise typer.Exit(1) from None
 
 
@@ -529,12 +530,10 @@ def recover(
     as_json: JsonOpt = False,
 ) -> None:
     """Finish rolling back interrupted runs."""
-    from devup import output, recovery
+    from devup import output, teardown
 
     reporter = _reporter(as_json)
-    outcomes = _guard(
-        lambda: recovery.finish_all(_workspace(), name, reporter), as_json=as_json, session=name
-    )
+    outcomes = _guard(lambda: teardown.recover(_workspace(), name, reporter), as_json=as_json, session=name)
     if as_json:
         output.emit_json([o.to_json() for o in outcomes])
     else:
@@ -685,8 +684,8 @@ def main() -> None:
     except Exception as exc:  # typer.Exit and SystemExit are no Exception of this kind
         from devup import crashlog
 
-        log = crashlog.write(exc)
-        _last_words(f"devup: unexpected error: {type(exc).__name__}: {exc}; details in {log}\n")
+        message, hint = crashlog.describe(exc)
+        _last_words(f"devup: {message}; {hint}\n")
         sys.exit(1)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import sys
 import traceback
 from pathlib import Path
@@ -21,3 +22,24 @@ def write(exc: BaseException) -> Path | None:
     except OSError:
         return None
     return log
+
+
+# A disk that is full or read-only is the machine's state, not a bug in devup: no crash log.
+_NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+
+
+def describe(exc: Exception) -> tuple[str, str]:
+    """The message and hint for an error no command handled: a full or read-only disk said as
+    such; anything else as a bug, with the crash log (or why there is none)."""
+    if isinstance(exc, OSError) and exc.errno in _NO_ROOM:
+        where = f" {exc.filename}" if exc.filename else ""
+        return (
+            f"cannot write{where}: {exc.strerror}",
+            "make room on that disk (or remount it read-write), then run the command again; "
+            "`devup recover` finishes a run this left unfinished",
+        )
+    log = write(exc)
+    details = (
+        f"details in {log}" if log else "no crash log could be written (the state folder is not writable)"
+    )
+    return f"unexpected error: {type(exc).__name__}: {exc}", f"{details}; please report it"

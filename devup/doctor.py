@@ -6,8 +6,8 @@ import re
 from typing import Any
 
 from devup import compose, remote, runner
-from devup.engine.client import engine_version
 from devup.engine.facts import facts
+from devup.engine.http import engine_version
 from devup.errors import DevupError
 
 

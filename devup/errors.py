@@ -200,6 +200,7 @@ class RecoverIncomplete(DevupError):
         super().__init__(
             f"the rollback of an interrupted run of {session} is incomplete",
             hint=hint or f"`devup recover {session}` once the cause is fixed",
+            step="recover",
         )
         self.session = session
         self.leftovers = leftovers
@@ -256,9 +257,12 @@ class NoDataVolumes(UsageError):
 class Interrupted(BaseException):
     """SIGINT or SIGTERM arrived; a BaseException so no `except Exception` swallows it."""
 
-    def __init__(self, signum: int) -> None:
+    def __init__(self, signum: int, *, context: str | None = None) -> None:
         super().__init__(f"interrupted by signal {signum}")
         self.signum = signum
+        # What became of the world when not "nothing was changed" (a teardown part way, a
+        # recovery with the rest of its rollback left on the journal): said by the CLI.
+        self.context = context
 
 
 def leftover_text(session: str, leftovers: list[Leftover]) -> str:

@@ -225,6 +225,8 @@ def _reap_held(ws: Workspace, name: str, why: str, reporter: Reporter) -> Reaped
     except BusyError:
         return Reaped(name, why, "busy", f"session {name} is busy: left for the next time")
     except DevupError as exc:
+        if exc.exit_code == 130:
+            raise  # its data snapshot was interrupted: so is the command that reaps (SPEC §5.8)
         reporter.warn(f"session {name} is {why} but was left as it is: {exc.message}")
         return Reaped(name, why, "failed", exc.message)
 

@@ -4,8 +4,10 @@ Only objects carrying this repository's identity are candidates: docker objects 
 `dev.devup.repo` label, processes with its DEVUP_REPO_ID tag, leases in its name, routes on the
 router whose id names it, and registered git worktrees of this repository that carry devup's own
 mark for a session with no record (never the main checkout, never one without the mark). Nothing
-else. Last, the router itself, shared by every repository, is stopped when no session of any
-repository has a route on it (SPEC §9).
+else. Each session's orphans are removed under that session's lock, once it is seen there to
+own nothing still (a run of the same name may have begun since they were found). Last, the
+router itself, shared by every repository, is stopped when no session of any repository has a
+route on it (SPEC §9).
 """
 
 from __future__ import annotations
@@ -15,18 +17,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from devup import git, processes, remote
+from devup import git, journal, processes, remote
 from devup.engine import removal
-from devup.engine.client import engine_version
+from devup.engine.http import engine_version
 from devup.engine.labels import LABEL_REPO
 from devup.engine.volumes import volumes_with
-from devup.errors import DevupError
+from devup.errors import BusyError, DevupError
 from devup.hookspec import teardown_settings
 from devup.leases import all_leases, release_ports
-from devup.paths import CONFIG_NAME, ENV_FILE
+from devup.paths import CONFIG_NAME, ENV_FILE, check_session_name
 from devup.records import SessionRecord, read_record
-from devup.recovery import busy_sessions, finish_if_idle
+from devup.recovery import busy_sessions
 from devup.report import Reporter
+from devup.run import finish, held, saying
 from devup.steps import worktree
 from devup.workspace import Workspace
 
@@ -40,6 +43,7 @@ class Orphan:
     error: str | None = None
     engine: remote.Engine | None = None  # where a container, network or volume is
     started: float | None = None  # a process's start time when found: a recycled pid is not it
+    snapshot: bool = False  # an incomplete snapshot's volume: its sweep's, not its source session's
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -101,7 +105,8 @@ def _on_engine(ws: Workspace, owned: set[str], where: remote.Engine) -> list[Orp
         if obj.session not in owned and not (obj.kind == "volume" and obj.name in snapshot_volumes)
     ]
     return found + [
-        Orphan("volume", name, source, engine=where) for name, source in sorted(incomplete.items())
+        Orphan("volume", name, source, engine=where, snapshot=True)
+        for name, source in sorted(incomplete.items())
     ]
 
 
@@ -187,25 +192,83 @@ def run(ws: Workspace, reporter: Reporter, *, dry_run: bool, force: bool = False
                 f"the Docker engine {where.label} does not answer: "
                 "its containers, networks and volumes were not checked"
             )
-    if not dry_run:
-        # An interrupted run is undone from its journal first: that removes exactly what it
-        # made (branch included), which the sweep below could not know.
-        for journal_path in (
-            sorted(ws.repo.journals_dir.glob("*.jsonl")) if ws.repo.journals_dir.is_dir() else []
-        ):
-            try:
-                finish_if_idle(ws, journal_path.stem, reporter)
-            except DevupError as exc:
-                # A corrupt or untrusted journal is that session's problem: it stays owned
-                # (see _owned) and the sweep goes on for everything else.
-                reporter.warn(f"session {journal_path.stem}: {exc.message}")
-    found = find(ws, on=answering)
     if dry_run:
-        return found + _router(reporter, dry_run=True)
-    order = {"route": 0, "process": 1, "container": 2, "network": 3, "volume": 4, "worktree": 5, "lease": 6}
-    copied = teardown_settings(ws.repo.root / CONFIG_NAME).copy
-    removed = [_remove(ws, o, force=force, copied=copied) for o in sorted(found, key=lambda o: order[o.kind])]
-    return removed + _router(reporter, dry_run=False)
+        return find(ws, on=answering) + _router(reporter, dry_run=True)
+    with saying("gc stopped part way; `devup gc` again finishes"):
+        _finish_interrupted(ws, reporter)
+        found = find(ws, on=answering)
+        copied = teardown_settings(ws.repo.root / CONFIG_NAME).copy
+        removed: list[Orphan] = []
+        for session in sorted({o.session for o in found if not o.snapshot}):
+            mine = [o for o in found if o.session == session and not o.snapshot]
+            removed += _remove_held(ws, session, mine, reporter, force=force, copied=copied)
+        removed += [_remove(ws, o, force=force, copied=copied) for o in found if o.snapshot]
+        return removed + _router(reporter, dry_run=False)
+
+
+def _finish_interrupted(ws: Workspace, reporter: Reporter) -> None:
+    """An interrupted run is undone from its journal first, through the run's prologue: that
+    removes exactly what it made (branch included), which the sweep could not know. A session
+    whose run is in progress (busy), kept, or whose journal cannot be read is left alone: it
+    stays owned (see _owned) and the sweep goes on for everything else."""
+    folder = ws.repo.journals_dir
+    for path in sorted(folder.glob("*.jsonl")) if folder.is_dir() else []:
+        name = path.stem
+        try:
+            found = journal.replay(path)
+            if found is None or found.outcome is not None:
+                continue  # not interrupted: its lock is not taken (a run on it must never meet gc)
+            finish(ws, name, reporter)
+        except BusyError:
+            reporter.note(f"session {name}: a devup run holds it; left alone")
+        except DevupError as exc:
+            reporter.warn(f"session {name}: {exc.message}")
+
+
+_ORDER = {"route": 0, "process": 1, "container": 2, "network": 3, "volume": 4, "worktree": 5, "lease": 6}
+
+
+def _remove_held(
+    ws: Workspace,
+    session: str,
+    orphans: list[Orphan],
+    reporter: Reporter,
+    *,
+    force: bool,
+    copied: tuple[str, ...],
+) -> list[Orphan]:
+    """The orphans of `session`, removed under its lock (the run's prologue) once it is seen
+    there to own nothing still: a run of it that began after `find` looked (an `up` of the same
+    name makes objects of the same names) is never swept. Objects of no valid session name (a
+    process tagged without one) need no lock: no run can claim them."""
+    ordered = sorted(orphans, key=lambda o: _ORDER[o.kind])
+    try:
+        check_session_name(session)
+    except DevupError:
+        return [_remove(ws, o, force=force, copied=copied) for o in ordered]
+    try:
+        with held(ws, session, reporter, kept="leave"):
+            if _claimed(ws, session):
+                reporter.note(f"session {session} exists again: its objects are left to it")
+                return []
+            return [_remove(ws, o, force=force, copied=copied) for o in ordered]
+    except BusyError:
+        reporter.note(f"session {session}: a devup run holds it now; its objects are left to it")
+        return []
+    except DevupError as exc:  # an earlier run of it that cannot be finished: left, and said
+        return [Orphan(o.kind, o.name, o.session, False, exc.message, o.engine) for o in ordered]
+
+
+def _claimed(ws: Workspace, name: str) -> bool:
+    """Under `name`'s lock, its run finished: whether it owns its objects after all (a record, a
+    run kept for debugging, or state that cannot be read: a person must look)."""
+    try:
+        if ws.record(name) is not None:
+            return True
+        found = journal.replay(ws.repo.journal(name))
+    except DevupError:
+        return True
+    return found is not None and found.outcome == "kept"
 
 
 def _precious(ws: Workspace, path: Path, copied: tuple[str, ...]) -> list[str]:

@@ -111,6 +111,8 @@ def replay(path: Path) -> Replay | None:
         elif op == "end":
             result.outcome = entry["outcome"]
     result.pending = [(i, records[i]) for i in order if i in records]
+    if not result.begin and not result.pending and result.outcome is None:
+        return None  # a run that never began (its first write failed: a full disk): nothing to undo
     return result
 
 

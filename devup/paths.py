@@ -29,7 +29,17 @@ def read_config(repo_root: Path) -> str:
     path = repo_root / CONFIG_NAME
     try:
         return path.read_text(encoding="utf-8")
-    except (FileNotFoundError, IsADirectoryError):
+    except IsADirectoryError:
+        raise ConfigError(
+            f"{path} is a folder, not a file",
+            hint="devup reads its config from the file devup.toml: move that folder away, then `devup init`",
+        ) from None
+    except FileNotFoundError:
+        if path.is_symlink():
+            raise ConfigError(
+                f"{path} is a symlink to {os.readlink(path)}, which does not exist",
+                hint="point the symlink at an existing file, or replace it with `devup init`",
+            ) from None
         raise ConfigError(
             f"{CONFIG_NAME} not found in {repo_root}",
             hint="run `devup init` in the main checkout to write a starter devup.toml",

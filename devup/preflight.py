@@ -6,13 +6,15 @@ import contextlib
 import os
 import re
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from devup import compose, compose_inputs, envvars, git, mounts, remote
 from devup.config import Config, GroupCfg, Mode, ServiceCfg
-from devup.engine.client import engine_version, podman_version
+from devup.engine.client import podman_version
+from devup.engine.http import engine_version
 from devup.engine.removal import foreign_objects
 from devup.envvars import port_key
 from devup.errors import DevupError, EngineUnavailable, PreflightError, UsageError
@@ -44,6 +46,30 @@ class Plan:
     # versions named them differently), a new one gets Identity.compose_project's name.
     projects: dict[str, str] = field(default_factory=dict)
 
+    def variables(
+        self,
+        *,
+        repo: Path,
+        ports: Mapping[str, int],
+        extra: Mapping[str, str],
+        host: str,
+        urls: Mapping[str, str] | None,
+    ) -> dict[str, str]:
+        """The session's variables (SPEC §4), with these ports and hostname URLs."""
+        return envvars.session_vars(
+            session=self.ident.session,
+            project=self.ident.project,
+            branch=self.branch,
+            worktree=str(self.wt.path),
+            repo=str(repo),
+            mode=self.mode,
+            resumed=self.resumed,
+            ports=ports,
+            extra=extra,
+            host=host,
+            urls=urls,
+        )
+
 
 def plan(
     ws: Workspace,
@@ -63,17 +89,10 @@ def plan(
             f"session {name} already exists with worktree {previous.worktree}, not {attach}",
             hint="pass another NAME, or `devup down` that session first",
         )
-    if previous is not None:
-        if branch not in (None, previous.branch):
-            raise UsageError(f"session {name} is on branch {previous.branch}, not {branch}")
-        if mode not in (None, previous.mode):
-            raise UsageError(
-                f"session {name} runs in {previous.mode} mode",
-                hint=f"`devup down {name}` first to change its mode",
-            )
+    if previous is not None and branch not in (None, previous.branch):
+        raise UsageError(f"session {name} is on branch {previous.branch}, not {branch}")
     branch = previous.branch if previous else (branch or name)
-    mode = previous.mode if previous else (mode or cfg.project.mode)  # type: ignore[assignment]
-    assert mode is not None
+    mode = mode or (_mode_now(cfg, previous) if previous else cfg.project.mode)
     ident = Identity(repo=ws.repo, session=name, project=ws.project)
     groups, services = cfg.groups_for(mode), cfg.services_for(mode)
     if groups:
@@ -109,6 +128,34 @@ def plan(
     )
 
 
+def _mode_now(cfg: Config, previous: SessionRecord) -> Mode:
+    """An existing session's mode when `--mode` is not given: the one it runs in, unless
+    devup.toml's own mode changed since it came up (SPEC §5.12: an edit is applied)."""
+    was = previous.inputs.get("config_mode")
+    return cfg.project.mode if was is not None and was != cfg.project.mode else previous.mode  # type: ignore[return-value]
+
+
+# Folders the OS and its packages own: session worktrees (and `down` removing them) never go there.
+_SYSTEM_FOLDERS = tuple(
+    Path(p)
+    for p in (
+        "/bin",
+        "/boot",
+        "/dev",
+        "/etc",
+        "/lib",
+        "/lib32",
+        "/lib64",
+        "/libx32",
+        "/proc",
+        "/run",
+        "/sbin",
+        "/sys",
+        "/usr",
+    )
+)
+
+
 def _worktrees_folder(ws: Workspace) -> Path:
     """[project].worktrees, checked: a folder (or none yet), never a file or the filesystem root."""
     folder = ws.worktrees_dir
@@ -116,6 +163,13 @@ def _worktrees_folder(ws: Workspace) -> Path:
     if folder == Path(folder.anchor) or folder == ws.repo.root or folder == ws.repo.common_dir:
         raise PreflightError(
             f"{where}: {folder} cannot hold session worktrees",
+            hint='point it at a folder of its own, e.g. worktrees = "../myapp-worktrees"',
+        )
+    system = next((s for s in _SYSTEM_FOLDERS if folder == s or s in folder.parents), None)
+    if system is not None and (folder == system or system not in ws.repo.root.parents):
+        # A checkout kept in /usr/src may have its worktrees beside it; /etc/x may not.
+        raise PreflightError(
+            f"{where}: {folder} is {'' if folder == system else f'inside {system}, '}a folder of the operating system",
             hint='point it at a folder of its own, e.g. worktrees = "../myapp-worktrees"',
         )
     if folder.exists() and not folder.is_dir():

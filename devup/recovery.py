@@ -12,7 +12,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from devup import journal, remote, steps
-from devup.errors import BusyError, DevupError, Leftover, NoSuchSession, RecoverIncomplete, leftover_text
+from devup.errors import (
+    BusyError,
+    DevupError,
+    Interrupted,
+    Leftover,
+    NoSuchSession,
+    RecoverIncomplete,
+    leftover_text,
+)
 from devup.locks import is_locked
 from devup.records import SessionRecord, write_record
 from devup.report import Reporter
@@ -76,7 +84,18 @@ def finish(ws: Workspace, name: str, reporter: Reporter, *, include_kept: bool =
     steps.load_all()  # every inverse a journal may name
     # Undone on the engine the run used, whatever this shell's DOCKER_HOST says (guarantee 10).
     where = remote.engine_of(found.begin)
-    leftovers = unwind_records(journal.Journal(path), records, where, on_undo=reporter.undone)
+    try:
+        leftovers = unwind_records(
+            journal.Journal(path), records, where, on_undo=reporter.undone, reraise=True
+        )
+    except Interrupted as exc:
+        # What is undone is marked so on the journal, the rest is still pending there: the next
+        # command on the session goes on from here. This command ends as interrupted (130).
+        raise Interrupted(
+            exc.signum,
+            context=f"the rollback of the interrupted run of {name} stopped part way; "
+            f"`devup recover {name}` (or any devup command on {name}) finishes it",
+        ) from None
     if not leftovers:
         leftovers = finish_rollback(ws, name, resumed=bool(found.begin.get("resumed")), reporter=reporter)
     return Recovery(name, "rollback_incomplete" if leftovers else "recovered", leftovers)
@@ -95,26 +114,6 @@ def finish_if_idle(ws: Workspace, name: str, reporter: Reporter) -> Recovery:
             return finish(ws, name, reporter)
     except BusyError:
         return Recovery(name, "busy")
-
-
-def finish_all(ws: Workspace, name: str | None, reporter: Reporter) -> list[Recovery]:
-    """`devup recover [NAME]`: one session, or every session with a journal. For one named
-    session an error is raised; for all, each is reported and the others go on."""
-    if name:
-        with ws.locked(name):
-            return [finish(ws, name, reporter)]
-    folder = ws.repo.journals_dir
-    names = sorted(p.stem for p in folder.glob("*.jsonl")) if folder.is_dir() else []
-    results = []
-    for n in names:
-        try:
-            with ws.locked(n):
-                results.append(finish(ws, n, reporter))
-        except BusyError:
-            results.append(Recovery(n, "busy"))
-        except DevupError as exc:
-            results.append(Recovery(n, "error", error=exc.message))
-    return results
 
 
 def open_session(ws: Workspace, name: str, reporter: Reporter) -> SessionRecord:

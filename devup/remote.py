@@ -113,7 +113,10 @@ def _is_local(host: str) -> bool:
     scheme, _, rest = host.partition("://")
     if scheme in ("unix", "npipe", "fd"):
         return True
-    name = urllib.parse.urlsplit(host).hostname or rest.split(":")[0]
+    try:
+        name = urllib.parse.urlsplit(host).hostname or rest.split(":")[0]
+    except ValueError:  # not an address at all: check_address says so where it is used
+        return False
     if name == "localhost":
         return True
     import ipaddress
@@ -204,6 +207,19 @@ def by_context(name: str, *, where: str) -> Engine:
             f"`docker context create {name} --docker host=ssh://user@machine`",
         )
     return Engine(name, known[name])
+
+
+def check_address(eng: Engine) -> None:
+    """Exit 2 unless the engine's address is one the SDK, compose and ssh can all read; checked
+    where the engine is first spoken to (host mode never needs it)."""
+    try:
+        urllib.parse.urlsplit(eng.host).port  # noqa: B018 (the parse is the check)
+    except ValueError as exc:
+        where = f"docker context {eng.context!r}" if eng.context not in (None, "default") else "DOCKER_HOST"
+        raise UsageError(
+            f"{where}: {eng.host!r} is not an engine address ({exc})",
+            hint="e.g. unix:///var/run/docker.sock, tcp://HOST:2375 or ssh://USER@HOST",
+        ) from None
 
 
 def configured_context(config_text: str) -> str | None:

@@ -4,8 +4,8 @@
 interrupted run finished. `Run` is the run itself: the journal's begin entry, the undo stack
 written ahead, each step timed and reported under its name, and the one failure policy that
 decides what became of the world (`RunFailed`: its status, leftovers and exit code). `up`,
-`snapshot create`/`restore` and `up --from` supply their steps; `stop` and `down` use the
-prologue.
+`snapshot create`/`restore` and `up --from` supply their steps; `stop`, `down`, `recover`
+and `gc` use the prologue.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
 from devup import faults, journal, recovery, remote, runner, steps
@@ -27,13 +27,26 @@ from devup.workspace import Workspace
 
 @contextlib.contextmanager
 def held(
-    ws: Workspace, name: str, reporter: Reporter, *, kept: Literal["refuse", "leave"] = "refuse"
-) -> Iterator[None]:
+    ws: Workspace,
+    name: str,
+    reporter: Reporter,
+    *,
+    kept: Literal["refuse", "leave", "undo"] = "refuse",
+    check: Callable[[], None] | None = None,
+    hint: str | None = None,
+    partly: str | None = None,
+) -> Iterator[recovery.Recovery]:
     """Hold session `name` for a run: its lock (busy: exit 4), SIGINT/SIGTERM as Interrupted,
-    and its interrupted run finished first (leftovers: exit 3, the journal kept for them). A run
-    kept for debugging is refused (exit 2: a new run would overwrite its journal), or left as it
-    is (`stop`: `down` removes what it made)."""
+    `check` (a refusal that must come before anything changes: `down`'s dirty worktree), and
+    its interrupted run finished first (leftovers: exit 3 with `hint`, the journal kept for
+    them; an interrupt while finishing it: exit 130, the rest kept for the next command). A run
+    kept for debugging is refused (exit 2: a new run would overwrite its journal), left as it
+    is (`stop`, `recover`), or undone (`down` removes what it made). `partly` says what an
+    interrupt in a command without a journal of its own (`stop`, `down`) leaves: exit 130 all
+    the same."""
     with ws.locked(name), runner.interruptible():
+        if check is not None:
+            check()
         found = journal.replay(ws.repo.journal(name))
         if found is not None and found.outcome == "kept" and kept == "refuse":
             # Its journal lists what that failed run made; a new run must not overwrite it.
@@ -41,16 +54,28 @@ def held(
                 f"session {name} was kept after a failed run (--on-failure keep)",
                 hint=f"`devup down {name}` removes what that run made; then run this again",
             )
-        earlier = recovery.finish(ws, name, reporter)
-        if earlier.leftovers:
-            raise RunFailed(
-                session=name,
-                status="rollback_incomplete",
-                step="recover",
-                cause=f"the rollback of an earlier run of {name} is incomplete",
-                leftovers=earlier.leftovers,
-            )
+        earlier = recovery.finish(ws, name, reporter, include_kept=kept == "undo")
+        earlier.check(hint=hint)
+        with saying(partly):
+            yield earlier
+
+
+@contextlib.contextmanager
+def saying(partly: str | None) -> Iterator[None]:
+    """An interrupt in the body of a command that is no journaled run (`stop`, `down`, `gc`)
+    leaves `partly` (what to run again): its exit 130 says so, not "nothing was changed"."""
+    try:
         yield
+    except Interrupted as exc:
+        if partly is None or exc.context is not None:
+            raise
+        raise Interrupted(exc.signum, context=partly) from None
+
+
+def finish(ws: Workspace, name: str, reporter: Reporter) -> recovery.Recovery:
+    """`devup recover NAME`, and `gc` for each interrupted run: the prologue alone."""
+    with held(ws, name, reporter, kept="leave") as earlier:
+        return earlier
 
 
 class Run:
@@ -160,8 +185,5 @@ def _unexpected(exc: Exception) -> UnexpectedError:
     traceback in the crash log for a report."""
     from devup import crashlog
 
-    log = crashlog.write(exc)
-    return UnexpectedError(
-        f"unexpected error (a bug in devup): {type(exc).__name__}: {exc}; "
-        + (f"the details are in {log}; please report it" if log else "please report it")
-    )
+    message, hint = crashlog.describe(exc)
+    return UnexpectedError(f"{message}; {hint}")

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +11,6 @@ from typing import TYPE_CHECKING, Any, Literal
 from devup import (
     changes,
     dag,
-    envvars,
     inspect,
     paths,
     remote,
@@ -26,15 +23,16 @@ from devup.errors import (
     PreflightError,
     UsageError,
 )
-from devup.locks import write_atomic
-from devup.records import GroupRecord, ProcessRecord, SessionRecord, write_record
+from devup.records import SessionRecord, write_record
 from devup.report import Reporter
-from devup.steps import files, group, hooks, ports, routes, service, worktree
+from devup.steps import files, group, hooks, ports, routes, worktree
+from devup.units import Units
 from devup.workspace import Workspace
 
 if TYPE_CHECKING:
     from devup import clones, preflight
     from devup.config import Config, Mode
+    from devup.undo import UndoStack
 
 
 @dataclass(frozen=True)
@@ -199,19 +197,7 @@ def _unchanged_urls(
 
 
 def _route_targets(plan: preflight.Plan) -> list[tuple[str, str, tuple[str, ...]]]:
-    """(target, the key of the port its hostname leads to, every DEVUP_PORT_ key of that port):
-    each compose service's first published port, each native service's port."""
-    found: list[tuple[str, str, tuple[str, ...]]] = []
-    for model in plan.models.values():
-        for svc, specs in model.services.items():
-            alias = port_key(svc)
-            full = plan.aliases.get(alias)
-            if specs and full is not None:
-                found.append((svc, alias, (alias, full)))
-    for name, cfg in plan.services.items():
-        if cfg.port:
-            found.append((name, port_key(name), (port_key(name),)))
-    return found
+    return routes.targets(models=plan.models, aliases=plan.aliases, services=plan.services)
 
 
 @dataclass(frozen=True)
@@ -246,14 +232,8 @@ def dry_run(ws: Workspace, req: UpRequest) -> DryRun:
         attach=req.attach,
         engine=engine,
     )
-    env = envvars.session_vars(
-        session=req.name,
-        project=plan.ident.project,
-        branch=plan.branch,
-        worktree=str(plan.wt.path),
-        repo=str(ws.repo.root),
-        mode=plan.mode,
-        resumed=plan.resumed,
+    env = plan.variables(
+        repo=ws.repo.root,
         ports=dict(previous.ports) if previous else {},
         extra=cfg.env,
         host=engine.address,
@@ -296,7 +276,7 @@ def _config_unchanged_since_up(ws: Workspace, name: str) -> bool:
 
 
 class _Run:
-    """One `up` run: the steps in order, each under its name, failures unwound."""
+    """One `up` run: the steps in SPEC's order (§4, §5.12), each under its name, failures unwound."""
 
     def __init__(
         self,
@@ -311,9 +291,9 @@ class _Run:
         hostnames: Literal["required", "auto"] | None = None,
     ) -> None:
         self.ws, self.cfg, self.req, self.plan, self.reporter = ws, cfg, req, plan, reporter
-        self.engine = engine
-        self.clone = clone
-        self.ident = plan.ident
+        self.engine, self.clone, self.ident, previous = engine, clone, plan.ident, plan.previous
+        self.reconciling = bool(previous and previous.status == "up")
+        begin = {"project": self.ident.project, "branch": plan.branch, "mode": plan.mode}
         self.run = run.Run(
             ws,
             req.name,
@@ -321,50 +301,24 @@ class _Run:
             engine=engine,
             reporter=reporter,
             resumed=plan.resumed,
-            restores=bool(plan.previous and plan.previous.status == "up"),
-            begin={
-                "project": plan.ident.project,
-                "branch": plan.branch,
-                "mode": plan.mode,
-                "worktree": str(plan.wt.path),
-            },
+            restores=self.reconciling,
+            begin={**begin, "worktree": str(plan.wt.path)},
         )
         self.stack = self.run.stack
-        native = [port_key(n) for n, s in plan.services.items() if s.port]
-        self.leases = ports.Leases(
-            stack=self.stack,
-            repo_id=self.ident.repo.repo_id,
-            session=req.name,
-            keys=plan.lease_keys,
-            aliases=plan.aliases,
-            port_range=cfg.ports.range,
-            free_check=lambda: ports.free_check(engine, native=native),
+        self.leases = _leases(self.stack, cfg, plan, engine)
+        self.hostnames = _router(self.stack, cfg, plan, hostnames, reporter) if hostnames else None
+        self.units = Units(
+            run=self.run,
+            ws=ws,
+            cfg=cfg,
+            plan=plan,
+            engine=engine,
+            reporter=reporter,
+            leases=self.leases,
+            hostnames=self.hostnames,
         )
-        self.hostnames = (
-            None
-            if hostnames is None
-            else routes.Hostnames(
-                stack=self.stack,
-                repo_id=self.ident.repo.repo_id,
-                session=req.name,
-                project=self.ident.project,
-                domain=cfg.routes.domain,
-                https=cfg.routes.https,
-                fallback=(cfg.routes.http_port, cfg.routes.https_port),
-                targets=_route_targets(plan),
-                required=hostnames == "required",
-                warn=reporter.warn,
-            )
-        )
-        self.env: dict[str, str] = {}
-        self.groups: dict[str, GroupRecord] = {}
-        self.procs: dict[str, ProcessRecord] = {}
-        self.created_worktree = bool(plan.previous and plan.previous.created_worktree)
-        self._lock = threading.Lock()
-        self.running = _running(ws, plan.previous)
-        self.retired = list(plan.previous.retired) if plan.previous else []
-        self.diff: changes.Diff | None = None  # decided once the session's variables are known
-        self.reconciling = bool(plan.previous and plan.previous.status == "up")
+        self.created_worktree = bool(previous and previous.created_worktree)
+        self.running = _running(ws, previous)
 
     def execute(self, started: float) -> UpResult:
         try:
@@ -379,74 +333,44 @@ class _Run:
         usage.touch(self.ws.repo, self.req.name)  # a use (SPEC §5.13); a failed new one leaves none
         return _result(_record(self, "up", time.time()), resumed=self.plan.resumed, started=started)
 
-    def _hook(self, name: str, cwd: Path) -> None:
-        hook = self.cfg.hooks.get(name)
-        if hook is None or not self.req.hooks:
-            return
-        with self.run.step(name):
-            hooks.run(stack=self.stack, ident=self.ident, hook=hook, cwd=cwd, env=self._process_env())
-
-    def _process_env(self) -> dict[str, str]:
-        # Hooks and native services see the session's engine too (`docker compose ps` in a hook
-        # talks to the engine the session runs on).
-        return {**self.engine.environ(), **self.env}
-
     def _steps(self) -> None:
-        plan, ws = self.plan, self.ws
-        wt_path = plan.wt.path
-        self.env = self._vars()
+        plan, ws, name, stack, units = self.plan, self.ws, self.req.name, self.stack, self.units
+        wt_path, previous = plan.wt.path, plan.previous
+        units.vars()
         self._hook("pre_up", ws.repo.root)
         with self.run.step("worktree"):
             if self.req.attach is not None:
                 # Attached, it is the user's (SPEC §8): a mark devup left on it (a worktree of a
                 # session whose record is gone) must not let `gc` remove it later.
                 worktree.drop_mark(ws.repo.common_dir, wt_path)
-            created = worktree.apply(
-                stack=self.stack,
-                root=ws.repo.root,
-                plan=plan.wt,
-                mark={"repo_id": self.ident.repo.repo_id, "session": self.req.name},
-            )
+            mark = {"repo_id": self.ident.repo.repo_id, "session": name}
+            created = worktree.apply(stack=stack, root=ws.repo.root, plan=plan.wt, mark=mark)
             self.created_worktree = self.created_worktree or created
         if created and self.cfg.worktree.copy_:
             with self.run.step("copy"):
                 files.copy_into(source_root=ws.repo.root, worktree=wt_path, patterns=self.cfg.worktree.copy_)
         with self.run.step("ports"):
-            self.leases.lease(
-                prefer=dict(plan.previous.ports) if plan.previous else {},
-                resumed=plan.resumed,
-                held=_held_keys(self.ws, plan),
-            )
-            if plan.previous:  # keys the config no longer has: released (a rollback leases them again)
+            prefer = dict(previous.ports) if previous else {}
+            self.leases.lease(prefer=prefer, resumed=plan.resumed, held=_held_keys(ws, plan))
+            if previous:  # keys the config no longer has: released (a rollback leases them again)
                 kept = set(self.leases.ports.values())
-                self.leases.drop({k: p for k, p in plan.previous.ports.items() if p not in kept})
+                self.leases.drop({k: p for k, p in previous.ports.items() if p not in kept})
         if self.hostnames is not None:
             with self.run.step("routes"):
                 self.hostnames.apply(self.leases.ports, restore=self.reconciling)
-        elif plan.previous is not None and plan.previous.urls:  # hostnames turned off since
+        elif previous is not None and previous.urls:  # hostnames turned off since
             with self.run.step("routes"):
                 routes.retire(
-                    stack=self.stack,
-                    repo_id=self.ident.repo.repo_id,
-                    session=self.req.name,
-                    fallback=(self.cfg.routes.http_port, self.cfg.routes.https_port),
+                    stack=stack, repo_id=self.ident.repo.repo_id, session=name, fallback=_fallback(self.cfg)
                 )
         with self.run.step("env_file"):
-            files.make_dir(
-                stack=self.stack,
-                path=ws.repo.session_dir(self.req.name),
-                label="session state folder",
-            )
-            self.env = self._vars()
-            inexact = files.write_env_file(
-                stack=self.stack, common_dir=ws.repo.common_dir, worktree=wt_path, env=self.env
-            )
-            for key, why in inexact.items():
-                self.reporter.warn(
-                    f"{key} {why}: sh, bash and `devup env --format shell` read it exactly, "
-                    f"python-dotenv and compose's env_file read {paths.ENV_FILE} differently"
-                )
-        self.diff = changes.diff(plan, self.cfg, env=self.env, running=self.running, hooks=self.req.hooks)
+            files.make_dir(stack=stack, path=ws.repo.session_dir(name), label="session state folder")
+            env = units.vars()
+            for warning in files.write_env_file(
+                stack=stack, common_dir=ws.repo.common_dir, worktree=wt_path, env=env
+            ):
+                self.reporter.warn(warning)
+        units.diff = changes.diff(plan, self.cfg, env=units.env, running=self.running, hooks=self.req.hooks)
         if created:
             self._hook("post_create", wt_path)
         if self.clone is not None and plan.groups:
@@ -454,163 +378,71 @@ class _Run:
                 from devup import clones
 
                 targets = clones.clone_targets(self.ident, plan.groups, plan.projects, plan.models)
-                clones.clone(ws, self.stack, self.clone, targets, new=self.req.name, reporter=self.reporter)
+                clones.clone(ws, stack, self.clone, targets, new=name, reporter=self.reporter)
         if plan.groups:
-            dag.run({n: g.depends_on for n, g in plan.groups.items()}, self._up_group)
-        for name in [g for g, action in self.diff.groups.items() if action == "remove"]:
-            self._retire_group(name)
+            dag.run({n: g.depends_on for n, g in plan.groups.items()}, units.up_group)
+        for group_name in [g for g, action in units.diff.groups.items() if action == "remove"]:
+            units.retire_group(group_name)
         self._hook("pre_spawn", wt_path)
-        for name in [s for s, action in self.diff.services.items() if action == "stop"]:
-            self._stop_service(name)
+        for service_name in [s for s, action in units.diff.services.items() if action == "stop"]:
+            units.stop_service(service_name)
         if plan.services:
-            dag.run({n: s.depends_on for n, s in plan.services.items()}, self._start_service)
+            dag.run({n: s.depends_on for n, s in plan.services.items()}, units.start_service)
         self._hook("post_up", wt_path)
         with self.run.step("commit"):
-            record = _record(self, "up", time.time())
-            files.write_restorable(
-                stack=self.stack,
-                path=ws.repo.record(self.req.name),
-                text=record.to_json(),
-                label="session record",
-            )
+            text = _record(self, "up", time.time()).to_json()
+            files.write_restorable(stack=stack, path=ws.repo.record(name), text=text, label="session record")
         self.run.commit()
+        for project in units.stopped:  # final now: the containers go, the volumes stay until `down`
+            group.remove_stopped(self.engine, project=project, reporter=self.reporter)
 
-    def _vars(self) -> dict[str, str]:
-        plan = self.plan
-        return envvars.session_vars(
-            session=self.req.name,
-            project=self.ident.project,
-            branch=plan.branch,
-            worktree=str(plan.wt.path),
-            repo=str(self.ws.repo.root),
-            mode=plan.mode,
-            resumed=plan.resumed,
-            ports=self.leases.ports,
-            extra=self.cfg.env,
-            host=self.engine.address,
-            urls=self.hostnames.url_vars if self.hostnames else None,
-        )
+    def _hook(self, name: str, cwd: Path) -> None:
+        hook = self.cfg.hooks.get(name)
+        if hook is not None and self.req.hooks:
+            with self.run.step(name):
+                hooks.run(
+                    stack=self.stack, ident=self.ident, hook=hook, cwd=cwd, env=self.units.process_env()
+                )
 
-    def _relet(self, keys: list[str], avoid: int) -> dict[str, int]:
-        """Move `keys` off a port someone else took; the env file follows at once."""
-        with self._lock:
-            moved = self.leases.relet(keys, avoid)
-            if self.hostnames is not None:
-                self.hostnames.follow(self.leases.ports)
-            self.env = self._vars()
-            write_atomic(self.plan.wt.path / paths.ENV_FILE, envvars.dotenv(self.env))
-        self.reporter.warn(
-            f"port {avoid} was taken by someone else; moved {', '.join(moved)} to {sorted(set(moved.values()))}"
-        )
-        return moved
 
-    def _up_group(self, name: str) -> None:
-        model = self.plan.models[name]
-        shared = model.shared()
-        if shared:
-            # External objects are the user's: never renamed, labelled or removed (SPEC §3).
-            self.reporter.warn(
-                f"group {name} uses external {', '.join(shared)}: every session shares "
-                f"{'them' if len(shared) > 1 else 'it'}; devup never changes or removes external objects"
-            )
-        binds = model.shared_binds()
-        if binds:
-            # Not refused: a host folder may be meant to be shared; but two sessions writing one
-            # config folder (jitsi's ~/.jitsi-meet-cfg) is a surprise unless said.
-            self.reporter.warn(
-                f"group {name} bind-mounts {', '.join(binds)} from outside the worktree: every session "
-                f"shares {'them' if len(binds) > 1 else 'it'}; for a copy per session use a folder "
-                "of the worktree (a relative path) or a named volume"
-            )
-        assert self.diff is not None
-        if self.diff.groups[name] == "keep":  # unchanged and running: not touched (SPEC §5.12)
-            assert self.plan.previous is not None
-            with self._lock:
-                self.groups[name] = next(g for g in self.plan.previous.groups if g.name == name)
-            return
-        with self.run.step(f"group:{name}"):
-            restore = self._previous_config(name) if self.diff.groups[name] == "recreate" else None
-            record = group.up(
-                restore=restore,
-                recreate=changes.changed_services(self.plan, name, self.env),
-                stack=self.stack,
-                ident=self.ident,
-                name=name,
-                project=self.plan.projects[name],
-                cfg=self.plan.groups[name],
-                model=self.plan.models[name],
-                worktree=self.plan.wt.path,
-                env=self._process_env(),
-                ports=self.leases.ports,
-                override=self.ws.repo.override(self.req.name, name),
-                relet=self._relet,
-            )
-            with self._lock:
-                self.groups[name] = record
+def _leases(stack: UndoStack, cfg: Config, plan: preflight.Plan, engine: remote.Engine) -> ports.Leases:
+    """The run's port leases: each checked free on the engine's host right before use."""
+    native = [port_key(n) for n, s in plan.services.items() if s.port]
+    return ports.Leases(
+        stack=stack,
+        repo_id=plan.ident.repo.repo_id,
+        session=plan.ident.session,
+        keys=plan.lease_keys,
+        aliases=plan.aliases,
+        port_range=cfg.ports.range,
+        free_check=lambda: ports.free_check(engine, native=native),
+    )
 
-    def _previous_config(self, name: str) -> Path | None:
-        """For a reconcile of a running session: the group's config as it runs now, kept aside
-        for this run's inverse (compose brings the previous containers back from it)."""
-        if not self.reconciling:
-            return None
-        return group.keep_resolved(self.ws.repo.override(self.req.name, name), tag=f"{os.getpid()}")
 
-    def _retire_group(self, name: str) -> None:
-        """A group the config no longer has: taken down, its data volumes kept until `down`."""
-        assert self.plan.previous is not None
-        gone = next(g for g in self.plan.previous.groups if g.name == name)
-        with self.run.step(f"group:{name}"):
-            group.retire(stack=self.stack, ident=self.ident, record=gone, restore=self._previous_config(name))
-            self.retired.append(gone.project)
+def _router(
+    stack: UndoStack,
+    cfg: Config,
+    plan: preflight.Plan,
+    hostnames: Literal["required", "auto"],
+    reporter: Reporter,
+) -> routes.Hostnames:
+    """The run's hostnames (SPEC §9), named from the plan."""
+    return routes.Hostnames(
+        stack=stack,
+        repo_id=plan.ident.repo.repo_id,
+        session=plan.ident.session,
+        project=plan.ident.project,
+        domain=cfg.routes.domain,
+        https=cfg.routes.https,
+        fallback=_fallback(cfg),
+        targets=_route_targets(plan),
+        required=hostnames == "required",
+        warn=reporter.warn,
+    )
 
-    def _stop_service(self, name: str) -> None:
-        """A native service the config no longer has (or whose command changed): stopped; the
-        inverse starts it again as it ran."""
-        assert self.plan.previous is not None
-        previous = self.plan.previous
-        if not inspect.process_alive(previous.services[name]):
-            return  # not running (a stopped session): nothing to stop, nothing to bring back
-        was = (previous.inputs.get("services") or {}).get(name) or {}
-        with self.run.step(f"service:{name}"):
-            service.stop_restorable(
-                stack=self.stack,
-                ident=self.ident,
-                name=name,
-                record=previous.services[name],
-                run=was.get("run"),
-                cwd=self.plan.wt.path,
-                env=previous.env,
-                port=previous.ports.get(port_key(name)),
-                log_path=self.ws.repo.log(self.req.name, name),
-                session_record=self.ws.repo.record(self.req.name),
-            )
 
-    def _start_service(self, name: str) -> None:
-        cfg = self.plan.services[name]
-        prev = self.plan.previous.services.get(name) if self.plan.previous else None
-        assert self.diff is not None
-        alive = prev is not None and inspect.process_alive(prev)
-        if prev is not None and alive and self.diff.services[name] == "keep":
-            with self._lock:  # still running: kept, with the order `down` must now follow
-                self.procs[name] = prev.replace(depends_on=list(cfg.depends_on))
-            return
-        if prev is not None and alive:  # its command or variables changed: restarted
-            self._stop_service(name)
-        with self.run.step(f"service:{name}"):
-            key = port_key(name)
-            record = service.start_on_a_free_port(
-                stack=self.stack,
-                ident=self.ident,
-                name=name,
-                cfg=cfg,
-                cwd=self.plan.wt.path,
-                env=self._process_env,
-                port=self.leases.ports.get(key) if cfg.port else None,
-                move=lambda port: self._relet([key], port)[key],
-                log_path=self.ws.repo.log(self.req.name, name),
-            )
-            with self._lock:
-                self.procs[name] = record
+def _fallback(cfg: Config) -> tuple[int, int]:
+    return (cfg.routes.http_port, cfg.routes.https_port)
 
 
 def _held_keys(ws: Workspace, plan: preflight.Plan) -> frozenset[str]:
@@ -628,7 +460,7 @@ def _held_keys(ws: Workspace, plan: preflight.Plan) -> frozenset[str]:
 
 def _record(run: _Run, status: str, now: float) -> SessionRecord:
     """The session record of what `run` brought up."""
-    plan, ws, req = run.plan, run.ws, run.req
+    plan, ws, req, units = run.plan, run.ws, run.req, run.units
     return SessionRecord(
         session=req.name,
         project=plan.ident.project,
@@ -640,10 +472,10 @@ def _record(run: _Run, status: str, now: float) -> SessionRecord:
         status=status,
         created_worktree=run.created_worktree,
         ports=dict(sorted(run.leases.ports.items())),
-        groups=[run.groups[g] for g in plan.groups if g in run.groups],
-        services=dict(run.procs),
+        groups=[units.groups[g] for g in plan.groups if g in units.groups],
+        services=dict(units.procs),
         env_file=str(plan.wt.path / paths.ENV_FILE),
-        env=run.env,
+        env=units.env,
         created_at=plan.previous.created_at if plan.previous else now,
         updated_at=now,
         config_digest=ws.config_digest,
@@ -651,29 +483,10 @@ def _record(run: _Run, status: str, now: float) -> SessionRecord:
         engine=run.engine.to_json(),
         source=run.clone.to_json() if run.clone else (dict(plan.previous.source) if plan.previous else {}),
         ttl=req.ttl if req.ttl is not None else (plan.previous.ttl if plan.previous else None),
-        inputs=_inputs(run) if status == "up" else {},
-        retired=[p for p in run.retired if p not in {g.project for g in run.groups.values()}],
+        inputs=changes.inputs(plan, run.cfg, units.env) if status == "up" else {},
+        retired=[p for p in units.retired if p not in {g.project for g in units.groups.values()}],
         urls=dict(run.hostnames.urls) if run.hostnames else {},
     )
-
-
-def _inputs(run: _Run) -> dict[str, Any]:
-    """The fingerprints the next `up`, `ls` and `status` compare with (drift.py, changes.py)."""
-    from devup import drift
-
-    plan = run.plan
-    return {
-        **drift.watch(
-            worktree=plan.wt.path,
-            groups=[g.files for g in plan.groups.values()],
-            session_env=run.env,
-            env_values=run.cfg.env.values(),
-        ),
-        "groups": {g: changes.group_digests(plan, g, run.env) for g in plan.groups},
-        "services": {
-            s: {"digest": changes.service_digest(c, run.env), "run": c.run} for s, c in plan.services.items()
-        },
-    }
 
 
 def _running(ws: Workspace, previous: SessionRecord | None) -> set[str]:

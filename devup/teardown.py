@@ -1,4 +1,4 @@
-"""`stop` and `down`: idempotent, so a failed or interrupted one can simply be re-run."""
+"""`stop`, `down` and `recover`: idempotent, so a failed or interrupted one can simply be re-run."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from devup import compose, dag, envvars, git, paths, processes, recovery, remote, run, usage
-from devup.errors import DevupError, NoSuchSession
+from devup.errors import BusyError, DevupError, NoSuchSession, RecoverIncomplete
 from devup.hookspec import Hook, teardown_settings
 from devup.leases import release_ports
 from devup.model import Identity
@@ -37,7 +37,10 @@ def _ident(ws: Workspace, record: SessionRecord) -> Identity:
 
 
 def stop(ws: Workspace, name: str, reporter: Reporter) -> Outcome:
-    with run.held(ws, name, reporter, kept="leave"):
+    partly = (
+        f"session {name} is partly stopped; `devup stop {name}` again finishes, `devup up {name}` resumes it"
+    )
+    with run.held(ws, name, reporter, kept="leave", partly=partly):
         record = ws.record(name)
         if record is None:
             raise NoSuchSession(name)
@@ -59,16 +62,24 @@ def down(
     keep_worktree: bool = False,
     force: bool = False,
 ) -> Outcome:
-    with ws.locked(name):
-        # Only what down needs from devup.toml, read without validating the rest: down must
-        # work (and start fast) even when the file no longer validates.
-        settings = teardown_settings(ws.repo.root / CONFIG_NAME)
+    # Only what down needs from devup.toml, read without validating the rest: down must work
+    # (and start fast) even when the file no longer validates.
+    settings = teardown_settings(ws.repo.root / CONFIG_NAME)
+
+    def refuse_if_dirty() -> None:  # before the recovery: a refusal changes nothing
         record = ws.record(name)
         if record is not None and record.created_worktree and not keep_worktree and not force:
             _refuse_if_dirty(record, settings.copy)
-        recovery.finish(ws, name, reporter, include_kept=True).check(
-            hint=f"fix the cause, then `devup down {name}` again"
-        )
+
+    with run.held(
+        ws,
+        name,
+        reporter,
+        kept="undo",
+        check=refuse_if_dirty,
+        hint=f"fix the cause, then `devup down {name}` again",
+        partly=f"session {name} is partly removed; the same `devup down` again finishes it",
+    ):
         record = ws.record(name)
         if record is None:
             release_ports(repo_id=ws.repo.repo_id, session=name)
@@ -116,6 +127,31 @@ def down(
             # SPEC §8: a worktree another tool made stays, with or without --keep-worktree.
             return Outcome(name, "down", f"session {name} removed; its attached worktree {wt} is kept")
         return Outcome(name, "down", f"session {name} removed")
+
+
+def recover(ws: Workspace, name: str | None, reporter: Reporter) -> list[recovery.Recovery]:
+    """`devup recover [NAME]`: one session, or every session with a journal, each through the
+    run's prologue (run.held). For one named session an error is raised (busy: exit 4); for all,
+    each is reported and the others go on. Leftovers are reported, not raised (exit 3 all the same)."""
+    if name:
+        return [_recover_one(ws, name, reporter)]
+    folder = ws.repo.journals_dir
+    results = []
+    for n in sorted(p.stem for p in folder.glob("*.jsonl")) if folder.is_dir() else []:
+        try:
+            results.append(_recover_one(ws, n, reporter))
+        except BusyError:
+            results.append(recovery.Recovery(n, "busy"))
+        except DevupError as exc:
+            results.append(recovery.Recovery(n, "error", error=exc.message))
+    return results
+
+
+def _recover_one(ws: Workspace, name: str, reporter: Reporter) -> recovery.Recovery:
+    try:
+        return run.finish(ws, name, reporter)
+    except RecoverIncomplete as exc:
+        return recovery.Recovery(name, "rollback_incomplete", exc.leftovers)
 
 
 def _remove_route(ws: Workspace, record: SessionRecord, reporter: Reporter) -> None:

@@ -112,8 +112,11 @@ def unwind_records(
     engine: Engine,
     *,
     on_undo: Callable[[str, str | None], None] | None = None,
+    reraise: bool = False,
 ) -> list[Leftover]:
-    """Undo `records` in the order given; an Interrupted stops here and leaves the journal."""
+    """Undo `records` in the order given; an Interrupted stops here and leaves the journal. The
+    records not undone are leftovers, or, with `reraise` (a recovery: the command was
+    interrupted, not its own rollback), the Interrupted goes on up."""
     from devup import runner
 
     # The interrupt that led here (if one did) stopped the run's commands; the inverses' own
@@ -132,6 +135,8 @@ def unwind_records(
         try:
             results = _undo_batch(batch, engine)
         except Interrupted:
+            if reraise:
+                raise
             leftovers.extend(Leftover(r.label, "not undone: interrupted") for _, r in records[position:])
             return leftovers
         for (ident, record), (error, final) in zip(batch, results, strict=True):

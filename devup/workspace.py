@@ -49,7 +49,8 @@ class Workspace:
     def worktrees_dir(self) -> Path:
         configured = self.config.project.worktrees
         if configured:
-            return (self.repo.root / configured).resolve()
+            # `~` is the user's home, as in a shell; anything else is relative to the checkout.
+            return (self.repo.root / Path(configured).expanduser()).resolve()
         return self.repo.root.parent / f"{self.repo.root.name}-worktrees"
 
     @contextlib.contextmanager

@@ -47,6 +47,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "fleet",
             "changes",
             "trust",
+            "units",
         },
     ),
     ("steps", {"steps"}),

@@ -220,3 +220,47 @@ def test_a_stopped_container_is_brought_back_and_the_healthy_group_is_not_touche
     assert after["i1"].endswith("running") and after["a1"] == before["a1"] and after["a2"] == before["a2"]
     assert repo.devup("status", "s").returncode == 0
     assert repo.devup("down", "s").returncode == 0
+
+
+def test_a_mode_change_applies_as_a_reconcile_and_a_failed_one_puts_the_session_back(hybrid) -> None:
+    """The mode is part of what `up` converges to (SPEC §5.12): `--mode`, or an edit of
+    devup.toml's own mode; the groups and services of the new mode come and go, data stays."""
+    repo = hybrid
+    assert repo.devup("up", "s").returncode == 0
+    before = _ids(repo, "s")
+    web = _web(repo, "s").cmdline()
+    env_file = repo.worktree("s") / ".env.devup"
+    before_env = env_file.read_bytes()
+
+    failed = repo.devup("up", "s", "--mode", "host", "--json", env={"DEVUP_FAULT": "raise@before:commit"})
+    assert failed.returncode == 1, failed.stderr
+    assert _ids(repo, "s") == before  # the same containers, running
+    assert _web(repo, "s").cmdline() == web  # running again as it ran (or never stopped)
+    assert env_file.read_bytes() == before_env
+    assert json.loads(repo.devup("ls", "--json").stdout)[0]["mode"] == "hybrid"
+
+    dry = repo.devup("up", "s", "--mode", "container", "--dry-run", "--json")
+    assert dry.returncode == 0, dry.stderr
+    plan = {(c["kind"], c["name"]): c["action"] for c in json.loads(dry.stdout)["changes"]}
+    assert plan[("service", "web")] == "stop" and plan[("group", "app")] == "keep"
+    to_container = repo.devup("up", "s", "--mode", "container")
+    assert to_container.returncode == 0, to_container.stderr
+    assert _ids(repo, "s") == before  # the groups run on, untouched
+    assert [
+        p for p in world.tagged_processes(repo_id=repo.repo_id, session="s") if "http.server" in p.cmdline()
+    ] == []
+    assert "DEVUP_PORT_WEB" not in repo.devup("env", "s").stdout
+    assert json.loads(repo.devup("ls", "--json").stdout)[0]["mode"] == "container"
+
+    # devup.toml's own mode edited: applied by the next `up`, without --mode.
+    toml = (repo.path / "devup.toml").read_text().replace('mode = "hybrid"', 'mode = "host"')
+    (repo.path / "devup.toml").write_text(toml)
+    assert json.loads(repo.devup("ls", "--json").stdout)[0]["changed"] is True
+    to_host = repo.devup("up", "s")
+    assert to_host.returncode == 0, to_host.stderr
+    assert _ids(repo, "s") == {}  # the groups are down
+    _web(repo, "s")  # the host mode's service runs
+    row = json.loads(repo.devup("ls", "--json").stdout)[0]
+    assert row["mode"] == "host" and row["status"] == "up" and row["changed"] is False
+    assert repo.devup("down", "s").returncode == 0
+    assert _ids(repo, "s") == {}

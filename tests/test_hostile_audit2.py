@@ -417,3 +417,89 @@ def test_a_refused_worktree_remove_is_shown_on_the_users_terminal(make):
     assert wt in world.worktree_paths(repo.path) and (wt / "half-done.py").exists()
     assert world.tagged_processes(repo_id=repo.repo_id, session="agent-d")
     assert repo.devup("down", "agent-d", "--force").returncode == 0
+
+
+# --- L1, L5, L12 (partly fixed in the first audit): the rest ---------------------------------
+
+
+def test_a_devup_toml_that_is_a_folder_or_a_dangling_symlink_is_named_as_such(make):
+    repo = make(HOST)
+    (repo.path / "devup.toml").unlink()
+    (repo.path / "devup.toml").mkdir()
+    result = repo.devup("up", "l1")
+    assert result.returncode == 2
+    assert "devup.toml is a folder, not a file" in result.stderr, result.stderr
+    (repo.path / "devup.toml").rmdir()
+    (repo.path / "devup.toml").symlink_to("elsewhere.toml")
+    result = repo.devup("up", "l1")
+    assert result.returncode == 2
+    assert "is a symlink to elsewhere.toml, which does not exist" in result.stderr, result.stderr
+    assert world.worktree_paths(repo.path) == [repo.path]
+
+
+@pytest.mark.parametrize("folder", ["/etc", "/usr/local/bin"])
+def test_worktrees_in_a_folder_of_the_operating_system_are_refused(make, folder):
+    repo = make(HOST.replace("[project]\n", f'[project]\nworktrees = "{folder}"\n'))
+    result = repo.devup("up", "cf")
+    assert result.returncode == 2, result.stderr
+    assert "a folder of the operating system" in result.stderr, result.stderr
+    assert not Path(folder, "cf").exists()
+    assert world.worktree_paths(repo.path) == [repo.path]
+
+
+def test_worktrees_under_the_home_folder_are_expanded_not_a_literal_tilde(make):
+    repo = make(HOST.replace("[project]\n", '[project]\nworktrees = "~/wts"\n'))
+    home = Path(os.environ["HOME"])
+    up = repo.devup("up", "tl")
+    assert up.returncode == 0, up.stderr
+    assert home / "wts" / "tl" in world.worktree_paths(repo.path)
+    assert not (repo.path / "~").exists()
+    assert repo.devup("down", "tl").returncode == 0
+    assert not (home / "wts" / "tl").exists()
+
+
+def test_a_full_ref_name_as_branch_is_refused_with_the_branch_name(make):
+    repo = make(HOST)
+    result = repo.devup("up", "rf", "--branch", "refs/heads/foo")
+    assert result.returncode == 2
+    assert "pass --branch foo" in result.stderr, result.stderr
+    assert "refs/heads/refs/heads/foo" not in world.git(repo.path, "for-each-ref", "--format=%(refname)")
+    assert world.worktree_paths(repo.path) == [repo.path]
+
+
+def test_a_full_state_disk_is_said_as_such_and_leaves_no_ghost_session(make, tmp_path):
+    repo = make(HOST)
+    state = tmp_path / "small-state"
+    state.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(state)], check=True)
+    try:
+        env = {"DEVUP_HOME": str(state)}
+        assert repo.devup("ls", env=env).returncode == 0  # the state folders exist
+        with contextlib.suppress(OSError), open(state / "filler", "wb") as f:
+            while True:
+                f.write(b"\0" * 65536)
+        full = repo.devup("up", "f2", env=env)
+        assert full.returncode == 1, full.stderr
+        assert "No space left on device" in full.stderr, full.stderr
+        assert "unexpected" not in full.stderr and "None" not in full.stderr, full.stderr
+        assert world.worktree_paths(repo.path) == [repo.path]
+        (state / "filler").unlink()
+        listed = repo.devup("ls", env=env)
+        assert listed.returncode == 0 and "f2" not in listed.stdout, listed.stdout
+    finally:
+        subprocess.run(["umount", "-l", str(state)], check=False)
+
+
+@pytest.mark.parametrize("host", ["tcp://127.0.0.1:99999", "ssh://127.0.0.1:abc", "ssh://[::1"])
+def test_a_docker_host_that_is_no_address_is_a_clear_error_never_a_crash(make, host):
+    """new-L12: the SDK's and urllib's ValueError escaped as "unexpected error"."""
+    repo = make(
+        isolated("container") + '[groups.app]\nfiles = ["app.yaml"]\n', {"app.yaml": "services: {}\n"}
+    )
+    up = repo.devup("up", "bad", env={"DOCKER_HOST": host})
+    assert up.returncode == 2, up.stderr
+    assert "is not an engine address" in up.stderr and "unexpected" not in up.stderr, up.stderr
+    for args in (["gc", "--dry-run"], ["ls"]):
+        result = repo.devup(*args, env={"DOCKER_HOST": host})
+        assert result.returncode == 0 and "unexpected" not in result.stderr, result.stderr
+    assert world.worktree_paths(repo.path) == [repo.path]

@@ -212,3 +212,108 @@ def test_snapshot_ls_of_a_host_mode_repository_needs_no_engine(make, tmp_path: P
     result = repo.devup("snapshot", "ls", "--json", env={"DOCKER_HOST": f"unix://{tmp_path}/none.sock"})
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == []
+
+
+def _interrupted_run_with_a_slow_undo(make, name: str):
+    """A host-mode session whose `up` was SIGKILLed once its service ran: its journal holds the
+    rollback, the pre_spawn hook's undo among it, which takes 3 s (marks before and after)."""
+    undo = "echo undoing > $DEVUP_WORKTREE/../undoing; sleep 3; echo undone > $DEVUP_WORKTREE/../undone"
+    repo = make(
+        isolated("host")
+        + '[services.web]\nrun = "exec sleep 300"\n'
+        + f'[hooks]\npre_spawn = {{ run = "true", undo = "{undo}" }}\n'
+    )
+    proc = repo.popen("up", name)
+    deadline = time.monotonic() + 60
+    while not any(
+        p.environ().get("DEVUP_UNIT") == "service:web"
+        for p in world.tagged_processes(repo_id=repo.repo_id, session=name)
+    ):
+        assert time.monotonic() < deadline, "the service never started"
+        time.sleep(0.05)
+    proc.kill()
+    proc.communicate(timeout=30)
+    return repo, repo.worktree(name).parent
+
+
+@pytest.mark.parametrize("command", [["down", "x"], ["recover", "x"], ["recover"], ["gc"], ["up", "x"]])
+def test_sigint_while_a_command_finishes_an_interrupted_run_is_130_and_the_next_one_finishes(
+    make, command: list[str]
+) -> None:
+    """SPEC §5.8: an interrupt during the recovery a command does first (its run's prologue)
+    stops it where it is, exit 130 with no traceback (it was exit 3, the unwind's leftovers);
+    what it had not undone stays on the journal, and the next command finishes it."""
+    repo, marks = _interrupted_run_with_a_slow_undo(make, "x")
+    proc = repo.popen(*command)
+    deadline = time.monotonic() + 60
+    while not (marks / "undoing").exists():
+        assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, (proc.returncode, err)
+    assert "Traceback" not in err and "devup recover x" in err, err
+    assert not (marks / "undone").exists()  # stopped where it was told to
+    assert repo.worktree("x").exists()  # the rest of the rollback is still to come
+    listing = json.loads(repo.devup("ls", "--json").stdout)
+    assert [(s["session"], s["status"]) for s in listing] == [("x", "interrupted")]
+    result = repo.devup("recover", "x")
+    assert result.returncode == 0, result.stderr
+    assert (marks / "undone").exists()
+    assert not repo.worktree("x").exists() and "x" not in world.branches(repo.path)
+    assert world.tagged_processes(repo_id=repo.repo_id, session="x") == []
+    assert json.loads(repo.devup("ls", "--json").stdout) == []
+
+
+def test_gc_and_recover_leave_a_busy_session_alone_and_recover_of_it_is_exit_4(make, tmp_path: Path) -> None:
+    """SPEC §5.14: exit 4 means another run holds *this* session: `recover NAME` says so; `gc`
+    and `recover` of every session leave it alone (its journal is a run in progress, not an
+    interrupted one) and succeed; the run then finishes as if they had not been there."""
+    gate = tmp_path / "gate"
+    hook = f"i=0; while [ ! -e {gate} ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done"
+    repo = make(isolated("host") + f'[hooks]\npost_up = "{hook}"\n')
+    first = repo.popen("up", "a", "--json")
+    deadline = time.monotonic() + 60
+    while not repo.worktree("a").exists():
+        assert time.monotonic() < deadline and first.poll() is None, first.communicate()
+        time.sleep(0.05)
+    time.sleep(0.5)  # into the gated post_up hook, past the worktree step
+    try:
+        busy = repo.devup("recover", "a", "--json")
+        assert busy.returncode == 4 and "busy" in busy.stderr, (busy.returncode, busy.stderr)
+        every = repo.devup("recover", "--json")
+        assert every.returncode == 0, every.stderr
+        assert [(r["session"], r["status"]) for r in json.loads(every.stdout)] == [("a", "busy")]
+        swept = repo.devup("gc", "--json")
+        assert swept.returncode == 0, swept.stderr
+        assert json.loads(swept.stdout)["orphans"] == []
+        assert repo.worktree("a").exists() and "a" in world.branches(repo.path)
+        assert first.poll() is None
+    finally:
+        gate.touch()
+    out, err = first.communicate(timeout=120)
+    assert first.returncode == 0, err
+    assert json.loads(out)["status"] == "up"
+    assert repo.devup("down", "a").returncode == 0
+
+
+def test_sigint_in_the_middle_of_down_is_130_saying_to_run_it_again_which_finishes(make) -> None:
+    """An interrupt while `down` stops a service that ignores SIGTERM (stop_timeout 10 s): exit
+    130 with no traceback, saying the session is partly removed (not "nothing was changed"); the
+    session is still listed, and the same `down` again removes everything."""
+    repo = make(
+        isolated("host") + "[services.web]\nrun = \"trap '' TERM; exec sleep 300\"\nstop_timeout = 10\n"
+    )
+    assert repo.devup("up", "x").returncode == 0
+    proc = repo.popen("down", "x")
+    time.sleep(2.5)  # into the 10 s wait for the service that ignores SIGTERM
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, (proc.returncode, err)
+    assert "Traceback" not in err and "partly removed" in err and "nothing was changed" not in err, err
+    assert [s["session"] for s in json.loads(repo.devup("ls", "--json").stdout)] == ["x"]
+    again = repo.devup("down", "x")
+    assert again.returncode == 0, again.stderr
+    assert not repo.worktree("x").exists()
+    assert world.tagged_processes(repo_id=repo.repo_id, session="x") == []
+    assert json.loads(repo.devup("ls", "--json").stdout) == []

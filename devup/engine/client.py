@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from devup.errors import DevupError, EngineError, EngineUnavailable
-from devup.remote import Engine
+from devup.remote import Engine, check_address
 
 _START_HINT = "start it (e.g. `sudo systemctl start docker` or `sudo dockerd &`); `devup doctor` checks"
 
@@ -34,6 +34,7 @@ def client(eng: Engine) -> Any:
     import docker
     from docker.errors import DockerException
 
+    check_address(eng)
     try:
         environment = eng.environ()
         if eng.host.startswith("ssh://"):
@@ -69,23 +70,6 @@ def edge(fn: _Fn) -> _Fn:
             raise EngineError(f"the Docker engine {_named(eng)} refused a request: {explain(exc)}") from None
 
     return translated  # type: ignore[return-value]
-
-
-@edge
-def engine_version(eng: Engine, *, attempts: int = 5) -> str:
-    """The engine's version; an engine that does not answer is retried with backoff for ~4 s
-    (0.25, 0.5, 1, 2 s between attempts), so that a blip or a dockerd restart is ridden out."""
-    from docker.errors import DockerException
-    from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
-
-    retrying = Retrying(
-        # client(eng) reports an engine it cannot reach as EngineUnavailable: retried too.
-        retry=retry_if_exception_type((DockerException, EngineUnavailable, ConnectionError)),
-        wait=wait_exponential(multiplier=0.25, max=2),
-        stop=stop_after_attempt(attempts),
-        reraise=True,
-    )
-    return str(retrying(lambda: client(eng).version().get("Version", "?")))
 
 
 # The libpod API's prefix on a Podman socket (any 4.x serves it): what the Docker API lacks there.

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import time
+import urllib.parse
 from dataclasses import dataclass
 
+from devup.engine import http
 from devup.engine.client import client, edge
 from devup.engine.labels import LABEL_PROJECT, LABEL_REPO, LABEL_SESSION, carries
 from devup.errors import DevupError
@@ -19,31 +21,25 @@ def foreign_objects(
 ) -> list[str]:
     """Containers or volumes of `project` (or at the volume names it will use) that do not
     carry this session's identity: devup adopts only what is its own (SPEC §5.6)."""
-    from docker.errors import NotFound
-
     mine = {LABEL_SESSION: session, LABEL_REPO: repo_id}
 
     def foreign(labels: dict[str, str] | None) -> bool:
         return any((labels or {}).get(k) != v for k, v in mine.items())
 
+    by_project = http.filters(label=[f"{LABEL_PROJECT}={project}"])
     found = [
         f"container {c['Names'][0].lstrip('/')}"
-        for c in client(eng).api.containers(all=True, filters={"label": f"{LABEL_PROJECT}={project}"})
+        for c in http.get(eng, "/containers/json", all="1", filters=by_project) or []
         if foreign(c.get("Labels"))
     ]
     seen: set[str] = set()
-    for v in client(eng).volumes.list(filters={"label": f"{LABEL_PROJECT}={project}"}):
-        seen.add(v.name)
-        if foreign(v.attrs.get("Labels")):
-            found.append(f"volume {v.name}")
+    for v in (http.get(eng, "/volumes", filters=by_project) or {}).get("Volumes") or []:
+        seen.add(v["Name"])
+        if foreign(v.get("Labels")):
+            found.append(f"volume {v['Name']}")
     for name in volume_names:
-        if name in seen:
-            continue
-        try:
-            volume = client(eng).volumes.get(name)
-        except NotFound:
-            continue
-        if foreign(volume.attrs.get("Labels")):
+        volume = None if name in seen else http.get(eng, f"/volumes/{urllib.parse.quote(name, safe='')}")
+        if volume is not None and foreign(volume.get("Labels")):
             found.append(f"volume {name}")
     return found
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from devup.engine import http
 from devup.engine.client import client, edge, explain
 from devup.engine.labels import LABEL_HELPER, LABEL_PROJECT, carries
 from devup.errors import EngineError
@@ -89,4 +90,5 @@ def remove_helpers(eng: Engine, target: str) -> None:
 @edge
 def project_volumes(eng: Engine, *, project: str) -> set[str]:
     """The names of the volumes labelled as `project`'s."""
-    return {v.name for v in client(eng).volumes.list(filters={"label": f"{LABEL_PROJECT}={project}"})}
+    found = http.get(eng, "/volumes", filters=http.filters(label=[f"{LABEL_PROJECT}={project}"]))
+    return {v["Name"] for v in (found or {}).get("Volumes") or []}

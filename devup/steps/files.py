@@ -175,11 +175,9 @@ def write_restorable(*, stack: UndoStack | None, path: Path, text: str, label: s
     write_atomic(path, text)
 
 
-def write_env_file(
-    *, stack: UndoStack, common_dir: Path, worktree: Path, env: dict[str, str]
-) -> dict[str, str]:
-    """The session's env file in the worktree, kept out of git; returns the variables that
-    python-dotenv and compose read differently from sh (envvars.inexact: the caller warns)."""
+def write_env_file(*, stack: UndoStack, common_dir: Path, worktree: Path, env: dict[str, str]) -> list[str]:
+    """The session's env file in the worktree, kept out of git; returns a warning for each
+    variable that python-dotenv and compose read differently from sh (envvars.inexact)."""
     from devup import envvars, git
 
     git.exclude(common_dir, ENV_FILE)
@@ -196,7 +194,11 @@ def write_env_file(
         text=envvars.dotenv(env),
         label=f"env file {worktree / ENV_FILE}",
     )
-    return envvars.inexact(env)
+    return [
+        f"{key} {why}: sh, bash and `devup env --format shell` read it exactly, "
+        f"python-dotenv and compose's env_file read {ENV_FILE} differently"
+        for key, why in envvars.inexact(env).items()
+    ]
 
 
 def make_dir(*, stack: UndoStack, path: Path, label: str) -> None:

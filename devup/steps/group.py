@@ -18,6 +18,7 @@ from devup.undo import UndoRecord, UndoStack, inverse
 if TYPE_CHECKING:  # pydantic loads only when devup.toml is read
     from devup.config import GroupCfg
     from devup.remote import Engine
+    from devup.report import Reporter
 
 _TRANSIENT = (
     "Cannot connect to the Docker daemon",
@@ -149,8 +150,9 @@ def keep_resolved(override: Path, *, tag: str) -> Path | None:
 
 
 def retire(*, stack: UndoStack, ident: Identity, record: GroupRecord, restore: Path | None) -> None:
-    """Take down a group the config no longer has, its volumes kept (a reconcile never removes
-    data, SPEC §5.12); the inverse brings it back as it ran, from `restore`."""
+    """Stop a group the config no longer has: its containers stop and stay, with its volumes (a
+    reconcile never removes data, SPEC §5.12), until `down`. The inverse brings it back as it
+    ran, from `restore`: compose starts the same containers again."""
     if restore is not None:
         identity = {"project": record.project, "session": ident.session, "repo_id": ident.repo.repo_id}
         stack.push(
@@ -158,7 +160,39 @@ def retire(*, stack: UndoStack, ident: Identity, record: GroupRecord, restore: P
                 "compose_restore", {**identity, "config": str(restore)}, f"compose project {record.project}"
             )
         )
-    compose.down(stack.engine, project=record.project, volumes=False)
+    compose.stop(stack.engine, project=record.project)
+
+
+def remove_stopped(eng: Engine, *, project: str, reporter: Reporter) -> None:
+    """After the commit of a run that retired `project`: its stopped containers and networks
+    removed, its volumes kept. Not undoable, so never before the commit; what fails here is
+    said and left to `down` (the record lists the project as retired)."""
+    try:
+        compose.down(eng, project=project, volumes=False)
+    except DevupError as exc:
+        reporter.warn(f"the stopped containers of {project} stay until `devup down`: {exc.message}")
+
+
+def sharing(name: str, model: compose.GroupModel) -> list[str]:
+    """What group `name` shares with every other session, said at each `up` (never refused)."""
+    said = []
+    shared = model.shared()
+    if shared:
+        # External objects are the user's: never renamed, labelled or removed (SPEC §3).
+        said.append(
+            f"group {name} uses external {', '.join(shared)}: every session shares "
+            f"{'them' if len(shared) > 1 else 'it'}; devup never changes or removes external objects"
+        )
+    binds = model.shared_binds()
+    if binds:
+        # Not refused: a host folder may be meant to be shared; but two sessions writing one
+        # config folder (jitsi's ~/.jitsi-meet-cfg) is a surprise unless said.
+        said.append(
+            f"group {name} bind-mounts {', '.join(binds)} from outside the worktree: every session "
+            f"shares {'them' if len(binds) > 1 else 'it'}; for a copy per session use a folder "
+            "of the worktree (a relative path) or a named volume"
+        )
+    return said
 
 
 @inverse("compose_restore")

@@ -13,10 +13,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from devup import router
+from devup.envvars import port_key
 from devup.errors import RouterError
 from devup.undo import UndoRecord, UndoStack, inverse
 
 if TYPE_CHECKING:
+    from devup.compose import GroupModel
+    from devup.config import ServiceCfg
     from devup.remote import Engine
 
 
@@ -28,6 +31,24 @@ class Target:
     host: str
     lease: str  # the DEVUP_PORT_ key of the port its hostname leads to
     keys: tuple[str, ...]  # the DEVUP_PORT_ keys of that port: each gets its DEVUP_URL_
+
+
+def targets(
+    *, models: Mapping[str, GroupModel], aliases: Mapping[str, str], services: Mapping[str, ServiceCfg]
+) -> list[tuple[str, str, tuple[str, ...]]]:
+    """(target, the key of the port its hostname leads to, every DEVUP_PORT_ key of that port):
+    each compose service's first published port, each native service's port."""
+    found: list[tuple[str, str, tuple[str, ...]]] = []
+    for model in models.values():
+        for svc, specs in model.services.items():
+            alias = port_key(svc)
+            full = aliases.get(alias)
+            if specs and full is not None:
+                found.append((svc, alias, (alias, full)))
+    for name, cfg in services.items():
+        if cfg.port:
+            found.append((name, port_key(name), (port_key(name),)))
+    return found
 
 
 class Hostnames:

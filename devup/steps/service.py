@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from devup import processes, runner
+from devup.envvars import port_key
 from devup.errors import DevupError, PortConflict
 from devup.leases import port_is_free
 from devup.model import Identity
-from devup.records import ProcessRecord
+from devup.records import ProcessRecord, SessionRecord
 from devup.undo import UndoRecord, UndoStack, inverse
 
 if TYPE_CHECKING:
@@ -241,6 +242,33 @@ def stop_restorable(
         )
     )
     stop(record=record)
+
+
+def stop_previous(
+    *,
+    stack: UndoStack,
+    ident: Identity,
+    name: str,
+    previous: SessionRecord,
+    cwd: Path,
+    log_path: Path,
+    session_record: Path,
+) -> None:
+    """`stop_restorable` for service `name` of the session as it ran (`previous`): its command,
+    variables and port as recorded then."""
+    was = (previous.inputs.get("services") or {}).get(name) or {}
+    stop_restorable(
+        stack=stack,
+        ident=ident,
+        name=name,
+        record=previous.services[name],
+        run=was.get("run"),
+        cwd=cwd,
+        env=previous.env,
+        port=previous.ports.get(port_key(name)),
+        log_path=log_path,
+        session_record=session_record,
+    )
 
 
 @inverse("process_respawn")

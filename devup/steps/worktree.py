@@ -36,6 +36,13 @@ def plan(*, root: Path, path: Path, branch: str, base: str) -> WorktreePlan:
             f"{branch!r} cannot be a session's branch: git reads it as {'HEAD' if branch == '@' else 'a commit id'}",
             hint="pass --branch with a branch name",
         )
+    if branch.startswith("refs/"):
+        # git would make refs/heads/refs/heads/foo of `-b refs/heads/foo`.
+        short = branch.removeprefix("refs/heads/")
+        raise PreflightError(
+            f"{branch!r} is a full ref name, not a branch name",
+            hint=f"pass --branch {short}" if short != branch else "pass --branch with a branch name",
+        )
     existing = git.worktrees(root)
     here = next((w for w in existing if w.path.resolve() == path.resolve()), None)
     if here is not None:

@@ -1,0 +1,113 @@
+"""Reads from the engine's API over plain http.client: the docker SDK, with requests under it,
+takes longer to import (~0.1 s) than `ls` or `status` take in all, and every `up` and
+`--dry-run` asks the engine a few questions before it changes anything. Writes and streams stay
+with the SDK (client.py).
+
+Reaches the engine as the SDK would: its unix socket (an ssh engine through its local
+forwarder) or tcp; an engine behind TLS through the SDK's own session, set up by the SDK.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import urllib.parse
+from typing import Any
+
+from devup.engine.client import client, edge, unavailable
+from devup.errors import EngineError, EngineUnavailable
+from devup.remote import Engine, check_address
+
+
+def get(eng: Engine, path: str, **params: str) -> Any:
+    """`GET path` on the engine, its JSON answer; None when the engine says 404 (the object is
+    gone). An engine that does not answer is EngineUnavailable naming it; any other refusal
+    an EngineError."""
+    conn = _connection(eng)
+    if conn is None:  # TLS: the SDK's own session, which knows every way TLS is set up
+        return _get_tls(eng, path, params)
+    query = f"?{urllib.parse.urlencode(params)}" if params else ""
+    try:
+        conn.request("GET", f"{path}{query}")
+        response = conn.getresponse()
+        body = response.read()
+    except OSError as exc:
+        raise unavailable(eng, exc.strerror or exc) from None
+    finally:
+        conn.close()
+    return _answer(eng, path, response.status, body)
+
+
+@edge
+def _get_tls(eng: Engine, path: str, params: dict[str, str]) -> Any:
+    api = client(eng).api  # a requests.Session, set up by the SDK from the engine's TLS files
+    response = api.get(f"{api.base_url}{path}", params=params, timeout=30)
+    return _answer(eng, path, response.status_code, response.content)
+
+
+def _answer(eng: Engine, path: str, status: int, body: bytes) -> Any:
+    if status == 404:
+        return None
+    if status != 200:
+        raise EngineError(f"the Docker engine {eng.host} answered {status} to GET {path}: {body[:200]!r}")
+    return json.loads(body)
+
+
+def filters(**labels: list[str]) -> str:
+    """The API's `filters` parameter."""
+    return json.dumps(labels)
+
+
+def _connection(eng: Engine) -> Any:
+    """A connection to the engine's unix socket (an ssh engine's local forwarder) or plain tcp;
+    None for TLS."""
+    import http.client
+
+    check_address(eng)
+    host = eng.host
+    if host.startswith("ssh://"):
+        from devup import sshproxy
+
+        host = sshproxy.socket_for(host)
+    if host.startswith("unix://"):
+        where = host.removeprefix("unix://")
+
+        class Unix(http.client.HTTPConnection):
+            def connect(self) -> None:
+                self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                self.sock.settimeout(self.timeout)
+                self.sock.connect(where)
+
+        return Unix("localhost", timeout=30)
+    env = eng.environ()
+    parts = urllib.parse.urlsplit(host.replace("tcp://", "http://", 1))
+    if env.get("DOCKER_TLS_VERIFY") or env.get("DOCKER_CERT_PATH") or parts.scheme != "http":
+        return None
+    return http.client.HTTPConnection(parts.hostname or "localhost", parts.port or 2375, timeout=30)
+
+
+@edge
+def engine_version(eng: Engine, *, attempts: int = 5) -> str:
+    """The engine's version; an engine that does not answer is retried with backoff for ~4 s
+    (0.25, 0.5, 1, 2 s between attempts), so that a blip or a dockerd restart is ridden out."""
+    from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+    retrying = Retrying(
+        retry=retry_if_exception_type(EngineUnavailable),
+        wait=wait_exponential(multiplier=0.25, max=2),
+        stop=stop_after_attempt(attempts),
+        reraise=True,
+    )
+    return str(retrying(lambda: (get(eng, "/version") or {}).get("Version", "?")))
+
+
+_PODMAN: dict[str, bool] = {}
+
+
+def podman(eng: Engine) -> bool:
+    """Whether Podman serves `eng` (its /version names a "Podman Engine" component); asked once
+    per engine for the process, without the SDK (`ls` and `status` ask it)."""
+    if eng.host not in _PODMAN:
+        components = (get(eng, "/version") or {}).get("Components") or []
+        _PODMAN[eng.host] = any(str(c.get("Name", "")).startswith("Podman") for c in components)
+    return _PODMAN[eng.host]
