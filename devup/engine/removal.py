@@ -107,7 +107,14 @@ def remove(eng: Engine, kind: str, name: str) -> None:
 
 @edge
 def sweep_project(
-    eng: Engine, *, project: str, session: str, repo_id: str, keep_volumes: set[str], settle: float = 15.0
+    eng: Engine,
+    *,
+    project: str,
+    session: str,
+    repo_id: str,
+    keep_volumes: set[str],
+    settle: float = 15.0,
+    looks: int = 2,
 ) -> list[str]:
     """Remove what is still on the engine of this session's `project` after `compose down`, and
     confirm through the engine that nothing is left; what cannot be removed within `settle`
@@ -115,8 +122,9 @@ def sweep_project(
 
     Compose can fail on one container while the engine is still creating its siblings: those
     creates land after `down` listed the project (compose-corpus.md: 5 of 11 such rollbacks left
-    containers in state `created`). So the project is listed again until two looks in a row,
-    a moment apart, find nothing.
+    containers in state `created`). So the project is listed again until `looks` looks in a
+    row, a moment apart, find nothing (one is enough once the compose that brought it up has
+    exited).
     """
     from docker.errors import APIError, NotFound
 
@@ -137,7 +145,7 @@ def sweep_project(
         ]
         if not found:
             quiet += 1
-            if quiet >= 2:
+            if quiet >= looks:
                 return []
         else:
             quiet = 0

@@ -70,11 +70,10 @@ def up(
             )
         )
     else:
-        stack.push(
-            UndoRecord(
-                "compose_down", {**identity, "keep_volumes": sorted(before)}, f"compose project {project}"
-            )
+        down = UndoRecord(
+            "compose_down", {**identity, "keep_volumes": sorted(before)}, f"compose project {project}"
         )
+        pushed = stack.push(down)
     files = [worktree / f for f in cfg.files] + [override]
 
     def attempt() -> None:
@@ -123,6 +122,8 @@ def up(
         raise failure  # deterministic: an invalid file, an image that is not there
 
     _retry_transient(attempt)
+    if restore is None:  # compose has exited: no create of it can land after a `down` now
+        stack.update(pushed, UndoRecord(down.kind, {**down.args, "settled": True}, down.label))
     _check_settled(eng, ident=ident, project=project, name=name, restarts_before=restarts_before)
     _check_uptime(eng, project=project, name=name, min_uptime=cfg.min_uptime)
     return GroupRecord(
@@ -340,7 +341,12 @@ def undo(args: dict[str, Any], eng: Engine) -> None:
     # create that landed after `down`, a resumed session's new volume) is removed, a resumed
     # session's data volumes (`keep`) excepted, and what cannot be is a leftover (exit 3).
     left = removal.sweep_project(
-        eng, project=args["project"], session=args["session"], repo_id=args["repo_id"], keep_volumes=keep
+        eng,
+        project=args["project"],
+        session=args["session"],
+        repo_id=args["repo_id"],
+        keep_volumes=keep,
+        looks=1 if args.get("settled") else 2,  # a compose still running may yet create something
     )
     if left:
         raise DevupError(f"still on the engine after `compose down -p {args['project']}`: {', '.join(left)}")
