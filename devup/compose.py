@@ -212,7 +212,7 @@ def up(
     knows what changed, the others are kept (`--no-recreate`) and only those are recreated.
     """
     from devup.engine import health
-    from devup.engine.client import is_podman
+    from devup.engine.http import is_podman
 
     args = [*compose_command(), "-p", project]
     for f in files:

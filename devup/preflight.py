@@ -13,8 +13,7 @@ from typing import TYPE_CHECKING
 
 from devup import compose, compose_inputs, envvars, git, mounts, remote
 from devup.config import Config, GroupCfg, Mode, ServiceCfg
-from devup.engine.client import podman_version
-from devup.engine.http import engine_version
+from devup.engine.http import engine_version, podman_version
 from devup.engine.removal import foreign_objects
 from devup.envvars import port_key
 from devup.errors import DevupError, EngineUnavailable, PreflightError, UsageError

@@ -76,25 +76,6 @@ def edge(fn: _Fn) -> _Fn:
 LIBPOD = "/v4.0.0/libpod"
 
 
-@functools.cache
-def podman_version(eng: Engine) -> str | None:
-    """Podman's version when Podman serves `eng` (its /version names a "Podman Engine"
-    component), else None; once per engine for the process. An engine that does not answer is
-    not Podman here (the caller finds out that it does not answer)."""
-    from docker.errors import DockerException
-
-    try:
-        components = client(eng).version().get("Components") or []
-    except (DockerException, EngineUnavailable, ConnectionError):
-        return None
-    found = [c for c in components if str(c.get("Name", "")).startswith("Podman")]
-    return str(found[0].get("Version") or "0") if found else None
-
-
-def is_podman(eng: Engine) -> bool:
-    return podman_version(eng) is not None
-
-
 def libpod(eng: Engine, method: str, path: str, *, timeout: float = 60) -> Any:
     """A libpod API request (`path` after /libpod) on a Podman engine: its JSON, or None."""
     api = client(eng).api

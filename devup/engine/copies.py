@@ -7,7 +7,8 @@ from collections.abc import Iterator
 from typing import IO, Any, cast
 
 from devup import faults
-from devup.engine.client import client, edge, explain, is_podman
+from devup.engine.client import client, edge, explain
+from devup.engine.http import is_podman
 from devup.engine.labels import LABEL_HELPER
 from devup.engine.volumes import remove_helpers, volume_info
 from devup.errors import EngineError

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from devup.engine.client import client, edge, is_podman, libpod
+from devup.engine.client import client, edge, libpod
+from devup.engine.http import is_podman
 from devup.remote import Engine
 
 # Where Podman looks for its init (containers.conf's init_path), and Debian's catatonit package.

@@ -16,7 +16,8 @@ import threading
 import time
 from collections.abc import Iterator
 
-from devup.engine.client import client, is_podman, libpod
+from devup.engine.client import client, libpod
+from devup.engine.http import is_podman
 from devup.engine.labels import LABEL_PROJECT
 from devup.remote import Engine
 

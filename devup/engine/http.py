@@ -101,13 +101,23 @@ def engine_version(eng: Engine, *, attempts: int = 5) -> str:
     return str(retrying(lambda: (get(eng, "/version") or {}).get("Version", "?")))
 
 
-_PODMAN: dict[str, bool] = {}
+_PODMAN: dict[str, str | None] = {}
 
 
-def podman(eng: Engine) -> bool:
-    """Whether Podman serves `eng` (its /version names a "Podman Engine" component); asked once
-    per engine for the process, without the SDK (`ls` and `status` ask it)."""
+def podman_version(eng: Engine) -> str | None:
+    """Podman's version when Podman serves `eng` (its /version names a "Podman Engine"
+    component), else None; asked once per engine for the process, without the SDK (`ls`,
+    `status` and every `up` ask it). An engine that does not answer is not Podman here, and not
+    remembered as such (the caller finds out that it does not answer)."""
     if eng.host not in _PODMAN:
-        components = (get(eng, "/version") or {}).get("Components") or []
-        _PODMAN[eng.host] = any(str(c.get("Name", "")).startswith("Podman") for c in components)
+        try:
+            components = (get(eng, "/version") or {}).get("Components") or []
+        except (EngineUnavailable, EngineError):
+            return None
+        found = [c for c in components if str(c.get("Name", "")).startswith("Podman")]
+        _PODMAN[eng.host] = str(found[0].get("Version") or "0") if found else None
     return _PODMAN[eng.host]
+
+
+def is_podman(eng: Engine) -> bool:
+    return podman_version(eng) is not None

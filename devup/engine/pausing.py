@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from devup.engine.client import client, edge, explain, is_podman
+from devup.engine.client import client, edge, explain
+from devup.engine.http import is_podman
 from devup.engine.labels import LABEL_HELPER, LABEL_PROJECT, LABEL_REPO, LABEL_SESSION
 from devup.errors import EngineError
 from devup.remote import Engine

@@ -22,7 +22,7 @@ def _list_containers(eng: Engine, labels: list[str]) -> list[dict[str, Any]]:
     query = {"all": "1", "filters": http.filters(label=labels)}
     data = http.get(eng, "/containers/json", **query)
     found: list[dict[str, Any]] = data if isinstance(data, list) else []
-    if found and http.podman(eng):
+    if found and http.is_podman(eng):
         states = {
             c.get("Id"): c.get("Status") for c in http.get(eng, f"{LIBPOD}/containers/json", **query) or []
         }
