@@ -3,6 +3,7 @@ validates, and the override file devup writes for each group (engine queries: en
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -204,7 +205,9 @@ def up(
     wait_timeout: float,
     recreate: list[str] | None = None,
 ) -> runner.Result:
-    """`compose up -d --wait`. `recreate`: the services whose config changed since the group last
+    """`compose up -d --wait`: compose brings the group up, devup waits for it (health.wait_ready,
+    compose's own `--wait` noticed sooner); a wait that fails is a failed result, its words at the
+    end of compose's output. `recreate`: the services whose config changed since the group last
     came up (None: not known; compose decides alone).
 
     On Podman, compose finds every existing container's networks changed (Podman gives a network's
@@ -217,27 +220,34 @@ def up(
     args = [*compose_command(), "-p", project]
     for f in files:
         args += ["-f", str(f)]
-    wait = ["up", "-d", "--wait", "--wait-timeout", str(int(wait_timeout))]
+    # --wait-timeout without --wait bounds compose's waits for depends_on conditions, as before.
+    detached = ["up", "-d", "--wait-timeout", str(int(wait_timeout))]
     timeout = wait_timeout + 300
     with health.tended(eng, project=project):  # Podman without systemd: devup runs the checks
         if recreate is None or not is_podman(eng):
-            return runner.run(
-                [*args, *wait, "--remove-orphans"], cwd=cwd, env=eng.environ(env), timeout=timeout
+            result = runner.run(
+                [*args, *detached, "--remove-orphans"], cwd=cwd, env=eng.environ(env), timeout=timeout
             )
-        kept = runner.run(
-            [*args, *wait, "--remove-orphans", "--no-recreate"],
-            cwd=cwd,
-            env=eng.environ(env),
-            timeout=timeout,
-        )
-        if not kept.ok or not recreate:
-            return kept
-        return runner.run(
-            [*args, *wait, "--force-recreate", "--no-deps", *recreate],
-            cwd=cwd,
-            env=eng.environ(env),
-            timeout=timeout,
-        )
+        else:
+            result = runner.run(
+                [*args, *detached, "--remove-orphans", "--no-recreate"],
+                cwd=cwd,
+                env=eng.environ(env),
+                timeout=timeout,
+            )
+            if result.ok and recreate:
+                result = runner.run(
+                    [*args, *detached, "--force-recreate", "--no-deps", *recreate],
+                    cwd=cwd,
+                    env=eng.environ(env),
+                    timeout=timeout,
+                )
+        if not result.ok:
+            return result
+        problem = health.wait_ready(eng, project=project, timeout=wait_timeout)
+    if problem is None:
+        return result
+    return dataclasses.replace(result, returncode=1, output=f"{result.output.rstrip()}\n{problem}\n".lstrip())
 
 
 def stop(eng: Engine, *, project: str, timeout: float = 10) -> None:
