@@ -1,77 +1,60 @@
-"""devup.toml -> a validated Config; every error names the file, the key path and the line."""
+"""devup.toml -> a Config: the values every command reads, and what `up` keeps of them.
+
+The text is validated by config_check.py (pydantic) the first time devup sees it; `up` keeps
+the values it validated (`remember`) under a key of the text and of the code that validates it,
+so later commands that meet the same text build the Config from those values without importing
+pydantic (~0.15 s of every `up`, reconcile and `--dry-run`). Any other text, or another devup,
+is validated again. The comments on the fields are here; config_check.py has their rules.
+"""
 
 from __future__ import annotations
 
-import re
-import tomllib
-from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import Annotated, Any, Literal
+import contextlib
+import dataclasses
+import functools
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-
-from devup import envvars
-from devup.errors import ConfigError
+from devup import __version__
 from devup.hookspec import Hook, normalise
-from devup.paths import CONFIG_NAME, read_config
+from devup.locks import write_atomic
 
 Mode = Literal["container", "hybrid", "host"]
-MODES: tuple[Mode, ...] = ("container", "hybrid", "host")
-# Compose project names allow [a-z0-9_-]; a name must start with a letter or digit.
-UNIT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")  # always fullmatch: `$` lets a final newline in
-# Timeouts are finite and at most a day: `inf` would make `down` wait forever on a service that
-# ignores SIGTERM, and the runner cannot even schedule it (OverflowError).
-MAX_SECONDS = 86400.0
+# What decides how a text validates: a change to any of them is another key.
+_VALIDATION = ("config.py", "config_check.py", "envvars.py", "usage.py", "hookspec.py")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ProjectCfg(_Strict):
+@dataclass(frozen=True)
+class ProjectCfg:
     name: str | None = None
     worktrees: str | None = None
     base: str | None = None
     mode: Mode = "container"
-    context: str | None = Field(default=None, min_length=1)  # docker context of the sessions (§6)
-    data_from: str | None = Field(default=None, min_length=1)  # default --from of new sessions (§7)
+    context: str | None = None  # docker context of the sessions (§6)
+    data_from: str | None = None  # default --from of new sessions (§7)
 
 
-class PortsCfg(_Strict):
-    range: tuple[Annotated[int, Field(ge=1024, le=65535)], Annotated[int, Field(ge=1024, le=65535)]] = (
-        20000,
-        39999,
-    )
-
-    @model_validator(mode="after")
-    def _ordered(self) -> PortsCfg:
-        if self.range[0] > self.range[1]:
-            raise ValueError("range must be [low, high] with low <= high")
-        return self
+@dataclass(frozen=True)
+class PortsCfg:
+    range: tuple[int, int] = (20000, 39999)
 
 
-class LimitsCfg(_Strict):
-    """SPEC §5.13; read again without pydantic by usage.limits_of, for `up`'s cheap reaping."""
+@dataclass(frozen=True)
+class LimitsCfg:
+    """SPEC §5.13; read again by usage.limits_of from the text alone, for `up`'s cheap reaping."""
 
-    max_sessions: int | None = Field(default=None, ge=1)
-    max_running: int | None = Field(default=None, ge=1)
+    max_sessions: int | None = None
+    max_running: int | None = None
     evict: Literal["lru", "none"] = "lru"
     idle_stop: str | None = None
     expire: str | None = None
 
-    @field_validator("idle_stop", "expire")
-    @classmethod
-    def _duration(cls, value: str | None) -> str | None:
-        from devup.usage import parse_duration
 
-        if value is not None:
-            parse_duration(value)
-        return value
-
-
-_DOMAIN = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$")
-
-
-class RoutesCfg(_Strict):
+@dataclass(frozen=True)
+class RoutesCfg:
     """SPEC §9: a hostname per session and target, through the router (devup/router.py)."""
 
     # None: on where caddy is installed (off with a note where it is not); true: required.
@@ -79,113 +62,72 @@ class RoutesCfg(_Strict):
     domain: str = "localhost"
     https: bool = True
     # Where the router listens when 80/443 are taken or not allowed (the URLs then carry them).
-    http_port: int = Field(default=20080, ge=1, le=65535)
-    https_port: int = Field(default=20443, ge=1, le=65535)
-
-    @field_validator("domain")
-    @classmethod
-    def _a_domain(cls, value: str) -> str:
-        if len(value) > 180 or not _DOMAIN.fullmatch(value):
-            raise ValueError(
-                f"{value!r} is not a domain name (lower-case labels of a-z, 0-9 and '-', dot-separated)"
-            )
-        return value
-
-    @model_validator(mode="after")
-    def _two_ports(self) -> RoutesCfg:
-        if self.http_port == self.https_port:
-            raise ValueError("http_port and https_port must differ")
-        return self
+    http_port: int = 20080
+    https_port: int = 20443
 
 
-class WorktreeCfg(_Strict):
-    copy_: list[str] = Field(default_factory=list, alias="copy")
-
-    @field_validator("copy_")
-    @classmethod
-    def _relative_inside(cls, value: list[str]) -> list[str]:
-        # SPEC §5.11: copy never reads or writes outside the main checkout and the worktree.
-        for entry in value:
-            parts = PurePosixPath(entry).parts
-            if not entry.strip() or entry.startswith(("/", "~")) or PureWindowsPath(entry).drive:
-                raise ValueError(f"{entry!r} must be a path relative to the main checkout")
-            if ".." in parts or ".." in PureWindowsPath(entry).parts:
-                raise ValueError(f"{entry!r} must not contain '..': copy stays inside the main checkout")
-        return value
+@dataclass(frozen=True)
+class WorktreeCfg:
+    copy_: list[str] = field(default_factory=list)  # `copy` in devup.toml
 
 
-class GroupCfg(_Strict):
-    files: list[str] = Field(min_length=1)
-    modes: list[Mode] = Field(default_factory=lambda: list[Mode](["container", "hybrid"]))
-    wait_timeout: float = Field(default=120, gt=0, le=MAX_SECONDS, allow_inf_nan=False)
+@dataclass(frozen=True)
+class GroupCfg:
+    files: list[str]
+    modes: list[Mode] = field(default_factory=lambda: list[Mode](["container", "hybrid"]))
+    wait_timeout: float = 120
     # SPEC §3: a container without a healthcheck is ready once it has run this long since its
     # last start without exiting or restarting (`--wait` accepts it as soon as it runs).
-    min_uptime: float = Field(default=2, ge=0, le=MAX_SECONDS, allow_inf_nan=False)
-    depends_on: list[str] = Field(default_factory=list)
+    min_uptime: float = 2
+    depends_on: list[str] = field(default_factory=list)
 
 
-class ReadyCfg(_Strict):
+@dataclass(frozen=True)
+class ReadyCfg:
     http: str | None = None
     tcp: bool | None = None
     cmd: str | None = None
     log: str | None = None
 
-    @model_validator(mode="after")
-    def _exactly_one(self) -> ReadyCfg:
-        given = [k for k in ("http", "tcp", "cmd", "log") if getattr(self, k) not in (None, False)]
-        if len(given) != 1:
-            raise ValueError("give exactly one of http, tcp, cmd, log")
-        if self.log is not None:
-            try:
-                re.compile(self.log)
-            except re.error as exc:
-                raise ValueError(f"log is not a valid regex: {exc}") from exc
-        return self
 
-
-class ServiceCfg(_Strict):
-    run: str = Field(min_length=1)
-    modes: list[Mode] = Field(default_factory=lambda: list[Mode](["host", "hybrid"]))
+@dataclass(frozen=True)
+class ServiceCfg:
+    run: str
+    modes: list[Mode] = field(default_factory=lambda: list[Mode](["host", "hybrid"]))
     port: bool = False
-    depends_on: list[str] = Field(default_factory=list)
+    depends_on: list[str] = field(default_factory=list)
     ready: ReadyCfg | None = None
-    ready_timeout: float = Field(default=60, gt=0, le=MAX_SECONDS, allow_inf_nan=False)
-    stop_timeout: float = Field(default=10, ge=0, le=MAX_SECONDS, allow_inf_nan=False)
+    ready_timeout: float = 60
+    stop_timeout: float = 10
 
 
-class HookSpec(_Strict):
-    run: str | list[str]
-    undo: str | None = None
-    timeout: float | None = Field(default=None, gt=0, le=MAX_SECONDS, allow_inf_nan=False)
+HookValue = str | list[str] | dict[str, Any]  # a command, an argv, or {run, undo, timeout}
 
 
-HOOK_NAMES = ("pre_up", "post_create", "pre_spawn", "post_up", "pre_down", "post_down")
-_HookValue = str | list[str] | HookSpec
-
-
-class HooksCfg(_Strict):
-    pre_up: _HookValue | None = None
-    post_create: _HookValue | None = None
-    pre_spawn: _HookValue | None = None
-    post_up: _HookValue | None = None
-    pre_down: _HookValue | None = None
-    post_down: _HookValue | None = None
+@dataclass(frozen=True)
+class HooksCfg:
+    pre_up: HookValue | None = None
+    post_create: HookValue | None = None
+    pre_spawn: HookValue | None = None
+    post_up: HookValue | None = None
+    pre_down: HookValue | None = None
+    post_down: HookValue | None = None
 
     def get(self, name: str) -> Hook | None:
-        value = getattr(self, name)
-        return normalise(name, value.model_dump() if isinstance(value, HookSpec) else value)
+        return normalise(name, getattr(self, name))
 
 
-class Config(_Strict):
-    project: ProjectCfg = Field(default_factory=ProjectCfg)
-    ports: PortsCfg = Field(default_factory=PortsCfg)
-    limits: LimitsCfg = Field(default_factory=LimitsCfg)
-    routes: RoutesCfg = Field(default_factory=RoutesCfg)
-    worktree: WorktreeCfg = Field(default_factory=WorktreeCfg)
-    env: dict[str, str] = Field(default_factory=dict)
-    groups: dict[str, GroupCfg] = Field(default_factory=dict)
-    services: dict[str, ServiceCfg] = Field(default_factory=dict)
-    hooks: HooksCfg = Field(default_factory=HooksCfg)
+@dataclass(frozen=True)
+class Config:
+    project: ProjectCfg = field(default_factory=ProjectCfg)
+    ports: PortsCfg = field(default_factory=PortsCfg)
+    limits: LimitsCfg = field(default_factory=LimitsCfg)
+    routes: RoutesCfg = field(default_factory=RoutesCfg)
+    worktree: WorktreeCfg = field(default_factory=WorktreeCfg)
+    env: dict[str, str] = field(default_factory=dict)
+    groups: dict[str, GroupCfg] = field(default_factory=dict)
+    services: dict[str, ServiceCfg] = field(default_factory=dict)
+    hooks: HooksCfg = field(default_factory=HooksCfg)
 
     def groups_for(self, mode: Mode) -> dict[str, GroupCfg]:
         return {name: g for name, g in self.groups.items() if mode in g.modes}
@@ -196,129 +138,71 @@ class Config(_Strict):
 
 def load(repo_root: Path) -> Config:
     """Read and validate `devup.toml` at the main checkout's root."""
+    from devup.paths import CONFIG_NAME, read_config
+
     return parse(repo_root / CONFIG_NAME, read_config(repo_root))
 
 
 def parse(path: Path, text: str) -> Config:
     """Validate the text of `path`; errors name the file, the key path and the line."""
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    except RecursionError:
-        raise ConfigError(f"{path}: arrays or tables are nested too deeply to read") from None
-    try:
-        config = Config.model_validate(raw)
-    except RecursionError:
-        raise ConfigError(f"{path}: arrays or tables are nested too deeply to read") from None
-    except ValidationError as exc:
-        # For a union (a hook is a string, a list or a table) the deepest error comes from the
-        # member that matched the kind of value written: report that one.
-        first = max(exc.errors(), key=lambda e: len(e["loc"]))
-        loc = tuple(str(p) for p in first["loc"] if not _is_union_tag(p))
-        raise ConfigError(_where(path, text, loc) + f": {first['msg']}") from None
-    _check_names(path, text, config)
-    return config
+    from devup import config_check
+
+    return build(config_check.validate(path, text))
 
 
-def _is_union_tag(part: Any) -> bool:
-    # pydantic puts the union member's type ("str", "list[str]", "HookSpec") into the location.
-    return isinstance(part, str) and (part in {"str", "HookSpec"} or part.startswith("list["))
-
-
-def _check_names(path: Path, text: str, config: Config) -> None:
-    def fail(loc: tuple[str, ...], msg: str) -> None:
-        raise ConfigError(_where(path, text, loc) + f": {msg}")
-
-    for kind, units in (("groups", config.groups), ("services", config.services)):
-        for name in units:
-            if not UNIT_NAME.fullmatch(name):
-                fail((kind, name), f"name {name!r} must match {UNIT_NAME.pattern}")
-    for key in config.env:
-        if not envvars.KEY.fullmatch(key):
-            fail(("env", key), f"variable name {key!r} must match ^[A-Za-z_][A-Za-z0-9_]*$")
-        if key.startswith("DEVUP_") or key == "PORT":
-            # devup sets these itself (SPEC §4): one in [env] would shadow it (new-L7).
-            fail(
-                ("env", key), f"{key} is set by devup itself (DEVUP_* and a service's PORT); use another name"
-            )
-    for name in set(config.groups) & set(config.services):
-        fail(("services", name), f"{name!r} is both a group and a service")
-    for name, group in config.groups.items():
-        for dep in group.depends_on:
-            if dep not in config.groups:
-                fail(("groups", name, "depends_on"), f"unknown group {dep!r}")
-    for name, service in config.services.items():
-        for dep in service.depends_on:
-            if dep not in config.groups and dep not in config.services:
-                fail(("services", name, "depends_on"), f"unknown group or service {dep!r}")
-        if service.ready and (service.ready.http or service.ready.tcp) and not service.port:
-            fail(("services", name, "ready"), "an http or tcp probe needs `port = true`")
-    graph = {n: list(g.depends_on) for n, g in config.groups.items()}
-    graph.update({n: list(s.depends_on) for n, s in config.services.items()})
-    cycle = find_cycle(graph)
-    if cycle:
-        kind = "groups" if cycle[0] in config.groups else "services"
-        fail((kind, cycle[0], "depends_on"), "dependency cycle: " + " -> ".join(cycle))
-    # Both forms envvars expands, `${A}` and `$A`: a cycle through either would never end.
-    env_graph = {
-        k: [a or b for a, b in envvars.REF.findall(v) if (a or b) in config.env]
-        for k, v in config.env.items()
+def build(values: dict[str, Any]) -> Config:
+    """The Config of validated values (config_check.validate's, or `dump`'s)."""
+    services = {
+        name: ServiceCfg(**{**s, "ready": ReadyCfg(**s["ready"]) if s.get("ready") else None})
+        for name, s in values["services"].items()
     }
-    cycle = find_cycle(env_graph)
-    if cycle:
-        fail(("env", cycle[0]), "variables refer to each other in a cycle: " + " -> ".join(cycle))
+    return Config(
+        project=ProjectCfg(**values["project"]),
+        ports=PortsCfg(range=(values["ports"]["range"][0], values["ports"]["range"][1])),
+        limits=LimitsCfg(**values["limits"]),
+        routes=RoutesCfg(**values["routes"]),
+        worktree=WorktreeCfg(**values["worktree"]),
+        env=dict(values["env"]),
+        groups={name: GroupCfg(**g) for name, g in values["groups"].items()},
+        services=services,
+        hooks=HooksCfg(**values["hooks"]),
+    )
 
 
-def find_cycle(graph: dict[str, list[str]]) -> list[str] | None:
-    """A dependency cycle as a path that returns to its start, or None."""
-    state: dict[str, int] = {}
-    stack: list[str] = []
-
-    def visit(node: str) -> list[str] | None:
-        state[node] = 1
-        stack.append(node)
-        for dep in graph.get(node, []):
-            if state.get(dep) == 1:
-                return [*stack[stack.index(dep) :], dep]
-            if dep not in state and (found := visit(dep)):
-                return found
-        stack.pop()
-        state[node] = 2
-        return None
-
-    for node in graph:
-        if node not in state and (found := visit(node)):
-            return found
-    return None
+def dump(cfg: Any) -> dict[str, Any]:
+    """A config (or a part of one) as plain values: what `build` reads, and what drift digests."""
+    return dataclasses.asdict(cfg)
 
 
-_HEADER = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
-_KEY = re.compile(r"^\s*([A-Za-z0-9_\-\"'.]+)\s*=")
+@functools.lru_cache(maxsize=4)
+def key(text: str) -> str:
+    """Names the values of `text` as this devup validates it."""
+    h = hashlib.sha256(f"devup {__version__}\n".encode())
+    here = Path(__file__).parent
+    for name in _VALIDATION:
+        h.update((here / name).read_bytes())
+    h.update(text.encode())
+    return h.hexdigest()
 
 
-def _split_key(key: str) -> tuple[str, ...]:
-    return tuple(part.strip().strip("\"'") for part in key.split("."))
+def cached(path: Path, text: str) -> Config | None:
+    """The Config `remember` kept at `path` for this very text and devup, or None."""
+    try:
+        kept = json.loads(path.read_text())
+        if kept.get("key") != key(text):
+            return None
+        return build(kept["config"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # none kept, or unreadable: validated again
 
 
-def _where(path: Path, text: str, loc: tuple[str, ...]) -> str:
-    """`file:line: key.path`, the line being the best match for the key path."""
-    table: tuple[str, ...] = ()
-    best, best_len = 0, 0
-    for number, line in enumerate(text.splitlines(), start=1):
-        if header := _HEADER.match(line):
-            table = _split_key(header.group(1))
-            candidate = table
-        elif key := _KEY.match(line):
-            candidate = table + _split_key(key.group(1))
-        else:
-            continue
-        common = 0
-        for a, b in zip(candidate, loc, strict=False):
-            if a != b:
-                break
-            common += 1
-        if common == len(candidate) and common > best_len:
-            best, best_len = number, common
-    where = f"{path}:{best}" if best else str(path)
-    return f"{where}: {'.'.join(loc) or '(top level)'}"
+def remember(path: Path, text: str, cfg: Config) -> None:
+    """Keep the values of `cfg`, validated from `text`, for the next command (see `cached`)."""
+    named = key(text)
+    try:
+        if json.loads(path.read_text()).get("key") == named:
+            return
+    except (OSError, ValueError, AttributeError):
+        pass  # none kept yet, or unreadable: written anew
+    with contextlib.suppress(OSError):  # a cache: a full or read-only disk only costs time later
+        write_atomic(path, json.dumps({"key": named, "config": dump(cfg)}))

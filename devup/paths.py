@@ -113,6 +113,11 @@ class RepoPaths:
         return state_root() / "repos" / self.repo_id
 
     @property
+    def config_values(self) -> Path:
+        """The values of the devup.toml last validated by `up` (config.remember)."""
+        return self.state / "config.json"
+
+    @property
     def sessions_dir(self) -> Path:
         return self.state / "sessions"
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,6 @@ from devup import (
 )
 from devup.envvars import port_key
 from devup.errors import (
-    DevupError,
     Interrupted,
     PreflightError,
     UsageError,
@@ -84,8 +82,10 @@ class UpResult:
 def up(ws: Workspace, req: UpRequest, reporter: Reporter) -> UpResult:
     started = time.monotonic()
     paths.check_session_name(req.name)
-    if not _config_unchanged_since_up(ws, req.name):
-        ws.config  # noqa: B018  (validates: a config error is exit 2 before anything changes)
+    # Validated (a config error is exit 2 before anything changes) unless it is the text this
+    # session came up with, and kept for the commands that meet it next (`--dry-run`, a
+    # reconcile), which then skip pydantic: `remember` is a read when it is kept already.
+    ws.remember_config()
     from devup import fleet, usage
 
     # A fleet that never runs `gc` reaps itself: a stat or two per session when nothing is due.
@@ -264,15 +264,6 @@ def _engine_for(ws: Workspace, req: UpRequest, previous: SessionRecord | None) -
                 hint=f"`devup down {req.name}` first to move it to another engine",
             )
     return recorded
-
-
-def _config_unchanged_since_up(ws: Workspace, name: str) -> bool:
-    """devup.toml is byte for byte the one `name` was last brought up with, which validated then
-    (docker-compose's config hash, used the same way): `up` of an up session skips pydantic."""
-    with contextlib.suppress(DevupError):  # a corrupt record is reported under the lock
-        previous = ws.record(name)
-        return previous is not None and previous.config_digest == ws.config_digest
-    return False
 
 
 class _Run:

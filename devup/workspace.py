@@ -30,9 +30,18 @@ class Workspace:
 
     @functools.cached_property
     def config(self) -> Config:
-        from devup import config  # pydantic: only the commands that read devup.toml pay for it
+        from devup import config
 
-        return config.parse(self.repo.root / CONFIG_NAME, self.config_text)
+        # Validated (pydantic, ~0.15 s) only when `up` has not validated this very text before.
+        return config.cached(self.repo.config_values, self.config_text) or config.parse(
+            self.repo.root / CONFIG_NAME, self.config_text
+        )
+
+    def remember_config(self) -> None:
+        """Keep the values of this config for the next command (config.remember)."""
+        from devup import config
+
+        config.remember(self.repo.config_values, self.config_text, self.config)
 
     @property
     def config_digest(self) -> str:

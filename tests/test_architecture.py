@@ -69,6 +69,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "records",
             "leases",
             "config",
+            "config_check",
             "model",
             "envvars",
             "hookspec",

@@ -84,6 +84,76 @@ def test_defaults_and_hook_forms(tmp_path):
     assert list(cfg.groups_for("host")) == [] and list(cfg.services_for("container")) == []
 
 
+RICH = """
+[project]
+name = "p"
+mode = "hybrid"
+[ports]
+range = [21000, 21999]
+[limits]
+max_sessions = 3
+idle_stop = "2h"
+[routes]
+domain = "dev.test"
+[worktree]
+copy = [".env"]
+[env]
+A = "1"
+[groups.db]
+files = ["db.yaml"]
+wait_timeout = 30
+[services.web]
+run = "serve"
+port = true
+depends_on = ["db"]
+ready = { http = "/" }
+[hooks]
+post_up = { run = "seed", undo = "unseed" }
+pre_down = ["a", "b"]
+"""
+
+
+def test_the_models_and_their_twins_agree_field_for_field() -> None:
+    # config_check.py validates, config.py holds the values: the two must name the same fields.
+    import dataclasses
+
+    from devup import config_check
+
+    names = ["ProjectCfg", "PortsCfg", "LimitsCfg", "RoutesCfg", "WorktreeCfg", "GroupCfg"]
+    for name in [*names, "ReadyCfg", "ServiceCfg", "HooksCfg", "Config"]:
+        checked = list(getattr(config_check, name).model_fields)
+        held = [f.name for f in dataclasses.fields(getattr(config, name))]
+        assert checked == held, name
+    assert config.parse(Path("devup.toml"), "") == config.Config()  # the same defaults
+
+
+def test_remembered_values_build_the_same_config_without_pydantic(tmp_path) -> None:
+    text = textwrap.dedent(RICH)
+    kept = tmp_path / "config.json"
+    validated = config.parse(tmp_path / "devup.toml", text)
+    config.remember(kept, text, validated)
+    script = (
+        "import sys; from pathlib import Path; from devup import config; "
+        f"cfg = config.cached(Path({str(kept)!r}), {text!r}); "
+        "assert 'pydantic' not in sys.modules, 'pydantic was imported'; "
+        "print(repr(cfg))"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == repr(validated)
+    assert config.cached(kept, text + "\n# edited\n") is None  # another text is validated again
+    kept.write_text("{not json")
+    assert config.cached(kept, text) is None
+
+
+def test_an_edit_that_breaks_a_remembered_config_is_still_exit_2(tmp_path) -> None:
+    kept = tmp_path / "config.json"
+    config.remember(kept, "", config.parse(tmp_path / "devup.toml", ""))
+    (tmp_path / "devup.toml").write_text('[project]\nmoed = "host"\n')
+    with pytest.raises(ConfigError):
+        config.cached(kept, '[project]\nmoed = "host"\n') or config.load(tmp_path)
+
+
 def up_in_new_repo(tmp_path, toml: str, name: str) -> subprocess.CompletedProcess[str]:
     """`devup up NAME` in a fresh repository <tmp_path>/r holding only this devup.toml."""
     repo = tmp_path / "r"
