@@ -1,4 +1,7 @@
-"""Native processes: identity (pid + start time), staged stops, and tagged-process sweeps."""
+"""Native processes: identity (pid + start time), staged stops, and tagged-process sweeps.
+
+psutil is imported by the functions that use it (~10 ms): a command that never looks at a
+process (`--dry-run`, `ls`, a reconcile of compose groups) does not pay for it."""
 
 from __future__ import annotations
 
@@ -6,8 +9,10 @@ import contextlib
 import os
 import signal
 import time
+from typing import TYPE_CHECKING
 
-import psutil
+if TYPE_CHECKING:
+    import psutil
 
 # Every process devup starts carries these in its environment, inherited by its children,
 # so processes a killed run left behind can be found from /proc alone.
@@ -17,6 +22,8 @@ TAG_UNIT = "DEVUP_UNIT"  # "service:web" or "hook:post_up"
 
 
 def start_time(pid: int) -> float | None:
+    import psutil
+
     try:
         return psutil.Process(pid).create_time()
     except psutil.Error:
@@ -25,6 +32,8 @@ def start_time(pid: int) -> float | None:
 
 def is_alive(pid: int, started: float) -> bool:
     """True only for the very process recorded: a recycled pid has another start time."""
+    import psutil
+
     try:
         proc = psutil.Process(pid)
         return abs(proc.create_time() - started) < 0.01 and proc.status() != psutil.STATUS_ZOMBIE
@@ -50,6 +59,8 @@ def stop(pid: int, started: float, *, timeout: float) -> None:
 
 def tagged(*, repo_id: str, session: str, unit: str | None = None) -> list[psutil.Process]:
     """Live processes whose environment carries this session's (and unit's) tags."""
+    import psutil
+
     found = []
     for proc in tagged_all(repo_id=repo_id):
         with contextlib.suppress(psutil.Error):
@@ -66,6 +77,8 @@ def kill_tagged(*, repo_id: str, session: str, unit: str | None = None, timeout:
 
 def _terminate(procs: list[psutil.Process], *, timeout: float) -> None:
     """SIGTERM each process, SIGKILL what is still running after `timeout`."""
+    import psutil
+
     for proc in procs:
         with contextlib.suppress(psutil.Error):
             proc.terminate()
@@ -93,6 +106,8 @@ def _wait_exited(procs: list[psutil.Process], *, timeout: float) -> list[psutil.
 
 
 def _running(proc: psutil.Process) -> bool:
+    import psutil
+
     try:
         return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
@@ -100,6 +115,8 @@ def _running(proc: psutil.Process) -> bool:
 
 
 def _group(pgid: int) -> list[psutil.Process]:
+    import psutil
+
     members = []
     for proc in psutil.process_iter():
         try:
@@ -119,6 +136,8 @@ def _ourselves() -> set[int]:
     """This process and its ancestors: `devup down` run from a shell that inherited the
     session's tags (a hook, `devup exec`, a service's terminal) must not kill itself or that
     shell halfway through."""
+    import psutil
+
     me = psutil.Process()
     return {me.pid, *(p.pid for p in me.parents())}
 
@@ -126,6 +145,8 @@ def _ourselves() -> set[int]:
 def tagged_all(*, repo_id: str) -> list[psutil.Process]:
     """Live processes carrying this repository's tag, whatever their session (never devup
     itself nor the processes it runs under)."""
+    import psutil
+
     found = []
     spared = _ourselves()
     for proc in psutil.process_iter():
@@ -143,6 +164,8 @@ def kill_pid(pid: int, timeout: float = 5, *, started: float | None = None) -> N
     """SIGTERM one process, SIGKILL after `timeout`; already gone is success. With `started`
     (its start time when it was found), a process that took over a recycled pid is not it:
     the one found is gone, and the other is left alone."""
+    import psutil
+
     try:
         proc = psutil.Process(pid)
     except psutil.NoSuchProcess:
@@ -157,6 +180,8 @@ def strays(worktree: str) -> list[psutil.Process]:
     """Daemons left in a session's worktree that shed its tags: working folder inside it, adopted
     by init (or a subreaper: the parent is not in the worktree's tree), no terminal. A hook's
     `setsid env -i cmd &` ends up so; a person's shell (a terminal) or editor (a parent) does not."""
+    import psutil
+
     root = os.path.realpath(worktree)
     found = []
     mine = _ourselves()
@@ -185,6 +210,8 @@ def kill_strays(worktree: str, *, timeout: float = 5) -> None:
 def port_owner(port: int) -> tuple[int, str] | None:
     """(pid, program) of the process listening on TCP `port` here; None when nothing (or nothing
     this user may see) listens."""
+    import psutil
+
     with contextlib.suppress(psutil.Error):
         for conn in psutil.net_connections(kind="tcp"):
             if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port and conn.pid:
