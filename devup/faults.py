@@ -7,7 +7,8 @@ post_create, data (`up --from`'s copies), group:NAME, pre_spawn, service:NAME, p
 or `during:PHASE`, right after a data copy's helper container started (it copies on when devup
 is killed there), PHASE one of snapshot (`snapshot create`, and a restore's keeping copy),
 restore (a restore's copy into the session), clone (`up --from`), copy-back (a restore undone);
-or `during:restarted`, a restore's containers started again on the restored data.
+or `during:restarted`, a restore's containers started again on the restored data; or
+`during:retire`, after a reconcile's commit, before a retired group's stopped containers go.
 """
 
 from __future__ import annotations

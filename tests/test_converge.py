@@ -264,3 +264,56 @@ def test_a_mode_change_applies_as_a_reconcile_and_a_failed_one_puts_the_session_
     assert row["mode"] == "host" and row["status"] == "up" and row["changed"] is False
     assert repo.devup("down", "s").returncode == 0
     assert _ids(repo, "s") == {}
+
+
+@pytest.mark.parametrize(
+    ("mode", "fault"),
+    [
+        ("host", "kill@after:group:app"),  # one group stopped, the other still running
+        ("host", "kill@before:commit"),  # both stopped, the service restarted for the new mode
+        ("container", "kill@after:service:web"),  # the service stopped
+    ],
+)
+def test_a_mode_change_killed_midway_is_put_back_by_the_next_command(hybrid, mode: str, fault: str) -> None:
+    repo = hybrid
+    assert repo.devup("up", "s").returncode == 0
+    before = _ids(repo, "s")
+    web = _web(repo, "s").cmdline()
+    env_file = repo.worktree("s") / ".env.devup"
+    before_env = env_file.read_bytes()
+    killed = repo.devup("up", "s", "--mode", mode, env={"DEVUP_FAULT": fault})
+    assert killed.returncode == -9, killed.stderr
+    recovered = repo.devup("recover", "s")
+    assert recovered.returncode == 0, recovered.stderr
+    assert _ids(repo, "s") == before  # the same containers, running
+    assert _web(repo, "s").cmdline() == web
+    assert env_file.read_bytes() == before_env
+    row = json.loads(repo.devup("ls", "--json").stdout)[0]
+    assert row["mode"] == "hybrid" and row["status"] == "up"
+    assert repo.devup("down", "s").returncode == 0
+    assert _ids(repo, "s") == {}
+
+
+@pytest.mark.parametrize("fault", ["raise@during:retire", "kill@during:retire"])
+def test_retired_containers_that_outlive_the_commit_are_left_to_down(hybrid, fault: str) -> None:
+    """After the commit, a retired group's stopped containers are removed; when that fails (or
+    devup dies there) the switch stands, they stay stopped, and `down` removes them."""
+    repo = hybrid
+    assert repo.devup("up", "s").returncode == 0
+    before = _ids(repo, "s")
+    switched = repo.devup("up", "s", "--mode", "host", env={"DEVUP_FAULT": fault})
+    if fault.startswith("raise"):
+        assert switched.returncode == 0, switched.stderr
+        assert "stay until `devup down`" in switched.stderr
+    else:
+        assert switched.returncode == -9
+    left = _ids(repo, "s")
+    assert {svc: state.split()[0] for svc, state in left.items()} == {
+        svc: state.split()[0] for svc, state in before.items()
+    }
+    assert all(state.endswith("exited") for state in left.values()), left
+    _web(repo, "s")
+    row = json.loads(repo.devup("ls", "--json").stdout)[0]
+    assert row["mode"] == "host" and row["status"] == "up"
+    assert repo.devup("down", "s").returncode == 0
+    assert _ids(repo, "s") == {}

@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from devup import compose, processes
+from devup import compose, faults, processes
 from devup.engine import queries, removal, volumes
 from devup.errors import CommandFailed, DevupError
 from devup.locks import write_atomic
@@ -169,6 +169,7 @@ def remove_stopped(eng: Engine, *, project: str, reporter: Reporter) -> None:
     removed, its volumes kept. Not undoable, so never before the commit; what fails here is
     said and left to `down` (the record lists the project as retired)."""
     try:
+        faults.hit("during:retire")
         compose.down(eng, project=project, volumes=False)
     except DevupError as exc:
         reporter.warn(f"the stopped containers of {project} stay until `devup down`: {exc.message}")
