@@ -158,3 +158,27 @@ def test_without_docker_host_a_podman_socket_that_answers_is_used_when_dockers_d
     _listening(tmp_path / "docker2.sock")
     monkeypatch.setattr(remote, "DEFAULT_HOST", f"unix://{tmp_path}/docker2.sock")
     assert remote.current().host == f"unix://{tmp_path}/docker2.sock"  # Docker's answers: Docker first
+
+
+def test_an_answer_that_is_no_http_is_an_engine_error_naming_the_engine(tmp_path: Path) -> None:
+    import threading
+
+    from devup.engine import http
+    from devup.errors import EngineError
+
+    path = str(tmp_path / "not-an-engine.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(1)
+
+    def answer_garbage() -> None:
+        conn, _ = server.accept()
+        conn.recv(4096)
+        conn.sendall(b"SSH-2.0-OpenSSH_9.2\r\n\r\n")
+        conn.close()
+
+    threading.Thread(target=answer_garbage, daemon=True).start()
+    with pytest.raises(EngineError) as info:
+        http.get(remote.Engine(context=None, host=f"unix://{path}"), "/version")
+    assert f"unix://{path}" in info.value.message and "no valid answer" in info.value.message
+    server.close()

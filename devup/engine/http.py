@@ -27,6 +27,8 @@ def get(eng: Engine, path: str, **params: str) -> Any:
     conn = _connection(eng)
     if conn is None:  # TLS: the SDK's own session, which knows every way TLS is set up
         return _get_tls(eng, path, params)
+    import http.client
+
     query = f"?{urllib.parse.urlencode(params)}" if params else ""
     try:
         conn.request("GET", f"{path}{query}")
@@ -34,6 +36,10 @@ def get(eng: Engine, path: str, **params: str) -> Any:
         body = response.read()
     except OSError as exc:
         raise unavailable(eng, exc.strerror or exc) from None
+    except http.client.HTTPException as exc:  # an answer that is no HTTP: not an engine
+        raise EngineError(
+            f"the Docker engine {eng.host} gave no valid answer to GET {path}: {exc!r}"
+        ) from None
     finally:
         conn.close()
     return _answer(eng, path, response.status, body)
