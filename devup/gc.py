@@ -22,7 +22,7 @@ from devup.engine import removal
 from devup.engine.http import engine_version
 from devup.engine.labels import LABEL_REPO
 from devup.engine.volumes import volumes_with
-from devup.errors import BusyError, DevupError
+from devup.errors import BusyError, DevupError, EngineUnavailable
 from devup.hookspec import teardown_settings
 from devup.leases import all_leases, release_ports
 from devup.paths import CONFIG_NAME, ENV_FILE, check_session_name
@@ -187,10 +187,11 @@ def run(ws: Workspace, reporter: Reporter, *, dry_run: bool, force: bool = False
             # may simply be switched off, one attempt.
             engine_version(where, attempts=5 if index == 0 else 1)
             answering.append(where)
-        except DevupError:
+        except DevupError as exc:
+            # Not answering, or no address at all (a DOCKER_HOST of `tcp://h:99999`): as said.
+            why = "does not answer" if isinstance(exc, EngineUnavailable) else f"was not asked: {exc.message}"
             reporter.warn(
-                f"the Docker engine {where.label} does not answer: "
-                "its containers, networks and volumes were not checked"
+                f"the Docker engine {where.label} {why}; its containers, networks and volumes were not checked"
             )
     if dry_run:
         return find(ws, on=answering) + _router(reporter, dry_run=True)

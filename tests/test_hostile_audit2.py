@@ -502,4 +502,6 @@ def test_a_docker_host_that_is_no_address_is_a_clear_error_never_a_crash(make, h
     for args in (["gc", "--dry-run"], ["ls"]):
         result = repo.devup(*args, env={"DOCKER_HOST": host})
         assert result.returncode == 0 and "unexpected" not in result.stderr, result.stderr
+        if args[0] == "gc":  # says why that engine was not checked: not that it does not answer
+            assert "is not an engine address" in result.stderr, result.stderr
     assert world.worktree_paths(repo.path) == [repo.path]
