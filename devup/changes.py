@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from devup import config, drift
+from devup import drift
 from devup.envvars import port_key
 
 if TYPE_CHECKING:
@@ -41,7 +41,7 @@ def group_digests(plan: Plan, name: str, env: dict[str, str]) -> dict[str, str]:
     ports = {k: v for k, v in env.items() if k.startswith(mine)}
     return {
         **plan.models[name].digests,
-        "#cfg": drift.digest(config.dump(plan.groups[name])),
+        "#cfg": drift.digest(dump(plan.groups[name])),
         "#ports": drift.digest(ports),
     }
 
@@ -61,7 +61,7 @@ def changed_services(plan: Plan, name: str, env: dict[str, str]) -> list[str] | 
 
 
 def service_digest(cfg: ServiceCfg, env: dict[str, str]) -> str:
-    return drift.digest([config.dump(cfg), {k: v for k, v in env.items() if k not in _RUN_ONLY}])
+    return drift.digest([dump(cfg), {k: v for k, v in env.items() if k not in _RUN_ONLY}])
 
 
 def inputs(plan: Plan, cfg: Config, env: dict[str, str]) -> dict[str, Any]:
@@ -160,3 +160,9 @@ def _containers(group: str, was: dict[str, str], now: dict[str, str]) -> list[Ch
             action = "keep" if was[svc] == now[svc] else "recreate"
         found.append(Change("container", f"{group}/{svc}", action))
     return found
+
+
+def dump(cfg: Any) -> dict[str, Any]:
+    from devup import config  # not at import: a no-op `up` reads no config
+
+    return config.dump(cfg)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from devup import (
 )
 from devup.envvars import port_key
 from devup.errors import (
+    DevupError,
     Interrupted,
     PreflightError,
     UsageError,
@@ -82,10 +84,8 @@ class UpResult:
 def up(ws: Workspace, req: UpRequest, reporter: Reporter) -> UpResult:
     started = time.monotonic()
     paths.check_session_name(req.name)
-    # Validated (a config error is exit 2 before anything changes) unless it is the text this
-    # session came up with, and kept for the commands that meet it next (`--dry-run`, a
-    # reconcile), which then skip pydantic: `remember` is a read when it is kept already.
-    ws.remember_config()
+    if not _config_unchanged_since_up(ws, req.name):
+        ws.remember_config()  # validated: a config error is exit 2 before anything changes
     from devup import fleet, usage
 
     # A fleet that never runs `gc` reaps itself: a stat or two per session when nothing is due.
@@ -113,9 +113,11 @@ def up(ws: Workspace, req: UpRequest, reporter: Reporter) -> UpResult:
         ):
             usage.touch(ws.repo, req.name)  # a use (SPEC §5.13)
             return _result(previous, resumed=True, started=started, noop=True)
-        from devup import preflight  # with the config model: pydantic, ~0.15 s a no-op `up` skips
+        from devup import preflight
 
-        cfg = ws.config
+        # Kept for the commands that meet this text next (`--dry-run`, a reconcile), which then
+        # skip pydantic (config.remember); a read when it is kept already.
+        cfg = ws.remember_config()
         plan = preflight.plan(
             ws,
             cfg,
@@ -264,6 +266,15 @@ def _engine_for(ws: Workspace, req: UpRequest, previous: SessionRecord | None) -
                 hint=f"`devup down {req.name}` first to move it to another engine",
             )
     return recorded
+
+
+def _config_unchanged_since_up(ws: Workspace, name: str) -> bool:
+    """devup.toml is byte for byte the one `name` was last brought up with, which validated then
+    (docker-compose's config hash, used the same way): a no-op `up` reads no config at all."""
+    with contextlib.suppress(DevupError):  # a corrupt record is reported under the lock
+        previous = ws.record(name)
+        return previous is not None and previous.config_digest == ws.config_digest
+    return False
 
 
 class _Run:

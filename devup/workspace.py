@@ -37,11 +37,12 @@ class Workspace:
             self.repo.root / CONFIG_NAME, self.config_text
         )
 
-    def remember_config(self) -> None:
-        """Keep the values of this config for the next command (config.remember)."""
+    def remember_config(self) -> Config:
+        """The config, its values kept for the next command (config.remember)."""
         from devup import config
 
         config.remember(self.repo.config_values, self.config_text, self.config)
+        return self.config
 
     @property
     def config_digest(self) -> str:
