@@ -1,4 +1,4 @@
-"""Rendering: progress lines, tables and error panels (rich lives here and in cli.py only)."""
+"""Rendering: progress lines, tables and error panels (rich lives here and in the cli package only)."""
 
 from __future__ import annotations
 
