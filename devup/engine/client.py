@@ -31,7 +31,6 @@ def explain(exc: Exception) -> str:
 def client(eng: Engine) -> Any:
     """A docker SDK client for `eng` (one per engine for the process), built from the value:
     its host, and the TLS files of its context or the user's own TLS settings."""
-    import docker
     from docker.errors import DockerException
 
     check_address(eng)
@@ -41,9 +40,34 @@ def client(eng: Engine) -> Any:
             from devup import sshproxy  # the user's ssh, as the docker CLI uses it; no paramiko
 
             environment["DOCKER_HOST"] = sshproxy.socket_for(eng.host)
-        return docker.from_env(timeout=30, environment=environment)
+        return _client_class().from_env(timeout=30, environment=environment)
     except DockerException as exc:
         raise unavailable(eng, exc) from None
+
+
+@functools.cache
+def _client_class() -> Any:
+    """docker.DockerClient whose requests verify the engine's TLS files over REQUESTS_CA_BUNDLE:
+    requests lets that variable replace a session's own `verify` on every request
+    (psf/requests#3829), so where it is set (as on many machines) every call to an engine behind
+    TLS failed its certificate check, where the docker CLI and compose, reading the same files,
+    succeed."""
+    import docker
+
+    class OwnCa(docker.APIClient):  # type: ignore[misc]
+        def merge_environment_settings(
+            self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any
+        ) -> Any:
+            settings = super().merge_environment_settings(url, proxies, stream, verify, cert)
+            if verify is None and isinstance(self.verify, str):  # a CA file of the engine's own
+                settings["verify"] = self.verify
+            return settings
+
+    class Client(docker.DockerClient):  # type: ignore[misc]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            self.api = OwnCa(*args, **kwargs)
+
+    return Client
 
 
 _Fn = TypeVar("_Fn", bound=Callable[..., Any])
