@@ -395,6 +395,8 @@ class _Run:
             text = _record(self, "up", time.time()).to_json()
             files.write_restorable(stack=stack, path=ws.repo.record(name), text=text, label="session record")
         self.run.commit()
+        for copy in units.kept:  # no inverse will restore them now
+            copy.unlink(missing_ok=True)
         for project in units.stopped:  # final now: the containers go, the volumes stay until `down`
             group.remove_stopped(self.engine, project=project, reporter=self.reporter)
 

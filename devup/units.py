@@ -55,6 +55,7 @@ class Units:
         self.procs: dict[str, ProcessRecord] = {}
         self.retired = list(self.previous.retired) if self.previous else []
         self.stopped: list[str] = []  # retired by this run: stopped, removed once it commits
+        self.kept: list[Path] = []  # the previous configs this run's inverses would restore
         self.diff: changes.Diff | None = None  # decided once the session's variables are known
         self._lock = threading.Lock()
 
@@ -134,7 +135,10 @@ class Units:
         for this run's inverse (compose brings the previous containers back from it)."""
         if not self.reconciling:
             return None
-        return group.keep_resolved(self.ws.repo.override(self.name, name), tag=f"{os.getpid()}")
+        kept = group.keep_resolved(self.ws.repo.override(self.name, name), tag=f"{os.getpid()}")
+        if kept is not None:
+            self.kept.append(kept)
+        return kept
 
     def stop_service(self, name: str) -> None:
         """A native service the config no longer has (or whose command changed): stopped; the

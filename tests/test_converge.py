@@ -317,3 +317,37 @@ def test_retired_containers_that_outlive_the_commit_are_left_to_down(hybrid, fau
     assert row["mode"] == "host" and row["status"] == "up"
     assert repo.devup("down", "s").returncode == 0
     assert _ids(repo, "s") == {}
+
+
+def test_failed_changes_in_a_row_each_put_back_what_ran_and_remove_what_they_added(hybrid) -> None:
+    """A rolled-back reconcile must leave behind nothing of its own: not the config it applied
+    on the way (the next failed change would "restore" it), not a volume it created."""
+    repo = hybrid
+    assert repo.devup("up", "s").returncode == 0
+    _commit_in_worktree(repo, "s", "app.yaml", _compose(a1="one", a2="ran"))
+    assert repo.devup("up", "s").returncode == 0
+    ran = _ids(repo, "s")
+    kept_aside = repo.tmp / "state" / "repos" / repo.repo_id / "data" / "s" / "compose"
+    assert kept_aside.is_dir() and sorted(p.name for p in kept_aside.glob("*.before-*")) == []
+
+    def seen() -> str:
+        return world.docker("exec", _ids(repo, "s")["a2"].split()[0], "cat", "/tmp/x").strip()
+
+    _commit_in_worktree(repo, "s", "app.yaml", _compose(a1="one", a2="failed-first"))
+    first = repo.devup("up", "s", env={"DEVUP_FAULT": "raise@before:commit"})
+    assert first.returncode == 1, first.stderr
+    assert seen() == "ran"
+    with_volume = (
+        _compose(a1="one", a2="failed-second") + "    volumes: [fresh:/data]\nvolumes:\n  fresh: {}\n"
+    )
+    _commit_in_worktree(repo, "s", "app.yaml", with_volume)
+    second = repo.devup("up", "s", env={"DEVUP_FAULT": "raise@before:commit"})
+    assert second.returncode == 1, second.stderr
+    assert seen() == "ran"  # not "failed-first"
+    assert _ids(repo, "s")["a1"] == ran["a1"]
+    assert [
+        v for v in world.labelled("volume", repo_id=repo.repo_id, session="s") if v.endswith("_fresh")
+    ] == []
+    row = json.loads(repo.devup("ls", "--json").stdout)[0]
+    assert row["changed"] is True  # the branch still says failed-second: `up` would apply it
+    assert repo.devup("down", "s").returncode == 0

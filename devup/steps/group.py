@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -65,7 +67,7 @@ def up(
         stack.push(
             UndoRecord(
                 "compose_restore",
-                {**identity, "config": str(restore), "recreate": recreate},
+                {**identity, "config": str(restore), "recreate": recreate, "keep_volumes": sorted(before)},
                 f"compose project {project}",
             )
         )
@@ -220,7 +222,17 @@ def undo_restore(args: dict[str, Any], eng: Engine) -> None:
             returncode=result.returncode,
             output_tail=result.tail(),
         )
-    config.unlink(missing_ok=True)
+    if "keep_volumes" in args:  # volumes this run's config added: its own, removed (SPEC §1)
+        for name in sorted(volumes.project_volumes(eng, project=args["project"]) - set(args["keep_volumes"])):
+            volumes.remove_volume(eng, name)
+    # What runs is that config again: the next reconcile's inverse must restore it, not the one
+    # this run had written on its way (recorded by its `up`, undone here).
+    os.replace(config, _resolved_of_kept(config))
+
+
+def _resolved_of_kept(kept: Path) -> Path:
+    """`<group>.before-<tag>.yaml` (keep_resolved's copy) -> `<group>.resolved.yaml`."""
+    return kept.with_name(re.sub(r"\.before-[^.]+\.yaml$", ".resolved.yaml", kept.name))
 
 
 class _Transient(Exception):
