@@ -117,8 +117,8 @@ def diff(plan: Plan, cfg: Config, *, env: dict[str, str], running: set[str], hoo
             action = "keep"
         groups[name] = action
         changes.append(Change("group", name, action))
-        if action == "recreate" and was is not None:
-            changes += _containers(name, was, now)
+        if action in ("recreate", "start") and was is not None and was != now:
+            changes += _containers(name, was, now)  # a stopped group's changed services too
     for name in sorted(recorded - set(plan.groups)):
         groups[name] = "remove"
         changes.append(Change("group", name, "remove"))

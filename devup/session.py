@@ -98,19 +98,7 @@ def up(ws: Workspace, req: UpRequest, reporter: Reporter) -> UpResult:
                 hint=f"`devup snapshot restore {req.name} SNAP` replaces an existing session's data",
             )
         engine = _engine_for(ws, req, previous)  # this run's, its children's and its rollback's
-        unchanged = (
-            previous is not None
-            and req.mode in (None, previous.mode)
-            and req.branch in (None, previous.branch)
-        )
-        if (
-            previous is not None
-            and unchanged
-            and req.ttl in (None, previous.ttl)
-            and previous.status == "up"
-            and not drifted(ws, previous)
-            and inspect.is_healthy(ws, previous)
-        ):
+        if previous is not None and _nothing_to_do(ws, req, previous):
             usage.touch(ws.repo, req.name)  # a use (SPEC §5.13)
             return _result(previous, resumed=True, started=started, noop=True)
         from devup import preflight
@@ -207,6 +195,7 @@ class DryRun:
     session: str
     new: bool
     changes: list[changes.Change]
+    notes: tuple[str, ...] = ()  # said on stderr: what `up` would do that is no change of the config
 
     def to_json(self) -> dict[str, Any]:
         return {"session": self.session, "new": self.new, "changes": [c.to_json() for c in self.changes]}
@@ -234,15 +223,40 @@ def dry_run(ws: Workspace, req: UpRequest) -> DryRun:
         attach=req.attach,
         engine=engine,
     )
+    # The ports `up` would hold: a key it has keeps its port (leases prefer it), a new one gets
+    # one not known yet (0 here: any port differs from none), a dropped one is released.
+    held = dict(previous.ports) if previous else {}
+    ports = {key: held.get(key, 0) for key in plan.lease_keys}
+    ports.update({alias: ports[full] for alias, full in plan.aliases.items()})
     env = plan.variables(
         repo=ws.repo.root,
-        ports=dict(previous.ports) if previous else {},
+        ports=ports,
         extra=cfg.env,
         host=engine.address,
         urls=_unchanged_urls(cfg, plan, engine, previous),
     )
     found = changes.diff(plan, cfg, env=env, running=_running(ws, previous), hooks=req.hooks)
-    return DryRun(req.name, found.new, found.changes)
+    notes = []
+    if ws.repo.journal(req.name).exists():
+        notes.append(
+            f"session {req.name} has an unfinished run: `up` rolls it back first if it was "
+            f"interrupted (as `devup recover {req.name}` does), or exits 4 while it runs"
+        )
+    elif previous is not None and _nothing_to_do(ws, req, previous):  # `up` returns at once
+        return DryRun(req.name, False, [c for c in found.changes if c.action == "keep"])
+    return DryRun(req.name, found.new, found.changes, tuple(notes))
+
+
+def _nothing_to_do(ws: Workspace, req: UpRequest, previous: SessionRecord) -> bool:
+    """`up` of an up, healthy session that nothing changed for, asked nothing new: the no-op."""
+    return (
+        req.mode in (None, previous.mode)
+        and req.branch in (None, previous.branch)
+        and req.ttl in (None, previous.ttl)
+        and previous.status == "up"
+        and not drifted(ws, previous)
+        and inspect.is_healthy(ws, previous)
+    )
 
 
 def drifted(ws: Workspace, record: SessionRecord) -> list[str]:

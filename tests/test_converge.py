@@ -351,3 +351,29 @@ def test_failed_changes_in_a_row_each_put_back_what_ran_and_remove_what_they_add
     row = json.loads(repo.devup("ls", "--json").stdout)[0]
     assert row["changed"] is True  # the branch still says failed-second: `up` would apply it
     assert repo.devup("down", "s").returncode == 0
+
+
+def test_dry_run_says_what_up_then_does(hybrid) -> None:
+    """SPEC §5.12: `--dry-run` reports the same difference `up` applies."""
+    repo = hybrid
+    assert repo.devup("up", "s").returncode == 0
+    nothing = json.loads(repo.devup("up", "s", "--dry-run", "--json").stdout)["changes"]
+    assert nothing and {c["action"] for c in nothing} == {"keep"}  # as `up`: nothing to do
+    web = _web(repo, "s").pid
+    # A published port added to a compose service: a new lease, so new variables for everyone.
+    with_port = "services:\n" + "\n".join(_svc("a1", "one") + _svc("a2", "two", port=9000)) + "\n"
+    _commit_in_worktree(repo, "s", "app.yaml", with_port)
+    dry = repo.devup("up", "s", "--dry-run", "--json")
+    assert dry.returncode == 0, dry.stderr
+    plan = {(c["kind"], c["name"]): c["action"] for c in json.loads(dry.stdout)["changes"]}
+    assert plan[("container", "app/a2")] == "recreate" and plan[("container", "app/a1")] == "keep"
+    assert plan[("service", "web")] == "restart" and plan[("env_file", "env file")] == "write"
+    assert [k for (kind, k), action in plan.items() if kind == "port" and action == "lease"]
+    before = _ids(repo, "s")
+    applied = repo.devup("up", "s")
+    assert applied.returncode == 0, applied.stderr
+    after = _ids(repo, "s")
+    assert after["a1"] == before["a1"] and after["a2"] != before["a2"]
+    assert _web(repo, "s").pid != web  # restarted, as said
+    assert "DEVUP_PORT_A2" in repo.devup("env", "s").stdout
+    assert repo.devup("down", "s").returncode == 0

@@ -104,6 +104,8 @@ def up(
     finally:
         reporter.close()
     doc = result.to_json()
+    for text in result.notes if isinstance(result, session.DryRun) else ():
+        output.note(text)
     if as_json:
         output.emit_json(doc)
     elif isinstance(result, session.DryRun):
