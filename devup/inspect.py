@@ -147,6 +147,16 @@ def units(
                         link.get(f"{group.name}/{svc}", ""),
                     )
                 )
+    for group in record.groups:
+        if group.kept_volumes:
+            found.append(
+                Unit(
+                    group.name,
+                    "volumes",
+                    f"kept: {', '.join(group.kept_volumes)} (no longer in the config); `devup down` removes them",
+                    True,
+                )
+            )
     for project in record.retired:
         found.append(
             Unit(project, "volumes", "kept: its group left the config; `devup down` removes them", True)

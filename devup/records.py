@@ -44,6 +44,9 @@ class GroupRecord:
     files: list[str]
     services: list[str]
     depends_on: list[str] = field(default_factory=list)
+    # Data volumes of the project its config no longer names: kept (a reconcile never removes
+    # data, SPEC §5.12), listed by `status`, removed by `down`.
+    kept_volumes: list[str] = field(default_factory=list)
 
     @staticmethod
     def from_dict(data: dict[str, Any]) -> GroupRecord:
@@ -53,6 +56,7 @@ class GroupRecord:
             files=[_str(f) for f in data["files"]],
             services=[_str(s) for s in data["services"]],
             depends_on=[_str(d) for d in data.get("depends_on", [])],
+            kept_volumes=[_str(v) for v in data.get("kept_volumes", [])],
         )
 
 

@@ -377,3 +377,28 @@ def test_dry_run_says_what_up_then_does(hybrid) -> None:
     assert _web(repo, "s").pid != web  # restarted, as said
     assert "DEVUP_PORT_A2" in repo.devup("env", "s").stdout
     assert repo.devup("down", "s").returncode == 0
+
+
+def test_a_volume_the_config_no_longer_names_is_kept_listed_and_removed_by_down(hybrid) -> None:
+    """SPEC §5.12: a reconcile never removes a data volume; one the new config no longer names
+    is kept, listed by `status`, and removed by `down` (here its group stays)."""
+    repo = hybrid
+    with_volume = _compose(a1="one", a2="two") + "    volumes: [data:/data]\nvolumes:\n  data: {}\n"
+    repo.write("app.yaml", with_volume)
+    repo.commit("a volume")
+    assert repo.devup("up", "s").returncode == 0
+    a2 = _ids(repo, "s")["a2"].split()[0]
+    world.docker("exec", a2, "sh", "-c", "echo precious > /data/f")
+    _commit_in_worktree(repo, "s", "app.yaml", _compose(a1="one"))  # a2 and its volume gone
+    applied = repo.devup("up", "s")
+    assert applied.returncode == 0, applied.stderr
+    volume = next(
+        v for v in world.labelled("volume", repo_id=repo.repo_id, session="s") if v.endswith("_data")
+    )
+    seen = world.docker("run", "--rm", "-v", f"{volume}:/d", BUSYBOX, "cat", "/d/f").strip()
+    assert seen == "precious"
+    status = repo.devup("status", "s", "--json")
+    listed = [u for u in json.loads(status.stdout)["units"] if u["kind"] == "volumes"]
+    assert listed and volume in listed[0]["state"], status.stdout
+    assert repo.devup("down", "s").returncode == 0
+    assert world.labelled("volume", repo_id=repo.repo_id) == []

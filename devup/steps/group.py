@@ -134,6 +134,7 @@ def up(
         files=list(cfg.files),
         services=sorted(model.services),
         depends_on=list(cfg.depends_on),
+        kept_volumes=sorted(before - set(model.volume_names.values())),
     )
 
 
