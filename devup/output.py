@@ -309,6 +309,12 @@ def sessions_table(rows: list[dict[str, Any]]) -> None:
         ],
         coloured=1,
     )
+    changed = [r["session"] for r in rows if r.get("changed")]
+    if changed:
+        note(
+            f"the config changed since {', '.join(changed)} came up (`ls --json`: changed); "
+            f"`devup up {changed[0] if len(changed) == 1 else 'NAME'}` applies it"
+        )
 
 
 def _seconds(iso: str) -> float:

@@ -256,6 +256,7 @@ def test_a_mode_change_applies_as_a_reconcile_and_a_failed_one_puts_the_session_
     toml = (repo.path / "devup.toml").read_text().replace('mode = "hybrid"', 'mode = "host"')
     (repo.path / "devup.toml").write_text(toml)
     assert json.loads(repo.devup("ls", "--json").stdout)[0]["changed"] is True
+    assert "`devup up s` applies it" in repo.devup("ls").stderr  # the table's reader is told too
     to_host = repo.devup("up", "s")
     assert to_host.returncode == 0, to_host.stderr
     assert _ids(repo, "s") == {}  # the groups are down
