@@ -5,14 +5,13 @@ a container with a 1 s healthcheck interval is seen healthy as soon as it is, no
 second later, on every `up`, reconcile and restore. Its verdicts are compose's (same conditions,
 same words), so a failure reads as compose's own would.
 
-
 Podman 4.x runs a container's healthcheck from a systemd timer; where there is no systemd (a
 container, many CI runners) the check never runs, the container stays `starting`, and compose's
 `up --wait` never ends. While devup waits for containers to be healthy on Podman, it runs their
 healthchecks itself (libpod's `GET /containers/{id}/healthcheck`, what `podman healthcheck run`
 does), each at its own interval. Podman counts the results as its timer's (retries, start
 period), so `unhealthy` means what it means on Docker. Where systemd runs them too, a check runs
-a little more often during the wait, nothing else. On Docker nothing here runs.
+a little more often during the wait, nothing else. On Docker the engine runs them.
 """
 
 from __future__ import annotations
@@ -32,9 +31,8 @@ from devup.remote import Engine
 _POLL = 0.5  # seconds between the Podman helper's looks at the project's containers
 _LOOK = 0.1  # seconds between wait_ready's looks
 _ONEOFF = "com.docker.compose.oneoff"
-_DEPENDS_ON = (
-    "com.docker.compose.depends_on"  # "db:service_healthy:false,init:service_completed_successfully:true"
-)
+# "db:service_healthy:false,init:service_completed_successfully:true"
+_DEPENDS_ON = "com.docker.compose.depends_on"
 
 
 def wait_ready(eng: Engine, *, project: str, timeout: float) -> str | None:
