@@ -197,12 +197,11 @@ def cached(path: Path, text: str) -> Config | None:
 
 
 def remember(path: Path, text: str, cfg: Config) -> None:
-    """Keep the values of `cfg`, validated from `text`, for the next command (see `cached`)."""
-    named = key(text)
-    try:
-        if json.loads(path.read_text()).get("key") == named:
-            return
-    except (OSError, ValueError, AttributeError):
-        pass  # none kept yet, or unreadable: written anew
-    with contextlib.suppress(OSError):  # a cache: a full or read-only disk only costs time later
+    """Keep the values of `cfg`, validated from `text`, for the next command (see `cached`).
+    A cache: a disk that is full or read-only, or sources that cannot be read, only cost time."""
+    with contextlib.suppress(OSError):
+        named = key(text)
+        with contextlib.suppress(ValueError, AttributeError, OSError):  # none kept yet, or unreadable
+            if json.loads(path.read_text()).get("key") == named:
+                return
         write_atomic(path, json.dumps({"key": named, "config": dump(cfg)}))
