@@ -53,8 +53,8 @@ class PortsCfg(_Strict):
 
 
 class LimitsCfg(_Strict):
-    max_sessions: int | None = Field(default=None, ge=1)
-    max_running: int | None = Field(default=None, ge=1)
+    max_sessions: int | None = Field(default=None, ge=1, strict=True)  # "1" or true: exit 2, not ignored
+    max_running: int | None = Field(default=None, ge=1, strict=True)
     evict: Literal["lru", "none"] = "lru"
     idle_stop: str | None = None
     expire: str | None = None

@@ -50,34 +50,44 @@ def expires(ws: Workspace, record: SessionRecord, limits: usage.Limits) -> float
 def make_room(ws: Workspace, name: str, limits: usage.Limits, reporter: Reporter, *, new: bool) -> None:
     """Before `up` of `name` creates anything (its lock held): exit 6 when the repository is at
     `max_sessions` (a new session) or at `max_running` with nothing to evict; with evict = "lru"
-    the least recently used running session is stopped to make room (never removed, never
-    `name`). Under the repository's limits lock, so two `up`s never both take the last place;
-    a run in progress holds its session's lock, and counts."""
+    the least recently used running sessions are stopped to make room (never removed, never
+    `name`). Counted under the repository's limits lock, so two `up`s never both take the last
+    place: a run in progress holds its session's lock and counts as one more running session
+    (a new session, or a resume). The sessions to stop are chosen (their locks taken) under
+    that lock and stopped after it is released: another `up` never waits for those stops."""
     if limits.max_sessions is None and limits.max_running is None:
         return
-    with file_lock(ws.repo.state / "locks" / "limits.lock"):
-        known = {r.session: r for r in records(ws) if r.session != name}
-        starting = {n for n in _in_progress(ws) if n != name and n not in known}
-        if new and limits.max_sessions is not None and len(known) + len(starting) >= limits.max_sessions:
-            raise LimitReached(
-                f"[limits].max_sessions = {limits.max_sessions}: this repository has "
-                f"{len(known) + len(starting)} sessions; nothing was changed",
-                hint="`devup down` a session you no longer need (`devup ls` lists them), or raise the limit",
-            )
-        if limits.max_running is None:
-            return
-        running = [r for r in known.values() if r.status == "up"]
-        while len(running) + len(starting) >= limits.max_running:
-            victim = _evict(ws, running, limits, reporter) if limits.evict == "lru" else None
-            if victim is None:
+    with contextlib.ExitStack() as claimed:
+        with file_lock(ws.repo.state / "locks" / "limits.lock"):
+            known = {r.session: r for r in records(ws) if r.session != name}
+            busy = _in_progress(ws) - {name}
+            sessions = len(known) + len(busy - set(known))
+            if new and limits.max_sessions is not None and sessions >= limits.max_sessions:
                 raise LimitReached(
-                    f"[limits].max_running = {limits.max_running}: {len(running) + len(starting)} sessions "
-                    "are running"
+                    f"[limits].max_sessions = {limits.max_sessions}: this repository has {_count(sessions)}; "
+                    "nothing was changed",
+                    hint="`devup down` a session you no longer need (`devup ls` lists them), or raise the limit",
+                )
+            if limits.max_running is None:
+                return
+            running = {n for n, r in known.items() if r.status == "up"} | busy
+            excess = len(running) + 1 - limits.max_running  # + 1: `name`
+            if excess <= 0:
+                return
+            idle = [known[n] for n in running - busy]
+            victims = _claim(ws, idle, excess, claimed) if limits.evict == "lru" else []
+            if len(victims) < excess:
+                raise LimitReached(
+                    f"[limits].max_running = {limits.max_running}: {_count(len(running))} running"
                     + ("" if limits.evict == "lru" else ' and evict = "none"')
                     + "; nothing was changed",
                     hint="`devup stop` a session (`devup ls` lists them), or raise the limit",
                 )
-            running.remove(victim)
+        _evict(ws, victims, limits, reporter)
+
+
+def _count(n: int) -> str:
+    return f"{n} session{'' if n == 1 else 's'}"
 
 
 def _in_progress(ws: Workspace) -> set[str]:
@@ -89,26 +99,44 @@ def _in_progress(ws: Workspace) -> set[str]:
     }
 
 
-def _evict(
-    ws: Workspace, running: list[SessionRecord], limits: usage.Limits, reporter: Reporter
-) -> SessionRecord | None:
-    """Stop the least recently used of `running` that no run holds; None when none could be."""
-    from devup import teardown
-
-    for record in sorted(running, key=lambda r: last_used(ws, r)):
+def _claim(
+    ws: Workspace, idle: list[SessionRecord], wanted: int, claimed: contextlib.ExitStack
+) -> list[SessionRecord]:
+    """The `wanted` least recently used of `idle` whose locks this run could take (held in
+    `claimed` until they are stopped); fewer when others hold the rest."""
+    taken: list[SessionRecord] = []
+    for record in sorted(idle, key=lambda r: last_used(ws, r)):
+        if len(taken) == wanted:
+            break
         try:
-            teardown.stop(ws, record.session, reporter)
+            claimed.enter_context(ws.locked(record.session))
         except BusyError:
             continue
+        taken.append(record)
+    return taken
+
+
+def _evict(ws: Workspace, victims: list[SessionRecord], limits: usage.Limits, reporter: Reporter) -> None:
+    """Stop the claimed sessions (their locks held by this run); one that cannot be stopped
+    leaves the limit unmet, said as such (what was stopped stays stopped: nothing is lost)."""
+    from devup import teardown
+
+    stopped: list[str] = []
+    for record in victims:
+        try:
+            teardown.stop(ws, record.session, reporter)
         except DevupError as exc:
-            reporter.warn(f"could not stop session {record.session} to make room: {exc.message}")
-            continue
+            raise LimitReached(
+                f"[limits].max_running = {limits.max_running}: could not stop session {record.session} "
+                f"to make room ({exc.message})"
+                + (f"; stopped to make room: {', '.join(stopped)}" if stopped else "; nothing was changed"),
+                hint=f"`devup stop {record.session}`, then `up` again; or raise the limit",
+            ) from None
+        stopped.append(record.session)
         reporter.note(
             f"stopped session {record.session}, the least recently used, to stay within "
             f"[limits].max_running = {limits.max_running} (`devup up {record.session}` resumes it)"
         )
-        return record
-    return None
 
 
 # --- reaping ---------------------------------------------------------------------------------

@@ -109,7 +109,9 @@ class SessionView:
 
 
 def _iso(when: float | None) -> str | None:
-    return None if not when else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
+    # Clamped to the last second of 9999 (a ttl recorded before durations had a limit): ISO
+    # times have four-digit years.
+    return None if not when else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(min(when, 253402300799)))
 
 
 def engine_json(record: SessionRecord) -> dict[str, Any] | None:

@@ -327,7 +327,7 @@ def _seconds(iso: str) -> float:
 def _span(seconds: float) -> str:
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size:
-            return f"{int(seconds // size)}{unit}"
+            return f"{round(seconds / size)}{unit}"  # a 2h ttl just set is "in 2h", not "in 1h"
     return f"{int(seconds)}s"
 
 

@@ -21,12 +21,20 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
+MAX_DURATION = 3650 * 86400.0  # ten years
+
+
 def parse_duration(text: str) -> float:
     """`30m`, `4h`, `7d` (and `90s`) in seconds; anything else is a ValueError naming the forms."""
     match = _DURATION.match(text)
     if not match or float(match.group(1)) <= 0:
         raise ValueError(f"{text!r} is not a duration: use a number and a unit, e.g. 90s, 30m, 4h, 7d")
-    return float(match.group(1)) * _UNIT[match.group(2)]
+    seconds = float(match.group(1)) * _UNIT[match.group(2)]
+    if seconds > MAX_DURATION:  # an expiry must stay a date (`ls`'s column, `--json`'s ISO time)
+        raise ValueError(
+            f"{text!r} is too long: at most {MAX_DURATION // 86400:.0f}d; leave it out to never expire"
+        )
+    return seconds
 
 
 def touch(repo: RepoPaths, name: str) -> None:

@@ -51,6 +51,9 @@ def load(tmp_path: Path, text: str) -> config.Config:
         ),
         ('[groups.a]\nfiles = ["a.yaml"]\nmin_uptime = "2s"\n', ":3: groups.a.min_uptime", "number"),
         ("[project\n", "devup.toml", "not valid TOML"),
+        ('[limits]\nmax_sessions = "1"\n', ":2: limits.max_sessions", "integer"),  # was ignored
+        ("[limits]\nmax_running = true\n", ":2: limits.max_running", "integer"),
+        ('[limits]\nexpire = "3000000d"\n', ":2: limits.expire", "too long"),
     ],
 )
 def test_invalid_config_names_file_key_and_line(tmp_path, text, where, why):
@@ -215,3 +218,13 @@ def test_the_validated_config_and_down_agree_on_hooks(tmp_path):
 
     cfg = load(tmp_path, '[hooks]\npre_down = { run = ["a", "b"], undo = "c", timeout = 5 }\n')
     assert cfg.hooks.get("pre_down") == teardown_settings(tmp_path / "devup.toml").pre_down
+
+
+def test_a_ttl_past_ten_years_is_refused_and_an_old_one_still_lists(tmp_path) -> None:
+    from devup import inspect, usage
+
+    with pytest.raises(ValueError, match="too long"):
+        usage.parse_duration("99999999d")
+    assert usage.parse_duration("3650d") == 3650 * 86400
+    # A record written before the limit: `ls` shows the last ISO time there is, never crashes.
+    assert inspect._iso(1e13) == "9999-12-31T23:59:59Z"

@@ -4,9 +4,13 @@ through git, /proc, the engine and the ports, not through devup's own state."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import shutil
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -253,3 +257,83 @@ def test_claude_code_subagent_and_self_removed_worktrees_leave_nothing_running_a
     assert json.loads(repo.devup("ls", "--json").stdout) == []
     assert not Path(agent).exists()
     assert all(not world.port_bound(p) for p in ports)
+
+
+def _set_limits(repo, limits: str) -> None:
+    text = (repo.path / "devup.toml").read_text()
+    (repo.path / "devup.toml").write_text(text + f"[limits]\n{limits}\n")
+
+
+def _spawn(repo, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "devup", *args],
+        cwd=repo.path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@contextlib.contextmanager
+def _held(repo, name: str) -> Iterator[None]:
+    """Session `name`'s lock held, as another devup run holds it."""
+    path = repo.tmp / "state" / "repos" / repo.repo_id / "locks" / f"{name}.lock"
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        yield
+
+
+def test_resumes_at_the_same_time_never_overshoot_max_running(make) -> None:
+    """Two resumes of stopped sessions at once are both counted: one gets the last place."""
+    repo = make(isolated("host") + SERVICE + '[hooks]\npost_up = "sleep 3"\n')
+    for name in ("a", "b", "c"):
+        assert repo.devup("up", name).returncode == 0
+    for name in ("b", "c"):
+        assert repo.devup("stop", name).returncode == 0
+    _set_limits(repo, 'max_running = 2\nevict = "none"')
+    procs = [_spawn(repo, "up", name) for name in ("b", "c")]
+    codes = sorted(p.wait(timeout=120) for p in procs)
+    assert codes == [0, 6], [p.stderr.read() if p.stderr else "" for p in procs]
+    running = [r["session"] for r in json.loads(repo.devup("ls", "--json").stdout) if r["status"] == "up"]
+    assert len(running) == 2 and "a" in running, running
+    for name in ("a", "b", "c"):
+        assert repo.devup("down", name).returncode == 0
+
+
+def test_too_few_sessions_to_evict_is_exit_6_before_any_is_stopped(make) -> None:
+    """Two places needed, one of the running sessions held by another run: none is stopped."""
+    repo = _host(make)
+    for name in ("a", "b"):
+        assert repo.devup("up", name).returncode == 0
+    _set_limits(repo, "max_running = 1")
+    with _held(repo, "b"):
+        third = repo.devup("up", "c")
+    assert third.returncode == 6, third.stderr
+    assert "nothing was changed" in third.stderr
+    assert _alive(repo, "a") and _alive(repo, "b") and not repo.worktree("c").exists()
+    for name in ("a", "b"):
+        assert repo.devup("down", name).returncode == 0
+
+
+def test_an_up_never_waits_for_another_ups_eviction(make) -> None:
+    """SPEC §5.14: `up c` stops `a` to make room, which takes 8 s; `up d` meanwhile answers at
+    once (it finds no session it could stop: exit 6), not after that stop."""
+    slow = (
+        "[services.slow]\n"
+        "run = \"trap '' TERM; while true; do sleep 1; done\"\n"
+        'stop_timeout = 8\nready = { cmd = "true" }\n'
+    )
+    repo = make(isolated("host") + slow)
+    for name in ("a", "b"):
+        assert repo.devup("up", name).returncode == 0
+    _set_limits(repo, "max_running = 2")
+    evicting = _spawn(repo, "up", "c")
+    time.sleep(2)  # c has claimed a and is stopping it
+    started = time.monotonic()
+    other = repo.devup("up", "d")
+    took = time.monotonic() - started
+    assert evicting.wait(timeout=60) == 0, evicting.stderr.read() if evicting.stderr else ""
+    assert took < 5, f"up d took {took:.1f} s: it waited for up c's eviction of a"
+    assert other.returncode == 6, other.stderr
+    for name in ("a", "b", "c"):
+        assert repo.devup("down", name, "--force").returncode == 0
