@@ -126,6 +126,14 @@ def down(
         if record.attached:
             # SPEC §8: a worktree another tool made stays, with or without --keep-worktree.
             return Outcome(name, "down", f"session {name} removed; its attached worktree {wt} is kept")
+        if not record.created_worktree and wt.is_dir():  # found there by `up`, not made by it
+            return Outcome(
+                name, "down", f"session {name} removed; its worktree {wt} is kept: the session found it there"
+            )
+        if keep_worktree:
+            return Outcome(
+                name, "down", f"session {name} removed; its worktree {wt} is kept (--keep-worktree)"
+            )
         return Outcome(name, "down", f"session {name} removed")
 
 

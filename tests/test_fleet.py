@@ -337,3 +337,20 @@ def test_an_up_never_waits_for_another_ups_eviction(make) -> None:
     assert other.returncode == 6, other.stderr
     for name in ("a", "b", "c"):
         assert repo.devup("down", name, "--force").returncode == 0
+
+
+def test_down_says_it_keeps_a_worktree_the_session_found_there(make) -> None:
+    """Expiry kept a worktree with uncommitted work; `up` found it and used it; `down` leaves it
+    (devup did not make it this time) and says so, not just "removed"."""
+    repo = _host(make)
+    assert repo.devup("up", "y", "--ttl", "1s").returncode == 0
+    (repo.worktree("y") / "work.txt").write_text("unsaved\n")
+    time.sleep(1.5)
+    assert repo.devup("gc").returncode == 0
+    assert repo.worktree("y").is_dir() and not _alive(repo, "y")  # expired, the work kept
+    assert repo.devup("up", "y").returncode == 0
+    down = repo.devup("down", "y", "--force", "--json")
+    assert down.returncode == 0, down.stderr
+    message = json.loads(down.stdout)["message"]
+    assert str(repo.worktree("y")) in message and "kept" in message, message
+    assert (repo.worktree("y") / "work.txt").read_text() == "unsaved\n"
