@@ -27,7 +27,8 @@ MAX_SECONDS = 86400.0
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: `port = "yes"` or `http_port = "80"` is exit 2 naming the key, never a guess.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class ProjectCfg(_Strict):
@@ -40,10 +41,11 @@ class ProjectCfg(_Strict):
 
 
 class PortsCfg(_Strict):
-    range: tuple[Annotated[int, Field(ge=1024, le=65535)], Annotated[int, Field(ge=1024, le=65535)]] = (
-        20000,
-        39999,
-    )
+    # A TOML array is a list: the pair is read as one (strict would want a tuple), its ports strictly.
+    range: tuple[
+        Annotated[int, Field(ge=1024, le=65535, strict=True)],
+        Annotated[int, Field(ge=1024, le=65535, strict=True)],
+    ] = Field(default=(20000, 39999), strict=False)
 
     @model_validator(mode="after")
     def _ordered(self) -> PortsCfg:
@@ -53,8 +55,8 @@ class PortsCfg(_Strict):
 
 
 class LimitsCfg(_Strict):
-    max_sessions: int | None = Field(default=None, ge=1, strict=True)  # "1" or true: exit 2, not ignored
-    max_running: int | None = Field(default=None, ge=1, strict=True)
+    max_sessions: int | None = Field(default=None, ge=1)
+    max_running: int | None = Field(default=None, ge=1)
     evict: Literal["lru", "none"] = "lru"
     idle_stop: str | None = None
     expire: str | None = None

@@ -53,6 +53,10 @@ def load(tmp_path: Path, text: str) -> config.Config:
         ("[project\n", "devup.toml", "not valid TOML"),
         ('[limits]\nmax_sessions = "1"\n', ":2: limits.max_sessions", "integer"),  # was ignored
         ("[limits]\nmax_running = true\n", ":2: limits.max_running", "integer"),
+        ('[routes]\nhostnames = "yes"\n', ":2: routes.hostnames", "boolean"),  # types are not guessed
+        ('[routes]\nhttp_port = "80"\n', ":2: routes.http_port", "integer"),
+        ('[services.web]\nrun = "x"\nport = "yes"\n', ":3: services.web.port", "boolean"),
+        ('[services.web]\nrun = "x"\nready_timeout = "60"\n', ":3: services.web.ready_timeout", "number"),
         ('[limits]\nexpire = "3000000d"\n', ":2: limits.expire", "too long"),
     ],
 )
