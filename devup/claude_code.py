@@ -88,11 +88,13 @@ def _hook_timeout() -> float:
     return value
 
 
-def _text(payload: dict[str, Any], *keys: str) -> str | None:
+def _text(payload: dict[str, Any], *keys: str, exact: bool = False) -> str | None:
+    """The first of `keys` that holds some text, trimmed; with `exact` as given (a name: `" a"`
+    is another name than `a`, and SPEC §8 never lets two names share a session)."""
     for key in keys:
         value = payload.get(key)
         if isinstance(value, str) and value.strip():
-            return value.strip()
+            return value if exact else value.strip()
     return None
 
 
@@ -100,7 +102,7 @@ def worktree_create(payload: dict[str, Any], reporter: Reporter) -> Path:
     """Bring up the session the payload names, in devup's own worktree; return its path."""
     from devup import session  # the whole `up` machinery: only this handler needs it
 
-    raw = _text(payload, "name", "worktree_name")
+    raw = _text(payload, "name", "worktree_name", exact=True)
     if raw is None:
         raise PayloadError(
             "the payload names no worktree (neither `name` nor `worktree_name`)",

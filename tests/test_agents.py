@@ -450,6 +450,8 @@ def test_agent_session_names_keep_names_apart():
     assert all(paths.NAME_RE.fullmatch(n) for n in named), named
     assert named[0].startswith("agent-one-") and len(named[5]) == 40
     assert attach.agent_session_name("Agent One") == named[0]  # the same name, the same session
+    spaced = [attach.agent_session_name(n) for n in ("  Agent One  ", "agent-one ", "agent-one")]
+    assert len({*spaced, named[0]}) == 4  # spaces make another name: never the same session
 
 
 def test_create_hook_failing_post_up_exits_non_zero_with_nothing_left(make):
@@ -596,3 +598,15 @@ wait_timeout = 120
     assert world.worktree_paths(repo.path) == [repo.path]
     assert world.tagged_processes(repo_id=repo.repo_id) == []
     assert sessions(repo) == []
+
+
+def test_names_that_differ_only_by_spaces_get_sessions_of_their_own(make):
+    repo = make(HOST)
+    paths_ = []
+    for name in ("Agent One", "  Agent One  "):
+        result = hook(repo, "worktree-create", {"name": name, "cwd": str(repo.path)})
+        assert result.returncode == 0, result.stderr
+        paths_.append(result.stdout.strip())
+    assert paths_[0] != paths_[1]
+    for path in paths_:
+        assert hook(repo, "worktree-remove", {"worktree_path": path, "cwd": str(repo.path)}).returncode == 0
