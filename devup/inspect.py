@@ -226,7 +226,10 @@ def _routed(ws: Workspace, record: SessionRecord) -> bool:
         return True
     from devup import router
 
-    return router.get(router.route_id(ws.repo.repo_id, record.session)) is not None
+    return (
+        router.get(router.route_id(ws.repo.repo_id, record.session)) is not None
+        and router.moved(record.urls) is None
+    )
 
 
 def status(ws: Workspace, name: str, reporter: Reporter) -> SessionView:
@@ -271,9 +274,16 @@ def _with_route(ws: Workspace, found: SessionView) -> SessionView:
     is no healthy session."""
     from devup import router
 
+    name = found.record.session
     try:
-        routed = router.get(router.route_id(ws.repo.repo_id, found.record.session)) is not None
-        state_ = "on the router" if routed else f"missing: `devup up {found.record.session}` puts it back"
+        routed = router.get(router.route_id(ws.repo.repo_id, name)) is not None
+        state_ = "on the router" if routed else f"missing: `devup up {name}` puts it back"
+        if routed and (now := router.moved(found.record.urls)) is not None:
+            routed = False
+            state_ = (
+                f"the router now listens on {now.http_port}/{now.https_port}, not on the ports of these "
+                f"URLs: `devup up {name}` gives the session URLs that answer"
+            )
     except DevupError as exc:
         routed, state_ = False, f"unknown ({exc.message.splitlines()[0]})"
     units_ = [*found.units, Unit("routes", "route", state_, routed)]

@@ -95,6 +95,9 @@ class SessionRecord:
     # Hostname URLs (SPEC §9), target (compose service or native service) -> URL, in the order
     # `devup url` picks its default from; {} when hostnames are off.
     urls: dict[str, str] = field(default_factory=dict)
+    # Why the last `up` left hostnames it wanted off (the router could not start): the next
+    # `up` tries again instead of being a no-op (SPEC §9).
+    hostnames_off: str = ""
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2)
@@ -132,6 +135,7 @@ class SessionRecord:
             inputs=_object(data.get("inputs")),
             retired=[_str(p) for p in data.get("retired") or []],
             urls={_str(k): _str(v) for k, v in (data.get("urls") or {}).items()},
+            hostnames_off=_str(data.get("hostnames_off", "")),
         )
 
 

@@ -19,6 +19,7 @@ import os
 import shutil
 import socket
 import time
+import urllib.parse
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -291,8 +292,10 @@ def _start(fallback: tuple[int, int]) -> Router:
         )
     where = folder()
     paths.ensure_dir(where)
-    http_port, https_port, loopbacks = _choose_ports(_previous_ports(), fallback)
-    config = _config(where, http_port, https_port, loopbacks, _surviving_routes())
+    surviving = _surviving_routes()
+    # The last run's ports keep the URLs of the sessions still routed; with none, 80/443 first.
+    http_port, https_port, loopbacks = _choose_ports(_previous_ports() if surviving else None, fallback)
+    config = _config(where, http_port, https_port, loopbacks, surviving)
     write_atomic(where / "caddy.json", json.dumps(config, indent=1))
     # caddy's own files (its CA, certificates, autosaved config, smallstep's ~/.step) all stay
     # in this folder: nothing in the user's home, nothing in a worktree.
@@ -374,6 +377,21 @@ _NOBODY = {
         }
     ]
 }
+
+
+def moved(urls: Mapping[str, str]) -> Router | None:
+    """The running router, when it listens on other ports than `urls` carry (it was restarted
+    where those were taken): those URLs no longer answer, and the session's next `up` gives it
+    URLs on the router's ports. None when they match, or no router runs."""
+    found = running()
+    if found is None:
+        return None
+    for url in urls.values():
+        parts = urllib.parse.urlsplit(url)
+        https = parts.scheme == "https"
+        if (parts.port or (443 if https else 80)) != (found.https_port if https else found.http_port):
+            return found
+    return None
 
 
 def _previous_ports() -> tuple[int, int] | None:

@@ -254,6 +254,7 @@ def _nothing_to_do(ws: Workspace, req: UpRequest, previous: SessionRecord) -> bo
         and req.branch in (None, previous.branch)
         and req.ttl in (None, previous.ttl)
         and previous.status == "up"
+        and not previous.hostnames_off  # the router could not start last time: try again
         and not drifted(ws, previous)
         and inspect.is_healthy(ws, previous)
     )
@@ -504,6 +505,7 @@ def _record(run: _Run, status: str, now: float) -> SessionRecord:
         inputs=changes.inputs(plan, run.cfg, units.env) if status == "up" else {},
         retired=[p for p in units.retired if p not in {g.project for g in units.groups.values()}],
         urls=dict(run.hostnames.urls) if run.hostnames else {},
+        hostnames_off=run.hostnames.off if run.hostnames else "",
     )
 
 

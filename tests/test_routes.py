@@ -9,14 +9,18 @@ address itself), Chromium, and the router's own admin API (its config), never de
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 import sys
+import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -364,3 +368,67 @@ def test_trust_prints_the_authority_and_says_what_it_did(make):
     removed = repo.devup("trust", "--remove", "--json", env={"PATH": path})
     assert json.loads(removed.stdout)["root"] == str(ca_root())
     assert repo.devup("gc").returncode == 0 and router_pid() is None  # started for its authority only
+
+
+@contextlib.contextmanager
+def _taken(*ports: int) -> Iterator[None]:
+    """Someone else listens on these loopback ports."""
+    with contextlib.ExitStack() as held:
+        for port in ports:
+            sock = held.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(("127.0.0.1", port))
+            sock.listen()
+        yield
+
+
+def _router_ports() -> tuple[int, int]:
+    data = json.loads((router_dir() / "router.json").read_text())
+    return int(data["http_port"]), int(data["https_port"])
+
+
+def test_a_router_restarted_on_other_ports_gets_the_sessions_new_urls(tmp_path: Path, make):
+    """SPEC §9: the router died and came back where its old ports were taken: the session's URLs
+    (which carry the old port) no longer answer; `status` says so and the next `up` of it gives
+    it URLs that do, instead of "nothing to do"."""
+    a = make(native_toml(), {"serve.py": SERVE}, folder="a")
+    url = a.up_json("s")["urls"]["web"]
+    old = _router_ports()
+    os.kill(router_pid() or 0, signal.SIGKILL)
+    b = make(native_toml(), {"serve.py": SERVE}, folder="b")
+    with _taken(*old):
+        b.up_json("t")  # the router comes back, on 80/443 or b's ports, with s's route
+    assert _router_ports() != old
+    status = a.devup("status", "s")
+    assert status.returncode == 1 and "now listens on" in status.stdout, status.stdout
+    again = a.up_json("s")
+    assert again["urls"]["web"] != url and curl(again["urls"]["web"], https_root=ca_root())[0] == 200
+    assert a.devup("status", "s").returncode == 0
+    assert a.devup("down", "s").returncode == 0 and b.devup("down", "t").returncode == 0
+
+
+def test_hostnames_off_for_one_run_come_back_with_the_next_up(make):
+    """The router could not start (its ports taken): that run's hostnames were off; the next
+    `up`, once the ports are free, tries again rather than "nothing to do"."""
+    repo = make(native_toml(), {"serve.py": SERVE})
+    assert repo.up_json("s")["urls"]
+    ports = _router_ports()
+    assert repo.devup("stop", "s").returncode == 0 and repo.devup("gc").returncode == 0  # no router
+    toml = tomllib.loads((repo.path / "devup.toml").read_text())["routes"]
+    fallback = (toml["http_port"], toml["https_port"])
+    candidates = {*ports, *fallback, *((80, 443) if _free(80, 443) else ())}
+    with _taken(*sorted(candidates)):  # every pair the router could listen on
+        off = repo.devup("up", "s", "--json")
+    assert off.returncode == 0 and "hostnames are off for this run" in off.stderr, off.stderr
+    assert json.loads(off.stdout)["urls"] == {}
+    again = repo.up_json("s")
+    assert again["urls"] and curl(again["urls"]["web"], https_root=ca_root())[0] == 200
+    assert repo.devup("down", "s").returncode == 0
+
+
+def _free(*ports: int) -> bool:
+    try:
+        with _taken(*ports):
+            return True
+    except OSError:
+        return False

@@ -86,6 +86,7 @@ class Hostnames:
         ]
         self.urls: dict[str, str] = {}
         self.url_vars: dict[str, str] = {}
+        self.off = ""  # why the hostnames are off for this run, when the router could not start
 
     def apply(self, ports: Mapping[str, int], *, restore: bool) -> None:
         """Put the session's route on the router (started if need be). With `restore` (a
@@ -101,6 +102,7 @@ class Hostnames:
                 raise
             # [routes].hostnames left to its default: on where the router can run (SPEC §9).
             self.warn(f"hostnames are off for this run: {exc.message}")
+            self.off = exc.message
             return
         self.urls = {t.name: found.url(t.host, https=self.https) for t in self.targets}
         self.url_vars = {key: self.urls[t.name] for t in self.targets for key in t.keys}
