@@ -188,9 +188,9 @@ def _check(status: int, body: Any, what: str) -> None:
 # --- routes --------------------------------------------------------------------------------
 
 
-def route(rid: str, hosts: Mapping[str, int]) -> dict[str, Any]:
-    """The one route of a session: its hostnames, each to its upstream port on the loopback
-    address (a published port of the local engine, or a native service's)."""
+def route(rid: str, hosts: Mapping[str, str]) -> dict[str, Any]:
+    """The one route of a session: its hostnames, each to its upstream `address:port` on a
+    loopback address (a published port of the local engine, or a native service's)."""
     return {
         "@id": rid,
         "match": [{"host": sorted(hosts)}],
@@ -200,11 +200,9 @@ def route(rid: str, hosts: Mapping[str, int]) -> dict[str, Any]:
                 "routes": [
                     {
                         "match": [{"host": [host]}],
-                        "handle": [
-                            {"handler": "reverse_proxy", "upstreams": [{"dial": f"127.0.0.1:{port}"}]}
-                        ],
+                        "handle": [{"handler": "reverse_proxy", "upstreams": [{"dial": upstream}]}],
                     }
-                    for host, port in sorted(hosts.items())
+                    for host, upstream in sorted(hosts.items())
                 ],
             }
         ],
@@ -218,7 +216,7 @@ def ensure(*, ports: tuple[int, int]) -> Router:
         return running() or _start(ports)
 
 
-def put(rid: str, hosts: Mapping[str, int], *, ports: tuple[int, int]) -> Router:
+def put(rid: str, hosts: Mapping[str, str], *, ports: tuple[int, int]) -> Router:
     """Add or replace the route `rid` (the router started first when it is not running; `ports`
     are used where 80/443 cannot be)."""
     return put_raw(route(rid, hosts), ports=ports)

@@ -177,7 +177,7 @@ def _unchanged_urls(
 
     if previous is None or _hostnames(cfg, plan, engine, NullReporter()) is None:
         return {}
-    keys = {key for _, _, keys in _route_targets(plan) for key in keys}
+    keys = {key for _, _, keys, _ in _route_targets(plan) for key in keys}
     prefix = "DEVUP_URL_"
     return {
         k[len(prefix) :]: v
@@ -186,7 +186,7 @@ def _unchanged_urls(
     }
 
 
-def _route_targets(plan: preflight.Plan) -> list[tuple[str, str, tuple[str, ...]]]:
+def _route_targets(plan: preflight.Plan) -> list[tuple[str, str, tuple[str, ...], str]]:
     return routes.targets(models=plan.models, aliases=plan.aliases, services=plan.services)
 
 

@@ -432,3 +432,13 @@ def _free(*ports: int) -> bool:
             return True
     except OSError:
         return False
+
+
+def test_a_port_published_on_ipv6_loopback_is_reached_there(make, engine):
+    """`[::1]::8080` answers on ::1 only: the route must lead there, not to 127.0.0.1 (502)."""
+    web = busybox_web(volume=None).replace('ports: ["8080:8080"]', 'ports: ["[::1]::8080"]')
+    assert "[::1]::8080" in web
+    repo = make(isolated("container") + '[groups.app]\nfiles = ["compose.yaml"]\n', {"compose.yaml": web})
+    url = repo.up_json("s")["urls"]["web"]
+    assert curl(url, https_root=ca_root()) == (200, "s")
+    assert repo.devup("down", "s").returncode == 0

@@ -31,24 +31,36 @@ class Target:
     host: str
     lease: str  # the DEVUP_PORT_ key of the port its hostname leads to
     keys: tuple[str, ...]  # the DEVUP_PORT_ keys of that port: each gets its DEVUP_URL_
+    address: str = "127.0.0.1"  # where the router reaches that port: `[::1]` for one published there
 
 
 def targets(
     *, models: Mapping[str, GroupModel], aliases: Mapping[str, str], services: Mapping[str, ServiceCfg]
-) -> list[tuple[str, str, tuple[str, ...]]]:
-    """(target, the key of the port its hostname leads to, every DEVUP_PORT_ key of that port):
-    each compose service's first published port, each native service's port."""
-    found: list[tuple[str, str, tuple[str, ...]]] = []
+) -> list[tuple[str, str, tuple[str, ...], str]]:
+    """(target, the key of the port its hostname leads to, every DEVUP_PORT_ key of that port,
+    the address the router reaches it on): each compose service's first published port, each
+    native service's port."""
+    found: list[tuple[str, str, tuple[str, ...], str]] = []
     for model in models.values():
         for svc, specs in model.services.items():
             alias = port_key(svc)
             full = aliases.get(alias)
             if specs and full is not None:
-                found.append((svc, alias, (alias, full)))
+                found.append((svc, alias, (alias, full), _reached_on(specs[0].host_ip)))
     for name, cfg in services.items():
         if cfg.port:
-            found.append((name, port_key(name), (port_key(name),)))
+            found.append((name, port_key(name), (port_key(name),), "127.0.0.1"))
     return found
+
+
+def _reached_on(host_ip: str | None) -> str:
+    """The loopback address a port published on `host_ip` answers on: IPv6's for one published
+    on an IPv6 address (`[::1]::8080`: 127.0.0.1 gets no answer there), else IPv4's."""
+    if host_ip and ":" in host_ip:
+        return "[::1]" if host_ip in ("::", "::1") else f"[{host_ip}]"
+    if host_ip and host_ip != "0.0.0.0":
+        return host_ip
+    return "127.0.0.1"
 
 
 class Hostnames:
@@ -65,7 +77,7 @@ class Hostnames:
         domain: str,
         https: bool,
         fallback: tuple[int, int],
-        targets: list[tuple[str, str, tuple[str, ...]]],
+        targets: list[tuple[str, str, tuple[str, ...], str]],
         required: bool,
         warn: Callable[[str], None],
     ) -> None:
@@ -80,9 +92,13 @@ class Hostnames:
         label = router.project_label(project, repo_id)
         self.targets = [
             Target(
-                name, router.hostname(target=name, session=session, project=label, domain=domain), lease, keys
+                name,
+                router.hostname(target=name, session=session, project=label, domain=domain),
+                lease,
+                keys,
+                address,
             )
-            for name, lease, keys in targets
+            for name, lease, keys, address in targets
         ]
         self.urls: dict[str, str] = {}
         self.url_vars: dict[str, str] = {}
@@ -113,8 +129,9 @@ class Hostnames:
         if self.urls:
             router.put(self.route_id, self._hosts(ports), ports=self.fallback)
 
-    def _hosts(self, ports: Mapping[str, int]) -> dict[str, int]:
-        return {t.host: ports[t.lease] for t in self.targets if ports.get(t.lease)}
+    def _hosts(self, ports: Mapping[str, int]) -> dict[str, str]:
+        """hostname -> the address and port the router passes it to."""
+        return {t.host: f"{t.address}:{ports[t.lease]}" for t in self.targets if ports.get(t.lease)}
 
 
 def _quietly(read: Callable[[], dict[str, Any] | None]) -> dict[str, Any] | None:
