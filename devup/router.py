@@ -250,9 +250,21 @@ def remove(rid: str) -> None:
     with _locked():
         if running() is None:
             return
+        status, body = _request("GET", f"/id/{rid}")
+        hosts = _hosts_of(body) if status == 200 else []
         status, body = _request("DELETE", f"/id/{rid}")
         if status != 404:
             _check(status, body, f"remove route {rid}")
+        for host in hosts:  # its certificates and keys go with it (caddy makes them again if asked)
+            shutil.rmtree(folder() / "data" / "certificates" / "local" / host, ignore_errors=True)
+
+
+def _hosts_of(doc: Any) -> list[str]:
+    """The hostnames a route matches (a route of `route`)."""
+    try:
+        return [h for h in doc["match"][0]["host"] if isinstance(h, str) and h and "/" not in h and h != ".."]
+    except (KeyError, IndexError, TypeError):
+        return []
 
 
 def route_ids() -> list[str]:

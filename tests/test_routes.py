@@ -441,4 +441,8 @@ def test_a_port_published_on_ipv6_loopback_is_reached_there(make, engine):
     repo = make(isolated("container") + '[groups.app]\nfiles = ["compose.yaml"]\n', {"compose.yaml": web})
     url = repo.up_json("s")["urls"]["web"]
     assert curl(url, https_root=ca_root()) == (200, "s")
+    host = url.split("://", 1)[1].split("/", 1)[0].split(":")[0]
+    issued = router_dir() / "data" / "certificates" / "local" / host
+    assert issued.is_dir()  # caddy made its certificate and key
     assert repo.devup("down", "s").returncode == 0
+    assert not issued.exists()  # and they went with the session
