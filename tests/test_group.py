@@ -71,7 +71,7 @@ def test_a_moved_port_changes_the_shared_ports_only_under_the_leases_lock(
         name="app",
         project="p-app",
         cfg=SimpleNamespace(files=["c.yaml"], wait_timeout=10, depends_on=[], min_uptime=0),  # type: ignore[arg-type]
-        model=SimpleNamespace(services={"web": []}),  # type: ignore[arg-type]
+        model=SimpleNamespace(services={"web": []}, volume_names={}),  # type: ignore[arg-type]
         worktree=tmp_path,
         env={},
         ports=ports,
