@@ -10,6 +10,7 @@ ones released.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -47,17 +48,32 @@ def group_digests(plan: Plan, name: str, env: dict[str, str]) -> dict[str, str]:
 
 
 def changed_services(plan: Plan, name: str, env: dict[str, str]) -> list[str] | None:
-    """The group's services whose resolved config changed since the session's last `up` (new
-    ones included); None when that is not known or the group as a whole changed (its settings,
-    ports, networks or volumes): compose then decides alone."""
+    """The group's services whose resolved config or host ports changed since the session's last
+    `up` (new ones included); None when that is not known, or when only the group's own settings,
+    networks or volumes changed: compose then decides alone. (Used on Podman, where compose would
+    recreate every container: SPEC §5.12 keeps the unchanged ones.)"""
     previous = plan.previous
     was = ((previous.inputs if previous else {}).get("groups") or {}).get(name)
-    if not was:
+    if not was or previous is None:
         return None
     now = group_digests(plan, name, env)
-    if any(was.get(key) != now.get(key) for key in ("#cfg", "#ports", "")):
+    services = plan.models[name].services
+    changed = {s for s in services if was.get(s) != now.get(s)}
+    changed |= {s for s in services if _port_vars(previous.env, s) != _port_vars(env, s)}
+    if not changed and any(was.get(key) != now.get(key) for key in ("#cfg", "#ports", "")):
         return None
-    return sorted(s for s in plan.models[name].services if was.get(s) != now.get(s))
+    return sorted(changed)
+
+
+def _port_vars(env: Mapping[str, str], service: str) -> dict[str, str]:
+    """DEVUP_PORT_<SERVICE> and DEVUP_PORT_<SERVICE>_<port...> of `service` (not of a service
+    whose key only starts alike)."""
+    base = f"DEVUP_PORT_{port_key(service)}"
+    return {
+        k: v
+        for k, v in env.items()
+        if k == base or (k.startswith(base + "_") and k[len(base) + 1 :][:1].isdigit())
+    }
 
 
 def service_digest(cfg: ServiceCfg, env: dict[str, str]) -> str:
