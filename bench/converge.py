@@ -64,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--rounds", type=int, default=5)
     opts = parser.parse_args(argv)
+    # Byte-compiled, as a regular install is (bench/README.md): where PYTHONDONTWRITEBYTECODE is
+    # set, a fresh clone's devup would compile every module again on every run.
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "devup")], check=True)
     tmp = Path(tempfile.mkdtemp(prefix="devup-bench-converge-"))
     env = {
         **os.environ,
