@@ -85,7 +85,7 @@ def up(ws: Workspace, req: UpRequest, reporter: Reporter) -> UpResult:
     started = time.monotonic()
     paths.check_session_name(req.name)
     if not _config_unchanged_since_up(ws, req.name):
-        ws.remember_config()  # validated: a config error is exit 2 before anything changes
+        ws.remembered_config  # noqa: B018  (validated: a config error is exit 2 before anything changes)
     from devup import fleet, usage
 
     # A fleet that never runs `gc` reaps itself: a stat or two per session when nothing is due.
@@ -105,7 +105,7 @@ def up(ws: Workspace, req: UpRequest, reporter: Reporter) -> UpResult:
 
         # Kept for the commands that meet this text next (`--dry-run`, a reconcile), which then
         # skip pydantic (config.remember); a read when it is kept already.
-        cfg = ws.remember_config()
+        cfg = ws.remembered_config
         plan = preflight.plan(
             ws,
             cfg,

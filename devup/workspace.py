@@ -37,8 +37,9 @@ class Workspace:
             self.repo.root / CONFIG_NAME, self.config_text
         )
 
-    def remember_config(self) -> Config:
-        """The config, its values kept for the next command (config.remember)."""
+    @functools.cached_property
+    def remembered_config(self) -> Config:
+        """The config, its values kept for the next command (config.remember): once a process."""
         from devup import config
 
         config.remember(self.repo.config_values, self.config_text, self.config)

@@ -232,3 +232,24 @@ def test_a_ttl_past_ten_years_is_refused_and_an_old_one_still_lists(tmp_path) ->
     assert usage.parse_duration("3650d") == 3650 * 86400
     # A record written before the limit: `ls` shows the last ISO time there is, never crashes.
     assert inspect._iso(1e13) == "9999-12-31T23:59:59Z"
+
+
+def test_an_edit_that_breaks_the_config_of_an_up_session_is_exit_2(tmp_path):
+    """`up` remembers the config it validated; an edit is another text, validated again."""
+    repo = tmp_path / "r"
+    repo.mkdir()
+    (repo / "devup.toml").write_text('[project]\nmode = "host"\n')
+    for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-qm", "init"]):
+        subprocess.run(["git", *args], cwd=repo, check=True)
+
+    def devup(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "devup", *args], cwd=repo, capture_output=True, text=True
+        )
+
+    assert devup("up", "s").returncode == 0
+    (repo / "devup.toml").write_text('[project]\nmode = "host"\nmoed = "x"\n')
+    again = devup("up", "s")
+    assert again.returncode == 2 and "devup.toml:3: project.moed" in again.stderr, again.stderr
+    (repo / "devup.toml").write_text('[project]\nmode = "host"\n')
+    assert devup("down", "s").returncode == 0

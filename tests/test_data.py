@@ -160,6 +160,7 @@ def pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pg]:
         subprocess.run(["docker", "volume", "rm", "-f", name], capture_output=True)
     for name in left["network"]:
         subprocess.run(["docker", "network", "rm", name], capture_output=True)
+    world.stop_router(tmp / "state")  # the sessions' hostnames started it; the per-test stop cannot reach it
     assert left == {"container": [], "network": [], "volume": []}, "the data tests left things behind"
 
 

@@ -279,6 +279,22 @@ wait_timeout = 30
     assert_no_trace(repo, "u")
 
 
+def test_a_group_not_healthy_within_wait_timeout_rolls_back_and_says_so(make):
+    """The readiness wait's third verdict: still `starting` when wait_timeout runs out."""
+    slow = compose_service(
+        "api", port=8082, volume=None, health='["CMD-SHELL", "exit 1"]', retries=1000
+    )  # fails its check a thousand times before it is unhealthy: starting all the while
+    repo = make(
+        isolated("container") + '[groups.app]\nfiles = ["compose/app.yaml"]\nwait_timeout = 3\n',
+        {"compose/app.yaml": slow},
+    )
+    result, doc = run_json(repo, "up", "w")
+    assert result.returncode == 1, result.stderr
+    assert doc["status"] == "rolled_back" and doc["error"]["step"] == "group:app"
+    assert "not healthy after 3s" in doc["error"]["message"], doc["error"]["message"]
+    assert_no_trace(repo, "w")
+
+
 def test_a_rollback_removes_only_the_worktrees_folder_it_made(make):
     repo = make(isolated("host"))
     made = repo.worktree("k").parent

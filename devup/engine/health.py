@@ -49,12 +49,7 @@ def wait_ready(eng: Engine, *, project: str, timeout: float) -> str | None:
         listed = http.get(
             eng, "/containers/json", all="1", filters=http.filters(label=[f"{LABEL_PROJECT}={project}"])
         )
-        mine = [
-            c
-            for c in listed or []
-            if (c.get("Labels") or {}).get(LABEL_PROJECT) == project  # Podman ORs label filters
-            and (c.get("Labels") or {}).get(_ONEOFF) != "True"
-        ]
+        mine = [c for c in listed or [] if (c.get("Labels") or {}).get(_ONEOFF) != "True"]
         one_shots = {
             dep.split(":")[0]
             for c in mine

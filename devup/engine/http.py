@@ -104,8 +104,12 @@ def _connection(eng: Engine) -> Any:
 def engine_version(eng: Engine, *, attempts: int = 5) -> str:
     """The engine's version; an engine that does not answer is retried with backoff for ~4 s
     (0.25, 0.5, 1, 2 s between attempts), so that a blip or a dockerd restart is ridden out."""
-    try:
+
+    def ask() -> str:
         return str((get(eng, "/version") or {}).get("Version", "?"))
+
+    try:
+        return ask()
     except EngineUnavailable:
         if attempts <= 1:
             raise
@@ -118,7 +122,7 @@ def engine_version(eng: Engine, *, attempts: int = 5) -> str:
         stop=stop_after_attempt(attempts - 1),
         reraise=True,
     )
-    return str(retrying(lambda: (get(eng, "/version") or {}).get("Version", "?")))
+    return str(retrying(ask))
 
 
 _PODMAN: dict[str, str | None] = {}
